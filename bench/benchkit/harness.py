@@ -1,0 +1,311 @@
+"""Process, pinning, load-generation and statistics plumbing shared by the benchmarks.
+
+Rules this module enforces (PERFORMANCE.md): the server runs on core 0 and wrk on core 1, traffic
+goes to loopback only, every server is stopped by its pid, and every child has a time bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = BENCH_DIR.parent
+CACHE_DIR = BENCH_DIR / ".cache"
+
+SERVER_CORE = 0
+LOAD_CORE = 1
+
+
+def log(message: str) -> None:
+    """Progress goes to stdout with a timestamp so a slow step is visible in CI logs."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def can_pin() -> bool:
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def pinned(cmd: Sequence[str], core: int) -> list[str]:
+    """Prefix a command with taskset so it (and every child it forks) stays on one core."""
+    if can_pin():
+        return ["taskset", "-c", str(core), *cmd]
+    return list(cmd)
+
+
+def free_port() -> int:
+    """Ask the kernel for an unused loopback port (a small race, acceptable on a bench host)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def assert_loopback(url: str) -> None:
+    """Refuse to send load anywhere but this machine's loopback range."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"refusing to benchmark a non-loopback address: {url}")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Server:
+    """A server process pinned to the server core, logging to a file, stoppable by its pid."""
+
+    def __init__(self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.cmd = pinned(cmd, SERVER_CORE)
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as out:
+            # A new session makes the server its own process-group leader, so any helpers it forks
+            # can be reaped with it even if it dies without cleaning up after itself.
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env, cwd=self.cwd, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "server not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM by pid, SIGKILL after the grace period, then sweep the group it led."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[list[Server]]:
+    """Guarantee every server started inside the block is stopped, even on Ctrl-C or an error."""
+    try:
+        yield servers
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def wait_http(url: str, timeout: float, server: Server | None = None) -> None:
+    """Poll until the URL answers at all (any status below 500); fail fast if the server died."""
+
+    def answered() -> bool:
+        if server is not None and not server.alive():
+            raise RuntimeError(f"{server.name} exited early:\n{server.log_tail()}")
+        try:
+            return httpx.get(url, verify=False, timeout=1.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answered, timeout, f"{url} to answer")
+
+
+def self_signed_tls(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 so the reference and peer servers speak https like Lanyard
+    (also used as the peer's private_key_jwt client credential)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench 127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+# --------------------------------------------------------------------------------------------- wrk
+
+
+def ensure_wrk() -> str | None:
+    """Find wrk, installing Debian's package when running as root; None means 'report, don't fail'."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return found
+    log("wrk missing: installing it with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        try:
+            subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            log(f"could not install wrk: {exc}")
+            return None
+    return shutil.which("wrk")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measurement of one target: a rate, plus latency and failure counts for HTTP targets."""
+
+    rate: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    requests: int = 0
+    bad_status: int = 0   # responses with status >= 400: a fast error page must not look like speed
+    socket_errors: int = 0
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """A request for wrk to repeat. The body is a callable so time-limited credentials
+    (a client assertion) can be rebuilt fresh for every measured run."""
+
+    url: str
+    method: str = "GET"
+    body: Callable[[], str] | None = None
+    content_type: str | None = None
+
+
+# wrk's done() hook prints one machine-readable line, so nothing depends on its human output format.
+_LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"connect\":%d,\"read\":%d,\"write\":%d," ..
+    "\"status\":%d,\"timeout\":%d,\"p50_us\":%d,\"p99_us\":%d}\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua_script(target: HttpTarget) -> str:
+    lines = [f'wrk.method = "{target.method}"']
+    if target.body is not None:
+        # Form bodies are URL-encoded, so a Lua long bracket needs no escaping.
+        lines.append(f"wrk.body = [==[{target.body()}]==]")
+    if target.content_type:
+        lines.append(f'wrk.headers["Content-Type"] = "{target.content_type}"')
+    return "\n".join(lines) + "\n" + _LUA_DONE
+
+
+def run_wrk(wrk: str, target: HttpTarget, seconds: float, connections: int, workdir: Path) -> Sample:
+    assert_loopback(target.url)
+    script = workdir / "wrk-request.lua"
+    script.write_text(_lua_script(target))
+    cmd = pinned([wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+                  "-s", str(script), target.url], LOAD_CORE)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk produced no summary (exit {done.returncode}): {done.stderr.strip()[:400]}")
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    duration = raw["duration_us"] / 1e6
+    return Sample(
+        rate=raw["requests"] / duration if duration else 0.0,
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        requests=raw["requests"],
+        bad_status=raw["status"],
+        socket_errors=raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
+    )
+
+
+# ------------------------------------------------------------------------------------------ rounds
+
+
+@dataclass(frozen=True)
+class Target:
+    """Anything measurable for a given number of seconds: an HTTP endpoint or a CPU ceiling."""
+
+    name: str
+    measure: Callable[[float], Sample]
+    warm_up: bool = True
+
+
+def run_rounds(targets: Sequence[Target], warm_up_s: float, rounds: int, seconds: float) -> dict[str, list[Sample]]:
+    """Warm every target up once, then measure them round-robin, shifting the order every round.
+
+    Rotation spreads slow drift of a shared machine (another tenant, thermal state) over all targets
+    instead of letting it land on whichever target happens to run last.
+    """
+    for target in targets:
+        if target.warm_up and warm_up_s > 0:
+            log(f"warm-up  {target.name}")
+            target.measure(warm_up_s)
+    samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
+    for index in range(rounds):
+        order = list(targets[index % len(targets):]) + list(targets[:index % len(targets)])
+        for target in order:
+            sample = target.measure(seconds)
+            samples[target.name].append(sample)
+            bad = f"  bad-status={sample.bad_status}" if sample.bad_status else ""
+            log(f"round {index + 1}/{rounds}  {target.name:<32} {sample.rate:>10.0f}/s{bad}")
+    return samples
+
+
+@dataclass(frozen=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high}
+
+
+def spread(values: Sequence[float]) -> Spread:
+    return Spread(statistics.median(values), min(values), max(values))

@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Token-minting and metadata benchmark: goals G3 and G7 of shared/PERFORMANCE.md.
+
+    python bench/mint.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
+    python bench/mint.py --full  [--out DIR]   # ~8 minutes: longer rounds, the figures to quote
+
+Measured in one run, servers pinned to core 0 and wrk to core 1:
+  ceilings  RSA-2048 sign/s on one core (python `cryptography`, and node for context);
+            a bare Starlette/uvicorn app over http and over https
+  lanyard   token endpoint (client assertion, client secret), JWKS, OpenID discovery
+  peer      node oidc-provider's token endpoint (private_key_jwt, client_secret_post), over https
+
+Exit status: 1 on a correctness failure (a target that does not answer like the real thing, or
+errors under load), or in --smoke on a required ratio below half its floor; in --full, 2 when a
+goal is below its floor. A missing wrk, node or oidc-provider is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def _use_repo_venv() -> None:
+    """Re-run under the repo's venv when started with an interpreter lacking the dependencies."""
+    try:
+        import cryptography  # noqa: F401
+        import httpx  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        venv = Path(__file__).resolve().parent.parent / ".venv"
+        if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(str(venv / "bin" / "python"), [str(venv / "bin" / "python"), *sys.argv])
+        raise
+
+
+_use_repo_venv()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import httpx  # noqa: E402
+
+from benchkit import report  # noqa: E402
+from benchkit.harness import (  # noqa: E402
+    BENCH_DIR,
+    SERVER_CORE,
+    HttpTarget,
+    Sample,
+    Server,
+    Target,
+    can_pin,
+    ensure_wrk,
+    free_port,
+    log,
+    pinned,
+    run_rounds,
+    run_wrk,
+    self_signed_tls,
+    wait_http,
+)
+from benchkit.lanyard import start_lanyard, unavailable_reason  # noqa: E402
+from benchkit.peer import SCRIPTS, ensure_oidc_provider, node_binary, start_peer  # noqa: E402
+from benchkit.services import TokenService, verify_service  # noqa: E402
+from benchkit.tokens import CheckFailed  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    warm_up_s: float
+    rounds: int
+    seconds: float
+    connections: int
+
+
+MODES = {
+    "smoke": Mode("smoke", warm_up_s=1, rounds=2, seconds=2, connections=32),
+    "full": Mode("full", warm_up_s=3, rounds=5, seconds=10, connections=32),
+}
+
+# Target names, used by the goal definitions below.
+RSA_PY, RSA_NODE = "rsa-2048 sign (python)", "rsa-2048 sign (node)"
+BARE_HTTP, BARE_HTTPS = "bare starlette http", "bare starlette https"
+LY_ASSERT, LY_SECRET = "lanyard token (assertion)", "lanyard token (secret)"
+LY_JWKS, LY_DISCO = "lanyard jwks", "lanyard discovery"
+PEER_ASSERT, PEER_SECRET = "oidc-provider token (assertion)", "oidc-provider token (secret)"
+
+
+def goals(bare: str) -> list[report.GoalSpec]:
+    """G3 and G7. `bare` is the reference on Lanyard's own scheme, so TLS cost is on both sides."""
+    return [
+        report.GoalSpec("G3", "token minting through the directory's token endpoint", [
+            report.RatioSpec("token (assertion) / RSA sign", LY_ASSERT, RSA_PY, target=0.60, floor=0.40),
+            report.RatioSpec("token (assertion) / oidc-provider (private_key_jwt)", LY_ASSERT, PEER_ASSERT,
+                             target=1.5, floor=1.0),
+            report.RatioSpec("token (secret) / RSA sign", LY_SECRET, RSA_PY),
+            report.RatioSpec("token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET),
+            report.RatioSpec("oidc-provider (private_key_jwt) / node RSA sign", PEER_ASSERT, RSA_NODE),
+        ]),
+        report.GoalSpec("G7", "JWKS and discovery documents", [
+            report.RatioSpec(f"jwks / {bare}", LY_JWKS, bare, target=0.80, floor=0.50),
+            report.RatioSpec(f"discovery / {bare}", LY_DISCO, bare, target=0.80, floor=0.50),
+            report.RatioSpec(f"jwks / {BARE_HTTP}", LY_JWKS, BARE_HTTP),
+            report.RatioSpec(f"{BARE_HTTPS} / {BARE_HTTP} (cost of TLS)", BARE_HTTPS, BARE_HTTP),
+        ]),
+    ]
+
+
+@dataclass
+class Run:
+    """Everything one invocation accumulates: targets to rotate, servers to stop, findings."""
+
+    mode: Mode
+    wrk: str | None
+    workdir: Path
+    logdir: Path
+    targets: list[Target] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    lanyard_scheme: str = "https"
+    peer_names: set[str] = field(default_factory=set)
+
+    def add_http(self, name: str, target: HttpTarget) -> None:
+        if self.wrk is None:
+            return
+        wrk, workdir, connections = self.wrk, self.workdir, self.mode.connections
+        self.targets.append(Target(name, lambda seconds: run_wrk(wrk, target, seconds, connections, workdir)))
+
+    def add_cpu(self, name: str, cmd: list[str]) -> None:
+        self.targets.append(Target(name, _pinned_rate(cmd), warm_up=False))
+
+
+def _pinned_rate(cmd: list[str]) -> Callable[[float], Sample]:
+    """A CPU ceiling: run the probe on the server core for the round's duration, read its rate."""
+
+    def measure(seconds: float) -> Sample:
+        done = subprocess.run(pinned([*cmd, str(seconds)], SERVER_CORE), capture_output=True, text=True,
+                              timeout=seconds + 60, check=True, cwd=BENCH_DIR)
+        return Sample(rate=float(_json_line(done.stdout)["rate"]))
+
+    return measure
+
+
+def _json_line(text: str) -> dict[str, Any]:
+    value = json.loads(text.strip().splitlines()[-1])
+    assert isinstance(value, dict)
+    return value
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+def setup_ceilings(run: Run) -> None:
+    run.add_cpu(RSA_PY, [sys.executable, "-m", "benchkit.rsa_ceiling"])
+    node = node_binary()
+    if node:
+        run.add_cpu(RSA_NODE, [node, str(SCRIPTS / "rsa_ceiling.mjs")])
+
+
+def setup_reference(run: Run) -> None:
+    """The bare Starlette app, once over http and once over https with a throwaway certificate."""
+    cert, key = self_signed_tls(run.workdir / "reference")
+    for name, tls in ((BARE_HTTP, []), (BARE_HTTPS, ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)])):
+        port = free_port()
+        scheme = "https" if tls else "http"
+        url = f"{scheme}://127.0.0.1:{port}/"
+        # Uvicorn's defaults (loop/http "auto") on purpose: the reference uses whatever event loop and
+        # HTTP parser the venv offers Lanyard. Access logging is off, as a production server would be.
+        cmd = [sys.executable, "-m", "uvicorn", "benchkit.refapp:app", "--app-dir", str(BENCH_DIR),
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log", *tls]
+        server = Server(name, cmd, run.logdir / f"{name.replace(' ', '-')}.log").start()
+        run.servers.append(server)
+        wait_http(url, 30, server)
+        body = httpx.get(url, verify=str(cert) if tls else False).json()
+        if body.get("status") != "ok":
+            raise CheckFailed(f"{name}: unexpected body {body}")
+        run.add_http(name, HttpTarget(url))
+
+
+def setup_lanyard(run: Run, home: Path) -> None:
+    reason = unavailable_reason()
+    if reason:
+        run.notes.append(f"lanyard skipped: {reason}")
+        log(f"lanyard skipped: {reason}")
+        return
+    log("starting lanyard up")
+    lanyard = start_lanyard(home, run.logdir)
+    run.servers.append(lanyard.server)
+    run.lanyard_scheme = urlsplit(lanyard.endpoints["authority"]).scheme
+    service = lanyard.service
+    check_service(run, service, str(lanyard.endpoints.get("ca_cert") or lanyard.ca))
+    run.add_http(LY_ASSERT, service.assertion_target())
+    run.add_http(LY_SECRET, service.secret_target())
+    run.add_http(LY_JWKS, HttpTarget(service.jwks_url))
+    run.add_http(LY_DISCO, HttpTarget(service.discovery_url))
+
+
+def check_service(run: Run, service: TokenService, ca: str | bool) -> None:
+    claims = verify_service(service, ca)
+    log(f"{service.label}: discovery, JWKS and both token grants verified")
+    run.meta[f"{service.label} token claims (assertion)"] = sorted(claims.get("client assertion", {}))
+    with httpx.Client(verify=ca, timeout=10) as client:
+        advertised = client.get(service.discovery_url).json().get("token_endpoint")
+    if advertised != service.token_endpoint:
+        run.notes.append(f"{service.label} discovery advertises token_endpoint {advertised}, "
+                         f"benchmarked {service.token_endpoint}")
+
+
+def setup_peer(run: Run) -> None:
+    if node_binary() is None:
+        run.notes.append("oidc-provider skipped: node not found")
+        return
+    module, version = ensure_oidc_provider()
+    if module is None:
+        run.notes.append(f"oidc-provider skipped: {version}")
+        return
+    run.meta["oidc-provider"] = version
+    log(f"starting oidc-provider {version}")
+    try:
+        peer = start_peer(module, run.workdir, run.logdir)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        run.notes.append(f"oidc-provider skipped: could not start: {exc}")
+        return
+    run.servers.append(peer.server)
+    try:
+        check_service(run, peer.service, False)
+    except (CheckFailed, httpx.HTTPError) as exc:
+        run.notes.append(f"oidc-provider skipped: its answers failed the checks: {exc}")
+        return
+    run.notes.extend(peer.service.notes)
+    run.peer_names.update({PEER_ASSERT, PEER_SECRET})
+    run.add_http(PEER_ASSERT, peer.service.assertion_target())
+    run.add_http(PEER_SECRET, peer.service.secret_target())
+
+
+# ------------------------------------------------------------------------------------------- meta
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _command_output(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "absent"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
+
+
+def describe(run: Run) -> dict[str, Any]:
+    mode = run.mode
+    return {
+        "mode": mode.name,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "pinning": "server core 0, wrk core 1 (taskset)" if can_pin() else "NOT pinned (taskset or 2 cores missing)",
+        "load": f"wrk -t1 -c{mode.connections}, warm-up {mode.warm_up_s:g}s, "
+                f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
+        "wrk": _command_output([run.wrk, "--version"]) if run.wrk else "absent",
+        "python": platform.python_version(),
+        "packages": ", ".join(f"{d} {_version(d)}" for d in
+                              ("cryptography", "starlette", "uvicorn", "uvloop", "httptools", "orjson")),
+        "node": _command_output(["node", "--version"]),
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
+    which.add_argument("--full", action="store_const", const="full", dest="mode")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where JSON + Markdown go")
+    parser.add_argument("--rounds", type=int, help="override the mode's number of measured rounds")
+    parser.add_argument("--seconds", type=float, help="override the mode's seconds per measurement")
+    return parser.parse_args(argv)
+
+
+def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
+    """Set every target up (a setup failure of Lanyard or the reference is a correctness failure),
+    then rotate them. Servers are stopped by the caller whatever happens here."""
+    setup_ceilings(run)
+    try:
+        setup_reference(run)
+        setup_lanyard(run, home)
+    except (CheckFailed, RuntimeError, TimeoutError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        run.failures.append(str(exc))
+        return {}
+    setup_peer(run)
+    if run.wrk is None:
+        run.notes.append("wrk unavailable: only correctness and the RSA ceiling were measured")
+    samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+    for server in run.servers:
+        if not server.alive():
+            run.failures.append(f"{server.name} died during the run:\n{server.log_tail()}")
+    return samples
+
+
+def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
+    """Turn findings into an exit status (see the module docstring)."""
+    for name, why in report.invalid_targets(samples).items():
+        (run.notes if name in run.peer_names else run.failures).append(f"{name}: {why}")
+    if run.failures:
+        return 1
+    required = [r for g in results for r in g.ratios if r.spec.floor is not None]
+    if run.mode.name == "smoke" and any(r.below_half_floor for r in required):
+        return 1
+    if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
+        return 2
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    base = MODES[args.mode]
+    mode = Mode(base.name, base.warm_up_s, args.rounds or base.rounds, args.seconds or base.seconds,
+                base.connections)
+    out_dir: Path = args.out.resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-"))
+    run = Run(mode, ensure_wrk(), workdir, out_dir / "logs")
+    run.meta.update(describe(run))
+    try:
+        samples = measure(run, workdir / "lanyard-home")
+    finally:  # also on Ctrl-C: no server outlives the run
+
+        for server in reversed(run.servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results = report.evaluate(goals(BARE_HTTPS if run.lanyard_scheme == "https" else BARE_HTTP), samples)
+    status = judge(run, samples, results)
+    print()
+    print(report.text_table(report.TARGET_HEADER, report.target_rows(samples)))
+    print()
+    print(report.text_table(report.GOAL_HEADER, report.goal_rows(results)))
+    print()
+    for goal in results:
+        print(f"{goal.spec.id} {goal.spec.title}: {goal.verdict}")
+    for line in run.notes:
+        print(f"note: {line}")
+    for line in run.failures:
+        print(f"FAILURE: {line}")
+    payload = report.to_json(run.meta, samples, results, run.notes, run.failures)
+    markdown = report.to_markdown(run.meta, samples, results, run.notes, run.failures)
+    json_path, md_path = report.write(out_dir, f"mint-{mode.name}", payload, markdown)
+    print(f"\nwrote {json_path} and {md_path}; exit {status}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

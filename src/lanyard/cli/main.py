@@ -1,0 +1,104 @@
+"""The `lanyard` command. Commands mirror az's names, flags and JSON output."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from lanyard.cli.ad import ad
+from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.config import load_settings, resolve_home
+from lanyard.core.errors import ConfigError
+
+
+@click.group()
+@click.option("--home", envvar="LANYARD_HOME", help="Platform home folder (default ~/.lanyard).")
+@click.version_option(package_name="lanyard")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Lanyard: managed identities on your own machines."""
+    ctx.obj = {"home": resolve_home(home)}
+
+
+@cli.command()
+@click.option("--home", "up_home", help="Platform home folder (default $LANYARD_HOME or ~/.lanyard).")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1, which also binds ::1).")
+@click.option("--port", type=int, default=None, help="HTTPS port (default 8443; 0 picks a free port).")
+@click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite in the home).")
+@click.option("--token-lifetime", type=int, default=None, help="Access-token lifetime in seconds.")
+@click.option("--public-host", default=None, help="Host name clients use to reach this server.")
+@click.pass_context
+def up(ctx: click.Context, up_home: str | None, host: str | None, port: int | None, database: str | None,
+       token_lifetime: int | None, public_host: str | None) -> None:
+    """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
+    from lanyard.server.up import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = str(up_home or ctx.find_root().obj["home"])
+    settings = load_settings(home=home, host=host, port=port, database=database, token_lifetime=token_lifetime,
+                             public_host=public_host)
+    sys.exit(serve(settings))
+
+
+@cli.group()
+def account() -> None:
+    """The platform this CLI talks to, and tokens from it."""
+
+
+@account.command("show")
+@click.pass_context
+def account_show(ctx: click.Context) -> None:
+    profile = Profile.load(ctx.find_root().obj["home"])
+    ep = profile.endpoints
+    print_json({
+        "environmentName": "Lanyard",
+        "homeTenantId": ep["tenant_id"],
+        "id": ep["subscription_id"],
+        "isDefault": True,
+        "name": "Lanyard subscription",
+        "state": "Enabled",
+        "tenantId": ep["tenant_id"],
+        "user": {"name": ep["admin"]["client_id"], "type": "servicePrincipal"},
+    })
+
+
+@account.command("get-access-token")
+@click.option("--resource", default=None)
+@click.option("--scope", default=None)
+@click.pass_context
+def get_access_token(ctx: click.Context, resource: str | None, scope: str | None) -> None:
+    profile = Profile.load(ctx.find_root().obj["home"])
+    target = scope[: -len("/.default")] if scope and scope.endswith("/.default") else scope
+    target = target or resource or "https://management.core.windows.net/"
+    token = profile.credential.get_token(target if target.endswith("/.default") else f"{target}/.default")
+    print_json({
+        "accessToken": token.token,
+        "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(token.expires_on)),
+        "expires_on": token.expires_on,
+        "subscription": profile.endpoints["subscription_id"],
+        "tenant": profile.tenant_id,
+        "tokenType": "Bearer",
+    })
+
+
+cli.add_command(ad)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (CliError, ConfigError) as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        sys.exit(1)
+
+
+__all__ = ["cli", "main"]

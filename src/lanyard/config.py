@@ -1,0 +1,99 @@
+"""The one place that reads configuration: command-line values, then the environment, then defaults.
+
+Entry points build a :class:`Settings` once and hand narrow, immutable pieces of it down; nothing
+else in Lanyard reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lanyard.core.errors import ConfigError
+
+DEFAULT_HOME = "~/.lanyard"
+DEFAULT_ZONE = "lanyard.localhost"
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    database_url: str = ""
+    kek_b64: str | None = None  # from LANYARD_KEK; otherwise the 0600 file `kek` in the home
+    token_lifetime: int = 3600
+    dns_zone: str = DEFAULT_ZONE
+    public_host: str | None = None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'lanyard.db'}"
+
+    @property
+    def listen_hosts(self) -> list[str]:
+        """Loopback binds both stacks: `localhost` may resolve to ::1 or 127.0.0.1 first."""
+        if self.host in LOOPBACK_HOSTS:
+            return ["127.0.0.1", "::1"]
+        return [self.host]
+
+    def advertised_host(self) -> str:
+        if self.public_host:
+            return self.public_host
+        if self.host in LOOPBACK_HOSTS:
+            return "localhost"
+        try:
+            if ipaddress.ip_address(self.host).is_unspecified:
+                return "localhost"
+        except ValueError:
+            pass
+        return self.host
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def resolve_home(home: str | None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(home or env.get("LANYARD_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def load_settings(
+    *,
+    home: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+    token_lifetime: int | None = None,
+    public_host: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    lifetime = token_lifetime if token_lifetime is not None else _int(env, "LANYARD_TOKEN_LIFETIME", 3600)
+    if not 300 < lifetime <= 86400 * 2:
+        # Clients never reuse a token that lives 5 minutes or less (PROTOCOLS.md §1.8).
+        raise ConfigError("token lifetime must be more than 300 and at most 172800 seconds")
+    resolved_port = port if port is not None else _int(env, "LANYARD_PORT", 8443)
+    if not 0 <= resolved_port <= 65535:
+        raise ConfigError(f"port {resolved_port} is out of range")
+    return Settings(
+        home=resolve_home(home, env),
+        host=host or env.get("LANYARD_HOST") or "127.0.0.1",
+        port=resolved_port,
+        database_url=database or env.get("LANYARD_DATABASE") or "",
+        kek_b64=env.get("LANYARD_KEK") or None,
+        token_lifetime=lifetime,
+        dns_zone=env.get("LANYARD_DNS_ZONE") or DEFAULT_ZONE,
+        public_host=public_host or env.get("LANYARD_PUBLIC_HOST") or None,
+    )

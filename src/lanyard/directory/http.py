@@ -1,0 +1,132 @@
+"""HTTP surface of the directory: token endpoints, discovery documents, JWKS.
+
+Every failure on these routes is rendered as an OAuth error body (RFC 6749 §5.2, Entra-style).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from lanyard.core.errors import InvalidRequest, OAuthError
+from lanyard.directory.service import Directory
+from lanyard.protocol import discovery
+from lanyard.protocol.oauth2 import MAX_FORM_BYTES, is_guid, parse_form, parse_token_request
+
+NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+# Discovery documents and keys may be cached by clients, briefly: keys roll.
+CACHEABLE = {"Cache-Control": "max-age=300, private"}
+_ALIASES = frozenset({"common", "organizations", "consumers"})
+
+
+class InvalidTenant(OAuthError):
+    error = "invalid_tenant"
+
+
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def oauth_error(exc: OAuthError) -> Response:
+    return json_response(exc.body(), exc.status, NO_STORE)
+
+
+class DirectoryRoutes:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.authority = directory.config.authority
+        self._jwks = directory.keys.jwks_body()
+
+    def _tenant(self, request: Request, *, allow_alias: bool) -> str:
+        tenant = str(request.path_params["tenant"]).lower()
+        if allow_alias and tenant in _ALIASES:
+            return tenant
+        if not is_guid(tenant) or not self.directory.has_tenant(tenant):
+            raise InvalidTenant(
+                90002,
+                f"Tenant '{tenant[:64]}' not found. Check to make sure you have the correct tenant ID and "
+                "are signing into the correct cloud.",
+            )
+        return tenant
+
+    async def token(self, request: Request, endpoint: Literal["v1", "v2"]) -> Response:
+        try:
+            if request.method != "POST":
+                raise InvalidRequest(900561, "The endpoint only accepts POST requests. Received a "
+                                     f"{request.method[:10]} request.")
+            tenant = self._tenant(request, allow_alias=False)
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/x-www-form-urlencoded":
+                raise InvalidRequest(900144, "The request body must be application/x-www-form-urlencoded.")
+            declared = request.headers.get("content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+                raise InvalidRequest(900144, "The request body is too large.")
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise InvalidRequest(900144, "The request body is too large.")
+            token_request = parse_token_request(parse_form(body), endpoint, request.headers.get("authorization"))
+            # Storage may be a network database: keep its round-trips off the event loop.
+            result = await run_in_threadpool(self.directory.token, tenant, token_request)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return json_response(result, 200, NO_STORE)
+
+    async def token_v1(self, request: Request) -> Response:
+        return await self.token(request, "v1")
+
+    async def token_v2(self, request: Request) -> Response:
+        return await self.token(request, "v2")
+
+    async def openid_v2(self, request: Request) -> Response:
+        try:
+            tenant = self._tenant(request, allow_alias=True)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        shown = "{tenantid}" if tenant in _ALIASES else tenant
+        doc = discovery.openid_configuration_v2(self.authority, tenant)
+        doc["issuer"] = discovery.openid_configuration_v2(self.authority, shown)["issuer"]
+        return json_response(doc, 200, CACHEABLE)
+
+    async def openid_v1(self, request: Request) -> Response:
+        try:
+            tenant = self._tenant(request, allow_alias=True)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        shown = "{tenantid}" if tenant in _ALIASES else tenant
+        doc = discovery.openid_configuration_v1(self.authority, tenant)
+        doc["issuer"] = discovery.openid_configuration_v1(self.authority, shown)["issuer"]
+        return json_response(doc, 200, CACHEABLE)
+
+    async def keys(self, request: Request) -> Response:
+        try:
+            self._tenant(request, allow_alias=True)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return Response(self._jwks, media_type="application/json", headers=CACHEABLE)
+
+    async def instance(self, request: Request) -> Response:
+        host = request.url.netloc
+        tenant = "common"
+        endpoint = request.query_params.get("authorization_endpoint", "")
+        parts = endpoint.split("/")
+        if len(parts) > 3 and parts[3]:
+            tenant = parts[3]
+        return json_response(discovery.instance_discovery(self.authority, tenant, host), 200, CACHEABLE)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/common/discovery/instance", self.instance, methods=["GET"]),
+            Route("/{tenant}/oauth2/token", self.token_v1, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            Route("/{tenant}/oauth2/v2.0/token", self.token_v2, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_v2, methods=["GET"]),
+            Route("/{tenant}/.well-known/openid-configuration", self.openid_v1, methods=["GET"]),
+            Route("/{tenant}/discovery/keys", self.keys, methods=["GET"]),
+            Route("/{tenant}/discovery/v2.0/keys", self.keys, methods=["GET"]),
+        ]

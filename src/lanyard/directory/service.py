@@ -1,0 +1,264 @@
+"""The directory (Entra's role): who exists, how they prove it, and the tokens they get.
+
+Protocol rules live in :mod:`lanyard.protocol`; this module joins them to storage and keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lanyard.core.clock import Clock
+from lanyard.core.errors import GraphError, InvalidClient, InvalidRequest, UnauthorizedClient
+from lanyard.crypto.barrier import Barrier
+from lanyard.crypto.pki import thumbprint_sha1, thumbprint_sha256
+from lanyard.directory.keys import KeyRing
+from lanyard.protocol.access_token import Subject, issuer_v1, token_response, v1_claims
+from lanyard.protocol.assertion import RegisteredCertificate, verify_client_assertion
+from lanyard.protocol.bearer import validate_bearer
+from lanyard.protocol.oauth2 import TokenRequest, is_guid
+from lanyard.storage import directory_repo as repo
+from lanyard.storage.db import Store
+
+SECRET_DEFAULT_YEARS = 1
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    authority: str  # e.g. https://localhost:8443, no trailing slash
+    # Every base URL clients may know the token endpoint by; client assertions must name one.
+    known_bases: tuple[str, ...]
+    token_lifetime: int = 3600
+    assertion_skew: float = 300.0
+
+
+def new_client_secret() -> str:
+    # 40 characters like Entra's; the first three are the hint shown in listings.
+    return secrets.token_urlsafe(30)
+
+
+class Directory:
+    def __init__(self, store: Store, barrier: Barrier, keys: KeyRing, clock: Clock, config: DirectoryConfig) -> None:
+        self.store = store
+        self.barrier = barrier
+        self.keys = keys
+        self.clock = clock
+        self.config = config
+        with store.session() as s:
+            self._tenants = {t.id for t in repo.list_tenants(s)}
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    def has_tenant(self, tenant_id: str) -> bool:
+        return tenant_id in self._tenants
+
+    def add_tenant(self, s: repo.Session, tenant_id: str, display_name: str) -> None:
+        repo.add_tenant(s, tenant_id, display_name, self.clock.now())
+        self._tenants.add(tenant_id)
+
+    def issuer(self, tenant_id: str) -> str:
+        return issuer_v1(self.config.authority, tenant_id)
+
+    # -- token endpoint -----------------------------------------------------------------------
+
+    def _audiences_for(self, tenant_id: str) -> frozenset[str]:
+        return frozenset(
+            f"{base}/{tenant_id}/oauth2/{path}"
+            for base in self.config.known_bases
+            for path in ("token", "v2.0/token")
+        )
+
+    def _registered_certificates(self, credentials: list[repo.CredentialRecord]) -> list[RegisteredCertificate]:
+        certs = []
+        for c in credentials:
+            if c.kind != "certificate" or c.cert_der is None:
+                continue
+            public = x509.load_der_x509_certificate(c.cert_der).public_key()
+            if isinstance(public, rsa.RSAPublicKey):
+                certs.append(
+                    RegisteredCertificate(
+                        c.key_id, c.thumbprint_sha1 or "", c.thumbprint_sha256 or "", public, c.start_at, c.end_at
+                    )
+                )
+        return certs
+
+    def _check_secret(self, secret: str, credentials: list[repo.CredentialRecord], now: float) -> None:
+        offered = self.barrier.secret_hash(secret)
+        matched = None
+        for c in credentials:
+            # Compare against every secret, always: the time taken says nothing about which matched.
+            if c.kind == "password" and c.secret_hash and hmac.compare_digest(offered, c.secret_hash):
+                matched = c
+        if matched is None:
+            raise InvalidClient(7000215, "Invalid client secret provided. Ensure the secret being sent in the "
+                                "request is the client secret value, not the client secret ID.")
+        if not matched.start_at <= now <= matched.end_at:
+            raise InvalidClient(7000222, "The provided client secret keys are expired or not yet valid.")
+
+    def authenticate(self, tenant_id: str, request: TokenRequest) -> tuple[repo.PrincipalRecord, str]:
+        now = self.clock.now()
+        with self.store.session() as s:
+            principal = repo.get_principal(s, app_id=request.client_id)
+            credentials = repo.list_credentials(s, request.client_id) if principal else []
+        if principal is None or principal.tenant_id != tenant_id:
+            raise UnauthorizedClient(
+                700016,
+                f"Application with identifier '{request.client_id}' was not found in the directory "
+                f"'{tenant_id}'. This can happen if the application has not been installed by the "
+                "administrator of the tenant.",
+            )
+        if request.client_secret is not None:
+            self._check_secret(request.client_secret, credentials, now)
+            return principal, "secret"
+        assert request.client_assertion is not None
+        verify_client_assertion(
+            request.client_assertion,
+            client_id=request.client_id,
+            certificates=self._registered_certificates(credentials),
+            audiences=self._audiences_for(tenant_id),
+            now=now,
+            skew=self.config.assertion_skew,
+        )
+        return principal, "certificate"
+
+    def token(self, tenant_id: str, request: TokenRequest) -> dict[str, Any]:
+        if not self.has_tenant(tenant_id):
+            raise InvalidRequest(
+                90002,
+                f"Tenant '{tenant_id[:64]}' not found. Check to make sure you have the correct tenant ID and "
+                "are signing into the correct cloud.",
+            )
+        principal, method = self.authenticate(tenant_id, request)
+        return self.mint(principal, request.resource, method, request.endpoint)
+
+    def mint(
+        self,
+        principal: repo.PrincipalRecord,
+        resource: str,
+        method: Literal["secret", "certificate", "managed"],
+        endpoint: Literal["v1", "v2"] = "v2",
+    ) -> dict[str, Any]:
+        subject = Subject(principal.tenant_id, principal.object_id, principal.app_id, principal.kind,
+                          principal.resource_id)
+        claims = v1_claims(
+            subject,
+            resource=resource,
+            issuer=self.issuer(principal.tenant_id),
+            now=self.clock.now(),
+            lifetime=self.config.token_lifetime,
+            auth_method=method,
+        )
+        return token_response(self.keys.signer.sign(claims), claims, endpoint)
+
+    # -- incoming bearer tokens ---------------------------------------------------------------
+
+    def validate(self, token: str, audiences: frozenset[str]) -> dict[str, Any]:
+        """Validate a token this directory issued, for a resource server in this process."""
+        return validate_bearer(
+            token,
+            keys=self.keys.public_keys,
+            issuers=frozenset(self.issuer(t) for t in self._tenants),
+            audiences=audiences,
+            now=self.clock.now(),
+        )
+
+    # -- applications and service principals (Graph's role) ----------------------------------
+
+    def create_application(self, s: repo.Session, tenant_id: str, display_name: str) -> repo.ApplicationRecord:
+        if not display_name or len(display_name) > 256:
+            raise GraphError("displayName must be 1 to 256 characters.", code="Request_BadRequest")
+        return repo.add_application(
+            s, str(uuid.uuid4()), str(uuid.uuid4()), tenant_id, display_name, self.clock.now()
+        )
+
+    def create_principal_for(self, s: repo.Session, app: repo.ApplicationRecord) -> repo.PrincipalRecord:
+        if repo.get_principal(s, app_id=app.app_id) is not None:
+            raise GraphError(
+                "Another object with the same value for property servicePrincipalNames already exists.",
+                code="Request_MultipleObjectsWithSameKeyValue",
+                status=409,
+            )
+        return repo.add_principal(
+            s,
+            object_id=str(uuid.uuid4()),
+            app_id=app.app_id,
+            tenant_id=app.tenant_id,
+            display_name=app.display_name,
+            kind="Application",
+            resource_id=None,
+            now=self.clock.now(),
+        )
+
+    def add_password(
+        self, s: repo.Session, app_id: str, display_name: str | None, end_at: float | None = None
+    ) -> tuple[repo.CredentialRecord, str]:
+        now = self.clock.now()
+        secret = new_client_secret()
+        end = end_at if end_at is not None else now + SECRET_DEFAULT_YEARS * 365 * 86400
+        if end <= now:
+            raise GraphError("endDateTime must be in the future.", code="Request_BadRequest")
+        record = repo.CredentialRecord(
+            key_id=str(uuid.uuid4()),
+            app_id=app_id,
+            kind="password",
+            display_name=display_name,
+            secret_hash=self.barrier.secret_hash(secret),
+            hint=secret[:3],
+            thumbprint_sha1=None,
+            thumbprint_sha256=None,
+            cert_der=None,
+            sealed_private_key=None,
+            start_at=now,
+            end_at=end,
+        )
+        return repo.add_credential(s, record, now), secret
+
+    def add_certificate(
+        self, s: repo.Session, app_id: str, cert_der: bytes, display_name: str | None = None
+    ) -> repo.CredentialRecord:
+        try:
+            cert = x509.load_der_x509_certificate(cert_der)
+        except ValueError as exc:
+            raise GraphError("keyCredentials.key is not a DER X.509 certificate.", code="Request_BadRequest") from exc
+        public = cert.public_key()
+        if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
+            raise GraphError("Key credentials must be RSA certificates of at least 2048 bits.",
+                             code="Request_BadRequest")
+        der = cert.public_bytes(serialization.Encoding.DER)
+        sha1 = thumbprint_sha1(der)
+        for existing in repo.list_credentials(s, app_id, "certificate"):
+            if existing.thumbprint_sha1 == sha1:
+                return existing
+        record = repo.CredentialRecord(
+            key_id=str(uuid.uuid4()),
+            app_id=app_id,
+            kind="certificate",
+            display_name=display_name or cert.subject.rfc4514_string()[:256],
+            secret_hash=None,
+            hint=None,
+            thumbprint_sha1=sha1,
+            thumbprint_sha256=thumbprint_sha256(der),
+            cert_der=der,
+            sealed_private_key=None,
+            start_at=cert.not_valid_before_utc.timestamp(),
+            end_at=cert.not_valid_after_utc.timestamp(),
+        )
+        return repo.add_credential(s, record, self.clock.now())
+
+    @staticmethod
+    def check_object_id(value: str) -> str:
+        if not is_guid(value):
+            raise GraphError(f"Invalid object identifier '{value[:64]}'.", code="Request_BadRequest")
+        return value.lower()
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

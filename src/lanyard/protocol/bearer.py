@@ -1,0 +1,76 @@
+"""Validation of the access tokens resource servers receive (RFC 6750 bearer, RFC 8725 rules).
+
+Decoding and validating are one call. The key is chosen by `kid` from keys the caller trusts; the
+algorithm comes from the key (RS256 only), never from the header; `iss`, `aud`, `exp` and `nbf`
+are all required and checked against the caller's expectations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lanyard.protocol.jose import JoseError, parse_compact, verify_rsa
+
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ONLY_RS256 = frozenset({"RS256"})
+
+
+class InvalidToken(ValueError):
+    """Reject this token. The message names the failed rule and never includes the token."""
+
+
+def normalize_audience(value: str) -> str:
+    """Clients send both `X` and `X/` for the same resource (PROTOCOLS.md §1.2)."""
+    return value[:-1] if value.endswith("/") else value
+
+
+def validate_bearer(
+    token: str,
+    *,
+    keys: Mapping[str, rsa.RSAPublicKey],
+    issuers: frozenset[str],
+    audiences: frozenset[str],
+    now: float,
+    leeway: float = 120.0,
+) -> dict[str, Any]:
+    try:
+        jws = parse_compact(token)
+    except JoseError as exc:
+        raise InvalidToken(str(exc)) from exc
+    header = jws.header
+    for injected in ("jku", "x5u", "jwk", "x5c"):
+        if injected in header:
+            raise InvalidToken(f"token header '{injected}' is not accepted")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not _KID.match(kid):
+        raise InvalidToken("token has no usable kid")
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidToken("token was signed by an unknown key")
+    try:
+        verify_rsa(jws, key, _ONLY_RS256)
+    except JoseError as exc:
+        raise InvalidToken(str(exc)) from exc
+
+    claims = jws.claims
+    if claims.get("iss") not in issuers:
+        raise InvalidToken("token issuer is not trusted here")
+    aud = claims.get("aud")
+    if not isinstance(aud, str) or normalize_audience(aud) not in audiences:
+        raise InvalidToken("token audience is not this resource")
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidToken(f"token claim '{name}' is missing or not a number")
+    if claims["exp"] <= now - leeway:
+        raise InvalidToken("token has expired")
+    if claims["nbf"] > now + leeway or claims["iat"] > now + leeway:
+        raise InvalidToken("token is not yet valid")
+    for name in ("tid", "oid", "appid"):
+        if not isinstance(claims.get(name), str):
+            raise InvalidToken(f"token claim '{name}' is missing")
+    return claims

@@ -1,0 +1,114 @@
+"""Composition: one ASGI app serving the directory, Graph and (later) the control plane."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lanyard.core.clock import Clock
+from lanyard.directory.graph import GraphRoutes
+from lanyard.directory.http import DirectoryRoutes
+from lanyard.directory.service import Directory, DirectoryConfig
+from lanyard.server.bootstrap import Platform
+
+log = logging.getLogger("lanyard.server")
+
+
+@dataclass(frozen=True)
+class Urls:
+    authority: str  # https://host:port
+    known_bases: tuple[str, ...]
+
+    @property
+    def graph(self) -> str:
+        return f"{self.authority}/graph"
+
+
+def urls_for(host: str, port: int) -> Urls:
+    def fmt(h: str) -> str:
+        return f"https://[{h}]:{port}" if ":" in h else f"https://{h}:{port}"
+
+    authority = fmt(host)
+    bases = {authority, fmt("localhost"), fmt("127.0.0.1"), fmt("::1")}
+    return Urls(authority, tuple(sorted(bases)))
+
+
+def _error_body(path: str, status: int, message: str) -> bytes:
+    """Unknown routes answer in the wire format of the API family the path belongs to."""
+    if path.startswith("/graph/"):
+        code = {404: "Request_ResourceNotFound", 405: "Request_BadRequest"}.get(status, "UnknownError")
+        return orjson.dumps({"error": {"code": code, "message": message}})
+    if path.startswith(("/subscriptions", "/providers", "/tenants", "/metadata")):
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "InternalServerError")
+        return orjson.dumps({"error": {"code": code, "message": message}})
+    return orjson.dumps({"error": "invalid_request" if status < 500 else "server_error",
+                         "error_description": message})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "The requested resource was not found.",
+               405: f"The HTTP method '{request.method[:10]}' is not supported for this resource."}.get(
+        exc.status_code, exc.detail)
+    return Response(_error_body(request.url.path, exc.status_code, message), status_code=exc.status_code,
+                    media_type="application/json", headers=getattr(exc, "headers", None))
+
+
+class CatchAll:
+    """Last line: an unexpected exception becomes a bare 500 in the right format, never a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:  # type: ignore[type-arg]
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # The exception text may quote request data; log its type and place only.
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            body = _error_body(scope.get("path", ""), 500, "The server encountered an internal error.")
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Directory]:
+    directory = Directory(
+        platform.store,
+        platform.barrier,
+        platform.keys,
+        clock,
+        DirectoryConfig(
+            authority=urls.authority,
+            known_bases=urls.known_bases,
+            token_lifetime=platform.settings.token_lifetime,
+        ),
+    )
+    graph = GraphRoutes(directory, urls.graph, frozenset({platform.identity.admin_object_id}))
+    app = Starlette(
+        routes=[Mount("/graph/v1.0", routes=graph.routes()), *DirectoryRoutes(directory).routes()],
+        exception_handlers={HTTPException: _http_exception},
+    )
+    return CatchAll(app), directory

@@ -1,0 +1,143 @@
+"""`lanyard up`: bootstrap, bind, serve over TLS, and announce readiness through endpoints.json."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from lanyard.config import Settings
+from lanyard.core.clock import Clock, SystemClock
+from lanyard.core.errors import ConfigError
+from lanyard.server.app import Urls, build_app, urls_for
+from lanyard.server.bootstrap import Platform, bootstrap
+
+log = logging.getLogger("lanyard.up")
+ENDPOINTS_FILE = "endpoints.json"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_all(hosts: list[str], port: int, attempts: int = 20) -> list[socket.socket]:
+    """Bind every host on one port. With port 0 the first bind picks it and the rest must follow;
+    if another process holds that port on the second stack, start over with a new one."""
+    for _ in range(attempts):
+        socks: list[socket.socket] = []
+        try:
+            first = _bind(hosts[0], port)
+            socks.append(first)
+            chosen = first.getsockname()[1]
+            for host in hosts[1:]:
+                try:
+                    socks.append(_bind(host, chosen))
+                except OSError as exc:
+                    if exc.errno in (socket.EAI_ADDRFAMILY, 99, 97):  # no such address here (no IPv6)
+                        log.warning("not listening on %s: %s", host, exc.strerror)
+                        continue
+                    raise
+            return socks
+        except OSError as exc:
+            for s in socks:
+                s.close()
+            if port != 0:
+                raise ConfigError(f"cannot listen on port {port}: {exc.strerror}") from exc
+    raise ConfigError("could not find a free port on every loopback address")
+
+
+def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
+    ident = platform.identity
+    return {
+        "tenant_id": ident.tenant_id,
+        "subscription_id": ident.subscription_id,
+        "authority": urls.authority,
+        "token_endpoint": f"{urls.authority}/{ident.tenant_id}/oauth2/v2.0/token",
+        "arm": urls.authority,
+        "graph": urls.graph,
+        "ca_cert": str(platform.tls.ca_cert),
+        "ca_bundle": str(platform.tls.ca_bundle),
+        "dns_zone": platform.settings.dns_zone,
+        "admin": {"client_id": ident.admin_app_id, "client_secret": ident.admin_secret,
+                  "object_id": ident.admin_object_id},
+        "pid": os.getpid(),
+    }
+
+
+def write_endpoints(home: Path, document: dict[str, Any]) -> Path:
+    """Atomic and private: readers see the whole file or none, and only its owner can read it."""
+    path = home / ENDPOINTS_FILE
+    tmp = home / f".{ENDPOINTS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(document, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, plus a hook that runs once every socket is listening."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Any) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+
+def serve(settings: Settings, clock: Clock | None = None) -> int:
+    clock = clock or SystemClock()
+    endpoints_path = settings.home / ENDPOINTS_FILE
+    with contextlib.suppress(FileNotFoundError):
+        endpoints_path.unlink()  # a stale file must never look like readiness
+    platform = bootstrap(settings, clock)
+    socks = bind_all(settings.listen_hosts, settings.port)
+    port = socks[0].getsockname()[1]
+    urls = urls_for(settings.advertised_host(), port)
+    app, _directory = build_app(platform, urls, clock)
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(platform.tls.server_cert),
+        ssl_keyfile=str(platform.tls.server_key),
+        ssl_keyfile_password=platform.tls.server_key_password,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        server_header=False,
+        date_header=True,
+    )
+
+    def ready() -> None:
+        write_endpoints(settings.home, endpoints_document(platform, urls))
+        log.warning("lanyard is up at %s (tenant %s); endpoints in %s", urls.authority,
+                    platform.identity.tenant_id, endpoints_path)
+
+    server = _Server(config, ready)
+    try:
+        asyncio.run(server.serve(sockets=socks))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            endpoints_path.unlink()
+        platform.store.close()
+    return 0

@@ -1,0 +1,100 @@
+"""The database schema. Alembic migrations in ``migrations/versions`` create exactly this.
+
+Portable SQL only (SQLite and PostgreSQL): string GUID keys, epoch-second floats for times,
+binary columns for sealed values. Anything secret is sealed by the barrier before it gets here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PlatformState(Base):
+    """Small named values: ids fixed at first start, and sealed platform secrets (CA key, admin secret)."""
+
+    __tablename__ = "platform_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(32), default="Enabled")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Application(Base):
+    """An app registration (Graph `application`): owns client credentials for its service principal."""
+
+    __tablename__ = "applications"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ServicePrincipal(Base):
+    """The identity tokens are issued to: an application's, or a managed identity's."""
+
+    __tablename__ = "service_principals"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(256), index=True)
+    # "Application" or "ManagedIdentity", as Graph's servicePrincipalType.
+    kind: Mapped[str] = mapped_column(String(32))
+    # For managed identities: the ARM id of the resource (xms_mirid); None for applications.
+    resource_id: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Credential(Base):
+    """A client secret or certificate, keyed by the client (app) id it authenticates."""
+
+    __tablename__ = "credentials"
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "password" | "certificate"
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    hint: Mapped[str | None] = mapped_column(String(8))
+    thumbprint_sha1: Mapped[str | None] = mapped_column(String(40), index=True)
+    thumbprint_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Platform-managed identity certificates keep their private key here, sealed; app certs never do.
+    sealed_private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    start_at: Mapped[float] = mapped_column(Float)
+    end_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SigningKey(Base):
+    """A token-signing key. State machine in SECURITY.md T4: pending → active → retired → removed."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+    activated_at: Mapped[float | None] = mapped_column(Float)
+
+
+Index("ix_credentials_app_kind", Credential.app_id, Credential.kind)
