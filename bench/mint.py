@@ -2,7 +2,7 @@
 """Token-minting and metadata benchmark: goals G3 and G7 of shared/PERFORMANCE.md.
 
     python bench/mint.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
-    python bench/mint.py --full  [--out DIR]   # ~8 minutes: longer rounds, the figures to quote
+    python bench/mint.py --full  [--out DIR]   # ~9 minutes: longer rounds, the figures to quote
 
 Measured in one run, servers pinned to core 0 and wrk to core 1:
   ceilings  RSA-2048 sign/s on one core (python `cryptography`, and node for context);
@@ -31,7 +31,7 @@ def _use_repo_venv() -> None:
     except ImportError:
         venv = Path(__file__).resolve().parent.parent / ".venv"
         if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
-            os.execv(str(venv / "bin" / "python"), [str(venv / "bin" / "python"), *sys.argv])
+            os.execv(str(venv / "bin" / "python"), [str(venv / "bin" / "python"), *sys.argv])  # noqa: S606
         raise
 
 
@@ -101,20 +101,35 @@ PEER_ASSERT, PEER_SECRET = "oidc-provider token (assertion)", "oidc-provider tok
 def goals(bare: str) -> list[report.GoalSpec]:
     """G3 and G7. `bare` is the reference on Lanyard's own scheme, so TLS cost is on both sides."""
     return [
-        report.GoalSpec("G3", "token minting through the directory's token endpoint", [
-            report.RatioSpec("token (assertion) / RSA sign", LY_ASSERT, RSA_PY, target=0.60, floor=0.40),
-            report.RatioSpec("token (assertion) / oidc-provider (private_key_jwt)", LY_ASSERT, PEER_ASSERT,
-                             target=1.5, floor=1.0),
-            report.RatioSpec("token (secret) / RSA sign", LY_SECRET, RSA_PY),
-            report.RatioSpec("token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET),
-            report.RatioSpec("oidc-provider (private_key_jwt) / node RSA sign", PEER_ASSERT, RSA_NODE),
-        ]),
-        report.GoalSpec("G7", "JWKS and discovery documents", [
-            report.RatioSpec(f"jwks / {bare}", LY_JWKS, bare, target=0.80, floor=0.50),
-            report.RatioSpec(f"discovery / {bare}", LY_DISCO, bare, target=0.80, floor=0.50),
-            report.RatioSpec(f"jwks / {BARE_HTTP}", LY_JWKS, BARE_HTTP),
-            report.RatioSpec(f"{BARE_HTTPS} / {BARE_HTTP} (cost of TLS)", BARE_HTTPS, BARE_HTTP),
-        ]),
+        report.GoalSpec(
+            "G3",
+            "token minting through the directory's token endpoint",
+            [
+                report.RatioSpec("token (assertion) / RSA sign", LY_ASSERT, RSA_PY, target=0.60, floor=0.40),
+                report.RatioSpec(
+                    "token (assertion) / oidc-provider (private_key_jwt)",
+                    LY_ASSERT,
+                    PEER_ASSERT,
+                    target=1.5,
+                    floor=1.0,
+                ),
+                report.RatioSpec("token (secret) / RSA sign", LY_SECRET, RSA_PY),
+                report.RatioSpec(
+                    "token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET
+                ),
+                report.RatioSpec("oidc-provider (private_key_jwt) / node RSA sign", PEER_ASSERT, RSA_NODE),
+            ],
+        ),
+        report.GoalSpec(
+            "G7",
+            "JWKS and discovery documents",
+            [
+                report.RatioSpec(f"jwks / {bare}", LY_JWKS, bare, target=0.80, floor=0.50),
+                report.RatioSpec(f"discovery / {bare}", LY_DISCO, bare, target=0.80, floor=0.50),
+                report.RatioSpec(f"jwks / {BARE_HTTP}", LY_JWKS, BARE_HTTP),
+                report.RatioSpec(f"{BARE_HTTPS} / {BARE_HTTP} (cost of TLS)", BARE_HTTPS, BARE_HTTP),
+            ],
+        ),
     ]
 
 
@@ -148,8 +163,14 @@ def _pinned_rate(cmd: list[str]) -> Callable[[float], Sample]:
     """A CPU ceiling: run the probe on the server core for the round's duration, read its rate."""
 
     def measure(seconds: float) -> Sample:
-        done = subprocess.run(pinned([*cmd, str(seconds)], SERVER_CORE), capture_output=True, text=True,
-                              timeout=seconds + 60, check=True, cwd=BENCH_DIR)
+        done = subprocess.run(
+            pinned([*cmd, str(seconds)], SERVER_CORE),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+            cwd=BENCH_DIR,
+        )
         return Sample(rate=float(_json_line(done.stdout)["rate"]))
 
     return measure
@@ -174,14 +195,31 @@ def setup_ceilings(run: Run) -> None:
 def setup_reference(run: Run) -> None:
     """The bare Starlette app, once over http and once over https with a throwaway certificate."""
     cert, key = self_signed_tls(run.workdir / "reference")
-    for name, tls in ((BARE_HTTP, []), (BARE_HTTPS, ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)])):
+    for name, tls in (
+        (BARE_HTTP, []),
+        (BARE_HTTPS, ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]),
+    ):
         port = free_port()
         scheme = "https" if tls else "http"
         url = f"{scheme}://127.0.0.1:{port}/"
         # Uvicorn's defaults (loop/http "auto") on purpose: the reference uses whatever event loop and
         # HTTP parser the venv offers Lanyard. Access logging is off, as a production server would be.
-        cmd = [sys.executable, "-m", "uvicorn", "benchkit.refapp:app", "--app-dir", str(BENCH_DIR),
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log", *tls]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchkit.refapp:app",
+            "--app-dir",
+            str(BENCH_DIR),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *tls,
+        ]
         server = Server(name, cmd, run.logdir / f"{name.replace(' ', '-')}.log").start()
         run.servers.append(server)
         wait_http(url, 30, server)
@@ -202,11 +240,27 @@ def setup_lanyard(run: Run, home: Path) -> None:
     run.servers.append(lanyard.server)
     run.lanyard_scheme = urlsplit(lanyard.endpoints["authority"]).scheme
     service = lanyard.service
-    check_service(run, service, str(lanyard.endpoints.get("ca_cert") or lanyard.ca))
+    check_service(run, service, lanyard.ca)
+    probe_stalls(run, LY_JWKS, HttpTarget(service.jwks_url))
     run.add_http(LY_ASSERT, service.assertion_target())
     run.add_http(LY_SECRET, service.secret_target())
     run.add_http(LY_JWKS, HttpTarget(service.jwks_url))
     run.add_http(LY_DISCO, HttpTarget(service.discovery_url))
+
+
+def probe_stalls(run: Run, name: str, target: HttpTarget) -> None:
+    """One connection, one second: a ~40 ms median is Nagle's algorithm meeting delayed ACKs, which
+    caps a server at ~25 req/s per connection whatever its code does. A classic cause: handing
+    uvicorn a socket made with socket.socket(), whose proto 0 makes asyncio skip TCP_NODELAY."""
+    if run.wrk is None:
+        return
+    sample = run_wrk(run.wrk, target, 1, 1, run.workdir)
+    run.meta[f"{name} p50 at 1 connection (ms)"] = round(sample.p50_ms or 0, 3)
+    if (sample.p50_ms or 0) > 20:
+        run.notes.append(
+            f"{name}: p50 {sample.p50_ms:.0f} ms at 1 connection - a Nagle/delayed-ACK stall; "
+            "set TCP_NODELAY on the listening socket (inherited by accepted ones)"
+        )
 
 
 def check_service(run: Run, service: TokenService, ca: str | bool) -> None:
@@ -216,8 +270,10 @@ def check_service(run: Run, service: TokenService, ca: str | bool) -> None:
     with httpx.Client(verify=ca, timeout=10) as client:
         advertised = client.get(service.discovery_url).json().get("token_endpoint")
     if advertised != service.token_endpoint:
-        run.notes.append(f"{service.label} discovery advertises token_endpoint {advertised}, "
-                         f"benchmarked {service.token_endpoint}")
+        run.notes.append(
+            f"{service.label} discovery advertises token_endpoint {advertised}, "
+            f"benchmarked {service.token_endpoint}"
+        )
 
 
 def setup_peer(run: Run) -> None:
@@ -257,28 +313,31 @@ def _version(dist: str) -> str:
         return "absent"
 
 
-def _command_output(cmd: list[str]) -> str:
+def _first_line(cmd: list[str]) -> str:
+    """The first line a tool prints about itself (wrk prints its version on stderr)."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
     except OSError:
         return "absent"
-    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
 
 
 def describe(run: Run) -> dict[str, Any]:
     mode = run.mode
+    packages = ("cryptography", "starlette", "uvicorn", "uvloop", "httptools", "orjson")
+    pinning = "server core 0, wrk core 1 (taskset)" if can_pin() else "NOT pinned (no taskset or < 2 cores)"
     return {
         "mode": mode.name,
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "pinning": "server core 0, wrk core 1 (taskset)" if can_pin() else "NOT pinned (taskset or 2 cores missing)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "pinning": pinning,
         "load": f"wrk -t1 -c{mode.connections}, warm-up {mode.warm_up_s:g}s, "
-                f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
-        "wrk": _command_output([run.wrk, "--version"]) if run.wrk else "absent",
+        f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
+        "wrk": _first_line([run.wrk, "--version"]) if run.wrk else "absent",
         "python": platform.python_version(),
-        "packages": ", ".join(f"{d} {_version(d)}" for d in
-                              ("cryptography", "starlette", "uvicorn", "uvloop", "httptools", "orjson")),
-        "node": _command_output(["node", "--version"]),
+        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
+        "node": _first_line(["node", "--version"]) if node_binary() else "absent",
     }
 
 
@@ -286,7 +345,9 @@ def describe(run: Run) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
     which.add_argument("--full", action="store_const", const="full", dest="mode")
@@ -309,7 +370,11 @@ def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
     setup_peer(run)
     if run.wrk is None:
         run.notes.append("wrk unavailable: only correctness and the RSA ceiling were measured")
-    samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+    try:
+        samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        run.failures.append(f"measurement failed: {exc}")
+        return {}
     for server in run.servers:
         if not server.alive():
             run.failures.append(f"{server.name} died during the run:\n{server.log_tail()}")
@@ -333,8 +398,9 @@ def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalR
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     base = MODES[args.mode]
-    mode = Mode(base.name, base.warm_up_s, args.rounds or base.rounds, args.seconds or base.seconds,
-                base.connections)
+    mode = Mode(
+        base.name, base.warm_up_s, args.rounds or base.rounds, args.seconds or base.seconds, base.connections
+    )
     out_dir: Path = args.out.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-"))
     run = Run(mode, ensure_wrk(), workdir, out_dir / "logs")
@@ -342,7 +408,6 @@ def main(argv: list[str]) -> int:
     try:
         samples = measure(run, workdir / "lanyard-home")
     finally:  # also on Ctrl-C: no server outlives the run
-
         for server in reversed(run.servers):
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -80,8 +80,14 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 class Server:
     """A server process pinned to the server core, logging to a file, stoppable by its pid."""
 
-    def __init__(self, name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.cmd = pinned(cmd, SERVER_CORE)
         self.log_path = log_path
@@ -94,8 +100,15 @@ class Server:
         with self.log_path.open("wb") as out:
             # A new session makes the server its own process-group leader, so any helpers it forks
             # can be reaped with it even if it dies without cleaning up after itself.
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, cwd=self.cwd, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -144,7 +157,8 @@ def wait_http(url: str, timeout: float, server: Server | None = None) -> None:
         if server is not None and not server.alive():
             raise RuntimeError(f"{server.name} exited early:\n{server.log_tail()}")
         try:
-            return httpx.get(url, verify=False, timeout=1.0).status_code < 500
+            # Readiness only (is anything listening?); certificates are checked by the correctness checks.
+            return httpx.get(url, verify=False, timeout=1.0).status_code < 500  # noqa: S501
         except httpx.HTTPError:
             return False
 
@@ -165,15 +179,22 @@ def self_signed_tls(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_path, key_path
 
 
@@ -204,7 +225,7 @@ class Sample:
     p50_ms: float | None = None
     p99_ms: float | None = None
     requests: int = 0
-    bad_status: int = 0   # responses with status >= 400: a fast error page must not look like speed
+    bad_status: int = 0  # responses with status >= 400: a fast error page must not look like speed
     socket_errors: int = 0
 
 
@@ -246,8 +267,20 @@ def run_wrk(wrk: str, target: HttpTarget, seconds: float, connections: int, work
     assert_loopback(target.url)
     script = workdir / "wrk-request.lua"
     script.write_text(_lua_script(target))
-    cmd = pinned([wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-                  "-s", str(script), target.url], LOAD_CORE)
+    cmd = pinned(
+        [
+            wrk,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            target.url,
+        ],
+        LOAD_CORE,
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
@@ -276,7 +309,9 @@ class Target:
     warm_up: bool = True
 
 
-def run_rounds(targets: Sequence[Target], warm_up_s: float, rounds: int, seconds: float) -> dict[str, list[Sample]]:
+def run_rounds(
+    targets: Sequence[Target], warm_up_s: float, rounds: int, seconds: float
+) -> dict[str, list[Sample]]:
     """Warm every target up once, then measure them round-robin, shifting the order every round.
 
     Rotation spreads slow drift of a shared machine (another tenant, thermal state) over all targets
@@ -288,7 +323,7 @@ def run_rounds(targets: Sequence[Target], warm_up_s: float, rounds: int, seconds
             target.measure(warm_up_s)
     samples: dict[str, list[Sample]] = {t.name: [] for t in targets}
     for index in range(rounds):
-        order = list(targets[index % len(targets):]) + list(targets[:index % len(targets)])
+        order = list(targets[index % len(targets) :]) + list(targets[: index % len(targets)])
         for target in order:
             sample = target.measure(seconds)
             samples[target.name].append(sample)

@@ -19,7 +19,7 @@ from benchkit.harness import REPO_DIR, Server, wait_http, wait_until
 from benchkit.services import TokenService
 from benchkit.tokens import CertCredential, CheckFailed
 
-CLI_SOURCE = REPO_DIR / "src" / "lanyard" / "cli" / "main.py"
+CLI_DIR = REPO_DIR / "src" / "lanyard" / "cli"
 READY_TIMEOUT_S = 60.0
 
 
@@ -38,8 +38,9 @@ def unavailable_reason() -> str | None:
         return f"{lanyard_binary()} not found (is the package installed in the venv?)"
     if os.environ.get("LANYARD_BIN"):
         return None
-    if not CLI_SOURCE.exists() or "create-for-rbac" not in CLI_SOURCE.read_text(errors="replace"):
-        return f"{CLI_SOURCE} has no create-for-rbac yet"
+    sources = CLI_DIR.glob("*.py")
+    if not any("create-for-rbac" in path.read_text(errors="replace") for path in sources):
+        return f"{CLI_DIR} has no create-for-rbac yet"
     return None
 
 
@@ -51,16 +52,14 @@ class Lanyard:
 
     @property
     def ca(self) -> str:
-        return str(self.endpoints.get("ca_bundle") or self.endpoints["ca_cert"])
-
-    @property
-    def tenant_base(self) -> str:
-        return f"{self.endpoints['authority'].rstrip('/')}/{self.endpoints['tenant_id']}"
+        """The CA that issued the server certificate: what a client must trust to verify it."""
+        return str(self.endpoints.get("ca_cert") or self.endpoints["ca_bundle"])
 
 
 def start_lanyard(home: Path, logdir: Path) -> Lanyard:
-    server = Server("lanyard", [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"],
-                    logdir / "lanyard.log").start()
+    server = Server(
+        "lanyard", [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"], logdir / "lanyard.log"
+    ).start()
     try:
         endpoints = _wait_endpoints(home / "endpoints.json", server)
         base = f"{endpoints['authority'].rstrip('/')}/{endpoints['tenant_id']}"
@@ -70,11 +69,16 @@ def start_lanyard(home: Path, logdir: Path) -> Lanyard:
     except Exception:
         server.stop()
         raise
-    credential = CertCredential.from_pem(cert_app["appId"], Path(cert_app["fileWithCertAndPrivateKey"]).read_bytes())
+    credential = CertCredential.from_pem(
+        cert_app["appId"], Path(cert_app["fileWithCertAndPrivateKey"]).read_bytes()
+    )
     service = TokenService(
-        label="lanyard", token_endpoint=f"{base}/oauth2/v2.0/token", jwks_url=f"{base}/discovery/v2.0/keys",
+        label="lanyard",
+        token_endpoint=f"{base}/oauth2/v2.0/token",
+        jwks_url=f"{base}/discovery/v2.0/keys",
         discovery_url=f"{base}/v2.0/.well-known/openid-configuration",
-        secret_client=(secret_app["appId"], secret_app["password"]), cert_client=credential,
+        secret_client=(secret_app["appId"], secret_app["password"]),
+        cert_client=credential,
     )
     return Lanyard(server, endpoints, service)
 

@@ -34,8 +34,14 @@ def ensure_oidc_provider() -> tuple[Path | None, str]:
             (NODE_DIR / "package.json").write_text('{"private": true}\n')
         log(f"installing {OIDC_PROVIDER_SPEC} into {NODE_DIR}")
         try:
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", OIDC_PROVIDER_SPEC],
-                           cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=True)
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", OIDC_PROVIDER_SPEC],
+                cwd=NODE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=True,
+            )
         except (subprocess.SubprocessError, OSError) as exc:
             return None, f"npm install {OIDC_PROVIDER_SPEC} failed: {exc}"
     meta = json.loads((package_dir / "package.json").read_text())
@@ -60,27 +66,43 @@ def start_peer(module: Path, workdir: Path, logdir: Path) -> Peer:
     issuer = f"https://127.0.0.1:{port}"
     secret_client = ("bench-secret-client", "bench-secret-value-0123456789abcdef")
     config = {
-        "module": str(module), "port": port, "issuer": issuer,
-        "tls_cert": str(tls_cert), "tls_key": str(tls_key), "signing_key": str(signing_key),
-        "resource": ARM_RESOURCE, "scope": ARM_SCOPE,
+        "module": str(module),
+        "port": port,
+        "issuer": issuer,
+        "tls_cert": str(tls_cert),
+        "tls_key": str(tls_key),
+        "signing_key": str(signing_key),
+        "resource": ARM_RESOURCE,
+        "scope": ARM_SCOPE,
         "secret_client": {"client_id": secret_client[0], "client_secret": secret_client[1]},
         "jwt_client": {"client_id": "bench-jwt-client", "public_key": str(client_cert)},
     }
     config_path = keys / "config.json"
     config_path.write_text(json.dumps(config))
-    server = Server("oidc-provider", [node, str(SCRIPTS / "oidc_provider.mjs"), str(config_path)],
-                    logdir / "oidc-provider.log", cwd=keys).start()
+    server = Server(
+        "oidc-provider",
+        [node, str(SCRIPTS / "oidc_provider.mjs"), str(config_path)],
+        logdir / "oidc-provider.log",
+        cwd=keys,
+    ).start()
     try:
         wait_http(f"{issuer}/.well-known/openid-configuration", 30, server)
     except Exception:
         server.stop()
         raise
-    credential = CertCredential.from_pem("bench-jwt-client", client_cert.read_bytes() + client_key.read_bytes())
+    credential = CertCredential.from_pem(
+        "bench-jwt-client", client_cert.read_bytes() + client_key.read_bytes()
+    )
     service = TokenService(
-        label="oidc-provider", token_endpoint=f"{issuer}/token", jwks_url=f"{issuer}/jwks",
+        label="oidc-provider",
+        token_endpoint=f"{issuer}/token",
+        jwks_url=f"{issuer}/jwks",
         discovery_url=f"{issuer}/.well-known/openid-configuration",
-        secret_client=secret_client, cert_client=credential,
-        notes=["oidc-provider: https, in-memory adapter with replay detection off (Lanyard does not "
-               "reject a reused client-assertion jti either)"],
+        secret_client=secret_client,
+        cert_client=credential,
+        notes=[
+            "oidc-provider: https, in-memory adapter with replay detection off (Lanyard does not "
+            "reject a reused client-assertion jti either)"
+        ],
     )
     return Peer(server, service)

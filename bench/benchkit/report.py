@@ -88,7 +88,13 @@ def _ratio(spec: RatioSpec, samples: Mapping[str, Sequence[Sample]], void: Mappi
     value = spread(pairs)
     if spec.floor is None or spec.target is None:
         return RatioResult(spec, value, INFO, False)
-    verdict = MEETS_TARGET if value.median >= spec.target else MEETS_FLOOR if value.median >= spec.floor else BELOW_FLOOR
+    verdict = (
+        MEETS_TARGET
+        if value.median >= spec.target
+        else MEETS_FLOOR
+        if value.median >= spec.floor
+        else BELOW_FLOOR
+    )
     return RatioResult(spec, value, verdict, value.median < spec.floor / 2)
 
 
@@ -108,11 +114,16 @@ def target_rows(samples: Mapping[str, Sequence[Sample]]) -> list[list[str]]:
         rate = spread([s.rate for s in runs])
         p50 = [s.p50_ms for s in runs if s.p50_ms is not None]
         p99 = [s.p99_ms for s in runs if s.p99_ms is not None]
-        rows.append([
-            name, _fmt(rate.median), f"{_fmt(rate.low)} - {_fmt(rate.high)}",
-            _fmt(spread(p50).median if p50 else None, 2), _fmt(spread(p99).median if p99 else None, 2),
-            void.get(name, "ok"),
-        ])
+        rows.append(
+            [
+                name,
+                _fmt(rate.median),
+                f"{_fmt(rate.low)} - {_fmt(rate.high)}",
+                _fmt(spread(p50).median if p50 else None, 2),
+                _fmt(spread(p99).median if p99 else None, 2),
+                void.get(name, "ok"),
+            ]
+        )
     return rows
 
 
@@ -121,11 +132,17 @@ def goal_rows(results: Sequence[GoalResult]) -> list[list[str]]:
     for goal in results:
         for r in goal.ratios:
             v = r.value
-            rows.append([
-                goal.spec.id, r.spec.label, _fmt(v.median if v else None, 2),
-                f"{_fmt(v.low, 2)} - {_fmt(v.high, 2)}" if v else "-",
-                _fmt(r.spec.target, 2), _fmt(r.spec.floor, 2), r.verdict,
-            ])
+            rows.append(
+                [
+                    goal.spec.id,
+                    r.spec.label,
+                    _fmt(v.median if v else None, 2),
+                    f"{_fmt(v.low, 2)} - {_fmt(v.high, 2)}" if v else "-",
+                    _fmt(r.spec.target, 2),
+                    _fmt(r.spec.floor, 2),
+                    r.verdict,
+                ]
+            )
     return rows
 
 
@@ -135,9 +152,10 @@ GOAL_HEADER = ["goal", "ratio", "median", "min - max", "target", "floor", "verdi
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([line.format(*header), line.format(*("-" * w for w in widths)),
-                      *(line.format(*row) for row in rows)])
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [line.format(*header), line.format(*("-" * w for w in widths)), *(line.format(*row) for row in rows)]
+    )
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -146,21 +164,40 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def to_json(meta: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]], results: Sequence[GoalResult],
-            notes: Sequence[str], failures: Sequence[str]) -> dict[str, Any]:
+def to_json(
+    meta: Mapping[str, Any],
+    samples: Mapping[str, Sequence[Sample]],
+    results: Sequence[GoalResult],
+    notes: Sequence[str],
+    failures: Sequence[str],
+) -> dict[str, Any]:
     return {
         "meta": dict(meta),
         "targets": {
-            name: {"rounds": [s.__dict__ for s in runs],
-                   "rate": spread([s.rate for s in runs]).as_dict() if runs else None}
+            name: {
+                "rounds": [s.__dict__ for s in runs],
+                "rate": spread([s.rate for s in runs]).as_dict() if runs else None,
+            }
             for name, runs in samples.items()
         },
         "goals": [
-            {"id": g.spec.id, "title": g.spec.title, "verdict": g.verdict,
-             "ratios": [{"label": r.spec.label, "numerator": r.spec.numerator,
-                         "denominator": r.spec.denominator, "target": r.spec.target, "floor": r.spec.floor,
-                         "value": r.value.as_dict() if r.value else None, "verdict": r.verdict}
-                        for r in g.ratios]}
+            {
+                "id": g.spec.id,
+                "title": g.spec.title,
+                "verdict": g.verdict,
+                "ratios": [
+                    {
+                        "label": r.spec.label,
+                        "numerator": r.spec.numerator,
+                        "denominator": r.spec.denominator,
+                        "target": r.spec.target,
+                        "floor": r.spec.floor,
+                        "value": r.value.as_dict() if r.value else None,
+                        "verdict": r.verdict,
+                    }
+                    for r in g.ratios
+                ],
+            }
             for g in results
         ],
         "notes": list(notes),
@@ -168,15 +205,28 @@ def to_json(meta: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]], re
     }
 
 
-def to_markdown(meta: Mapping[str, Any], samples: Mapping[str, Sequence[Sample]], results: Sequence[GoalResult],
-                notes: Sequence[str], failures: Sequence[str]) -> str:
+def to_markdown(
+    meta: Mapping[str, Any],
+    samples: Mapping[str, Sequence[Sample]],
+    results: Sequence[GoalResult],
+    notes: Sequence[str],
+    failures: Sequence[str],
+) -> str:
     parts = [f"# Lanyard token-minting benchmark ({meta.get('mode')})", ""]
     parts += [f"- **{k}**: {v}" for k, v in meta.items()]
     parts += ["", "## Verdicts", ""]
     parts += [f"- **{g.spec.id}** {g.spec.title}: **{g.verdict}**" for g in results]
-    parts += ["", "## Ratios (per-round ratio, median and min - max over rounds)", "",
-              markdown_table(GOAL_HEADER, goal_rows(results)), "",
-              "## Targets", "", markdown_table(TARGET_HEADER, target_rows(samples)), ""]
+    parts += [
+        "",
+        "## Ratios (per-round ratio, median and min - max over rounds)",
+        "",
+        markdown_table(GOAL_HEADER, goal_rows(results)),
+        "",
+        "## Targets",
+        "",
+        markdown_table(TARGET_HEADER, target_rows(samples)),
+        "",
+    ]
     if failures:
         parts += ["## Correctness failures", "", *(f"- {f}" for f in failures), ""]
     if notes:

@@ -13,13 +13,13 @@ from benchkit.tokens import (
     ARM_SCOPE,
     FORM,
     CertCredential,
+    assertion_form,
     check_discovery,
     check_jwks,
     check_token,
     client_assertion,
     json_body,
     secret_form,
-    assertion_form,
 )
 
 
@@ -29,7 +29,7 @@ class TokenService:
     token_endpoint: str
     jwks_url: str
     discovery_url: str
-    secret_client: tuple[str, str] | None = None   # (client_id, client_secret)
+    secret_client: tuple[str, str] | None = None  # (client_id, client_secret)
     cert_client: CertCredential | None = None
     scope: str = ARM_SCOPE
     notes: list[str] = field(default_factory=list)
@@ -44,9 +44,14 @@ class TokenService:
         assert cred is not None
         # The audience of a client assertion is the exact token endpoint URL. A fresh assertion
         # per measured run keeps it inside its 10-minute life however long --full takes.
-        return HttpTarget(self.token_endpoint, "POST",
-                          lambda: assertion_form(cred.client_id, client_assertion(cred, self.token_endpoint),
-                                                 scope=self.scope), FORM)
+        return HttpTarget(
+            self.token_endpoint,
+            "POST",
+            lambda: assertion_form(
+                cred.client_id, client_assertion(cred, self.token_endpoint), scope=self.scope
+            ),
+            FORM,
+        )
 
 
 def verify_service(service: TokenService, ca: str | bool) -> dict[str, dict[str, Any]]:

@@ -66,7 +66,7 @@ def _pem_block(pem: bytes, label: bytes) -> bytes:
     for block in pem.split(b"-----END ")[:-1]:
         start = block.find(b"-----BEGIN ")
         if start >= 0 and label in block[start:].split(b"\n", 1)[0]:
-            kind = block[start + 11:].split(b"-----", 1)[0]
+            kind = block[start + 11 :].split(b"-----", 1)[0]
             return block[start:] + b"-----END " + kind + b"-----\n"
     raise CheckFailed(f"no {label.decode()} block in the credential PEM")
 
@@ -76,22 +76,36 @@ def client_assertion(cred: CertCredential, audience: str, lifetime_s: int = 600)
     the servers under test do not reject a reused jti (the node peer is configured the same)."""
     now = int(time.time())
     header = {"alg": "RS256", "typ": "JWT", "x5t": cred.x5t}
-    claims = {"aud": audience, "iss": cred.client_id, "sub": cred.client_id, "jti": str(uuid.uuid4()),
-              "iat": now, "nbf": now, "exp": now + lifetime_s}
+    claims = {
+        "aud": audience,
+        "iss": cred.client_id,
+        "sub": cred.client_id,
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime_s,
+    }
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     signature = cred.key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"
 
 
 def secret_form(client_id: str, secret: str, scope: str = ARM_SCOPE) -> str:
-    return urlencode({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
-                      "scope": scope})
+    return urlencode(
+        {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": scope}
+    )
 
 
 def assertion_form(client_id: str, assertion: str, scope: str = ARM_SCOPE) -> str:
-    return urlencode({"grant_type": "client_credentials", "client_id": client_id,
-                      "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion,
-                      "scope": scope})
+    return urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "scope": scope,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -143,11 +157,14 @@ def verify_rs256(token: str, jwks: dict[str, Any], what: str) -> dict[str, Any]:
         raise CheckFailed(f"{what}: access_token is not a JWT") from exc
     if header.get("alg") != "RS256":
         raise CheckFailed(f"{what}: access_token alg is {header.get('alg')!r}, expected RS256")
-    candidates = [k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")] or jwks.get("keys", [])
+    candidates = [k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")] or jwks.get(
+        "keys", []
+    )
     signing_input = f"{header_b64}.{claims_b64}".encode("ascii")
     for jwk in candidates:
-        public = rsa.RSAPublicNumbers(int.from_bytes(b64url_decode(jwk["e"])),
-                                      int.from_bytes(b64url_decode(jwk["n"]))).public_key()
+        public = rsa.RSAPublicNumbers(
+            int.from_bytes(b64url_decode(jwk["e"])), int.from_bytes(b64url_decode(jwk["n"]))
+        ).public_key()
         try:
             public.verify(b64url_decode(signature_b64), signing_input, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
@@ -155,4 +172,6 @@ def verify_rs256(token: str, jwks: dict[str, Any], what: str) -> dict[str, Any]:
         if int(claims.get("exp", 0)) <= time.time():
             raise CheckFailed(f"{what}: access_token is already expired")
         return claims
-    raise CheckFailed(f"{what}: access_token signature does not verify against the JWKS (kid {header.get('kid')})")
+    raise CheckFailed(
+        f"{what}: access_token signature does not verify against the JWKS (kid {header.get('kid')})"
+    )

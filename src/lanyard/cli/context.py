@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import httpx
 
 from lanyard.client import ClientSecretCredential, CredentialError
-from lanyard.client.credentials import scope_for
+from lanyard.client.credentials import scope_for, tls_context
 
 
 class CliError(Exception):
@@ -70,7 +70,7 @@ class Profile:
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(verify=self.endpoints["ca_cert"], timeout=60.0, follow_redirects=False)
+            self._http = httpx.Client(verify=tls_context(self.endpoints["ca_cert"]), timeout=60.0, follow_redirects=False)
         return self._http
 
     def call(self, method: str, url: str, *, resource: str, body: Any = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any, NamedTuple
@@ -23,6 +24,13 @@ class CredentialError(Exception):
     """The authority refused, or could not be reached. Never carries a secret or a token."""
 
 
+def tls_context(verify: str | bool | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """A CA file path becomes an SSL context (httpx no longer takes paths)."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
 def scope_for(resource: str) -> str:
     return resource if resource.endswith("/.default") else f"{resource}/.default"
 
@@ -35,13 +43,13 @@ class ClientSecretCredential:
         client_id: str,
         client_secret: str,
         *,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
         timeout: float = 30.0,
     ) -> None:
         self._token_url = f"{authority.rstrip('/')}/{tenant_id}/oauth2/v2.0/token"
         self._client_id = client_id
         self._secret = client_secret
-        self._http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=False)
+        self._http = httpx.Client(verify=tls_context(verify), timeout=timeout, follow_redirects=False)
         self._cache: dict[str, AccessToken] = {}
         self._lock = threading.Lock()
 

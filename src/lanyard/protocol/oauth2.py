@@ -156,8 +156,9 @@ def parse_token_request(
             7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
         )
 
-    if endpoint == "v1":
+    if endpoint == "v1" and (form.get("resource") or not form.get("scope")):
         resource = validate_resource(_required(form, "resource"))
     else:
+        # v2, or a v2-style client (msal in oidc_authority mode) on the v1 endpoint.
         resource = resource_from_scope(_required(form, "scope"))
     return TokenRequest(client_id.lower(), resource, secret, assertion, endpoint)

@@ -7,7 +7,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,29 @@ class _Server(uvicorn.Server):
         if self.started:
             self._on_ready()
 
+    async def _wait_tasks_to_complete(self) -> None:
+        # A closed TLS connection waits up to 30 s for the peer's close_notify; an idle keep-alive
+        # client never sends it. Abort connections already closing so shutdown is prompt.
+        while self.server_state.connections and not self.force_exit:
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None and transport.is_closing():
+                    transport.abort()
+            await asyncio.sleep(0.05)
+        await super()._wait_tasks_to_complete()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask for a graceful stop; unlike uvicorn's, the signal is not re-raised
+        afterwards, so a clean shutdown exits 0."""
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
 
 def serve(settings: Settings, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
@@ -124,6 +149,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         access_log=False,
         lifespan="off",
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=3,
         server_header=False,
         date_header=True,
     )

@@ -1,0 +1,3 @@
+from lanyard.cli.main import main
+
+main()

@@ -1,0 +1,119 @@
+"""Shared fixtures: a real `lanyard up` process on loopback, and the CLI run as a real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class RunningPlatform:
+    home: Path
+    process: subprocess.Popen[bytes]
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authority(self) -> str:
+        return str(self.endpoints["authority"])
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.endpoints["tenant_id"])
+
+    @property
+    def ca_cert(self) -> str:
+        return str(self.endpoints["ca_cert"])
+
+    @property
+    def token_url_v2(self) -> str:
+        return f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token"
+
+    @property
+    def token_url_v1(self) -> str:
+        return f"{self.authority}/{self.tenant_id}/oauth2/token"
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cafile=self.ca_cert), timeout=30.0)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_platform(home: Path, *extra: str, env: dict[str, str] | None = None) -> RunningPlatform:
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lanyard", "up", "--home", str(home), "--port", "0", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    running = RunningPlatform(home, process)
+    endpoints = home / "endpoints.json"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"lanyard up exited with {process.returncode}:\n{(home / 'server.log').read_text()}")
+        if endpoints.exists():
+            running.endpoints = json.loads(endpoints.read_text())
+            if running.endpoints.get("pid") == process.pid:
+                return running
+        time.sleep(0.05)
+    running.stop()
+    raise RuntimeError("lanyard up did not become ready in time")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    running = start_platform(tmp_path_factory.mktemp("home"))
+    yield running
+    running.stop()
+
+
+def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "lanyard", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"lanyard {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def cli_json(home: Path, *args: str) -> Any:
+    return json.loads(run_cli(home, *args).stdout)
+
+
+@pytest.fixture(scope="session")
+def secret_app(platform: RunningPlatform) -> dict[str, Any]:
+    """An application with a client secret, made through the CLI as a user would."""
+    return dict(cli_json(platform.home, "ad", "sp", "create-for-rbac", "--name", "test-secret-app"))
+
+
+@pytest.fixture(scope="session")
+def cert_app(platform: RunningPlatform) -> dict[str, Any]:
+    """An application with a certificate credential; the PEM file holds key and certificate."""
+    return dict(cli_json(platform.home, "ad", "sp", "create-for-rbac", "--name", "test-cert-app", "--create-cert"))
