@@ -114,9 +114,7 @@ def goals(bare: str) -> list[report.GoalSpec]:
                     floor=1.0,
                 ),
                 report.RatioSpec("token (secret) / RSA sign", LY_SECRET, RSA_PY),
-                report.RatioSpec(
-                    "token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET
-                ),
+                report.RatioSpec("token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET),
                 report.RatioSpec("oidc-provider (private_key_jwt) / node RSA sign", PEER_ASSERT, RSA_NODE),
             ],
         ),
@@ -271,8 +269,7 @@ def check_service(run: Run, service: TokenService, ca: str | bool) -> None:
         advertised = client.get(service.discovery_url).json().get("token_endpoint")
     if advertised != service.token_endpoint:
         run.notes.append(
-            f"{service.label} discovery advertises token_endpoint {advertised}, "
-            f"benchmarked {service.token_endpoint}"
+            f"{service.label} discovery advertises token_endpoint {advertised}, benchmarked {service.token_endpoint}"
         )
 
 
@@ -345,9 +342,7 @@ def describe(run: Run) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
     which.add_argument("--full", action="store_const", const="full", dest="mode")
@@ -398,9 +393,7 @@ def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalR
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     base = MODES[args.mode]
-    mode = Mode(
-        base.name, base.warm_up_s, args.rounds or base.rounds, args.seconds or base.seconds, base.connections
-    )
+    mode = Mode(base.name, base.warm_up_s, args.rounds or base.rounds, args.seconds or base.seconds, base.connections)
     out_dir: Path = args.out.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-"))
     run = Run(mode, ensure_wrk(), workdir, out_dir / "logs")

@@ -180,9 +180,7 @@ def self_signed_tls(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -191,9 +189,7 @@ def self_signed_tls(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
     cert_path, key_path = directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
@@ -309,9 +305,7 @@ class Target:
     warm_up: bool = True
 
 
-def run_rounds(
-    targets: Sequence[Target], warm_up_s: float, rounds: int, seconds: float
-) -> dict[str, list[Sample]]:
+def run_rounds(targets: Sequence[Target], warm_up_s: float, rounds: int, seconds: float) -> dict[str, list[Sample]]:
     """Warm every target up once, then measure them round-robin, shifting the order every round.
 
     Rotation spreads slow drift of a shared machine (another tenant, thermal state) over all targets

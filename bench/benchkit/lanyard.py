@@ -69,9 +69,7 @@ def start_lanyard(home: Path, logdir: Path) -> Lanyard:
     except Exception:
         server.stop()
         raise
-    credential = CertCredential.from_pem(
-        cert_app["appId"], Path(cert_app["fileWithCertAndPrivateKey"]).read_bytes()
-    )
+    credential = CertCredential.from_pem(cert_app["appId"], Path(cert_app["fileWithCertAndPrivateKey"]).read_bytes())
     service = TokenService(
         label="lanyard",
         token_endpoint=f"{base}/oauth2/v2.0/token",

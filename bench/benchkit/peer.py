@@ -4,6 +4,7 @@ side-by-side peer for token minting (G3)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ ARM_RESOURCE = "https://management.azure.com"
 
 def node_binary() -> str | None:
     return shutil.which("node")
+
+
+def _node_version(node: str) -> str:
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    return done.stdout.strip() or "?"
 
 
 def ensure_oidc_provider() -> tuple[Path | None, str]:
@@ -79,10 +85,13 @@ def start_peer(module: Path, workdir: Path, logdir: Path) -> Peer:
     }
     config_path = keys / "config.json"
     config_path.write_text(json.dumps(config))
+    # Production mode, as a deployed provider would run (Koa and oidc-provider skip dev-only work).
+    env = {**os.environ, "NODE_ENV": "production"}
     server = Server(
         "oidc-provider",
         [node, str(SCRIPTS / "oidc_provider.mjs"), str(config_path)],
         logdir / "oidc-provider.log",
+        env=env,
         cwd=keys,
     ).start()
     try:
@@ -90,9 +99,7 @@ def start_peer(module: Path, workdir: Path, logdir: Path) -> Peer:
     except Exception:
         server.stop()
         raise
-    credential = CertCredential.from_pem(
-        "bench-jwt-client", client_cert.read_bytes() + client_key.read_bytes()
-    )
+    credential = CertCredential.from_pem("bench-jwt-client", client_cert.read_bytes() + client_key.read_bytes())
     service = TokenService(
         label="oidc-provider",
         token_endpoint=f"{issuer}/token",
@@ -100,9 +107,6 @@ def start_peer(module: Path, workdir: Path, logdir: Path) -> Peer:
         discovery_url=f"{issuer}/.well-known/openid-configuration",
         secret_client=secret_client,
         cert_client=credential,
-        notes=[
-            "oidc-provider: https, in-memory adapter with replay detection off (Lanyard does not "
-            "reject a reused client-assertion jti either)"
-        ],
+        notes=notes,
     )
     return Peer(server, service)

@@ -89,11 +89,7 @@ def _ratio(spec: RatioSpec, samples: Mapping[str, Sequence[Sample]], void: Mappi
     if spec.floor is None or spec.target is None:
         return RatioResult(spec, value, INFO, False)
     verdict = (
-        MEETS_TARGET
-        if value.median >= spec.target
-        else MEETS_FLOOR
-        if value.median >= spec.floor
-        else BELOW_FLOOR
+        MEETS_TARGET if value.median >= spec.target else MEETS_FLOOR if value.median >= spec.floor else BELOW_FLOOR
     )
     return RatioResult(spec, value, verdict, value.median < spec.floor / 2)
 

@@ -47,9 +47,7 @@ class TokenService:
         return HttpTarget(
             self.token_endpoint,
             "POST",
-            lambda: assertion_form(
-                cred.client_id, client_assertion(cred, self.token_endpoint), scope=self.scope
-            ),
+            lambda: assertion_form(cred.client_id, client_assertion(cred, self.token_endpoint), scope=self.scope),
             FORM,
         )
 

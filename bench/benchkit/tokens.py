@@ -157,9 +157,7 @@ def verify_rs256(token: str, jwks: dict[str, Any], what: str) -> dict[str, Any]:
         raise CheckFailed(f"{what}: access_token is not a JWT") from exc
     if header.get("alg") != "RS256":
         raise CheckFailed(f"{what}: access_token alg is {header.get('alg')!r}, expected RS256")
-    candidates = [k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")] or jwks.get(
-        "keys", []
-    )
+    candidates = [k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")] or jwks.get("keys", [])
     signing_input = f"{header_b64}.{claims_b64}".encode("ascii")
     for jwk in candidates:
         public = rsa.RSAPublicNumbers(
@@ -172,6 +170,4 @@ def verify_rs256(token: str, jwks: dict[str, Any], what: str) -> dict[str, Any]:
         if int(claims.get("exp", 0)) <= time.time():
             raise CheckFailed(f"{what}: access_token is already expired")
         return claims
-    raise CheckFailed(
-        f"{what}: access_token signature does not verify against the JWKS (kid {header.get('kid')})"
-    )
+    raise CheckFailed(f"{what}: access_token signature does not verify against the JWKS (kid {header.get('kid')})")

@@ -34,14 +34,16 @@ def verify_with_discovery(platform: RunningPlatform, token: str, audience: str) 
         doc = http.get(f"{platform.authority}/{platform.tenant_id}/v2.0/.well-known/openid-configuration").json()
     client = jwt.PyJWKClient(doc["jwks_uri"], ssl_context=ssl.create_default_context(cafile=platform.ca_cert))
     key = client.get_signing_key_from_jwt(token)
-    return dict(jwt.decode(
-        token,
-        key.key,
-        algorithms=["RS256"],
-        audience=audience,
-        issuer=f"{platform.authority}/{platform.tenant_id}/",
-        options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub"]},
-    ))
+    return dict(
+        jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=f"{platform.authority}/{platform.tenant_id}/",
+            options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub"]},
+        )
+    )
 
 
 def assert_v1_profile(claims: dict[str, Any], platform: RunningPlatform, app_id: str, appidacr: str) -> None:
@@ -145,7 +147,7 @@ def test_msal_certificate_thumbprint_rs256(platform: RunningPlatform, cert_app: 
     cert = x509.load_pem_x509_certificate(pem)
     from cryptography.hazmat.primitives import hashes
 
-    thumbprint = cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - the x5t thumbprint is SHA-1 by spec
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex()
     credential = {"private_key": pem.decode(), "thumbprint": thumbprint}
     result = _msal_app(platform, cert_app["appId"], credential).acquire_token_for_client(
         scopes=["https://storage.example/.default"]
@@ -169,12 +171,15 @@ def test_msal_against_v1_document(platform: RunningPlatform, secret_app: dict[st
 def test_v1_endpoint_resource_shape(platform: RunningPlatform, secret_app: dict[str, Any]) -> None:
     """The v1 endpoint takes `resource` and answers in Entra's v1 shape (numbers as strings)."""
     with platform.http() as http:
-        response = http.post(platform.token_url_v1, data={
-            "grant_type": "client_credentials",
-            "client_id": secret_app["appId"],
-            "client_secret": secret_app["password"],
-            "resource": "https://management.azure.com/",
-        })
+        response = http.post(
+            platform.token_url_v1,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": secret_app["appId"],
+                "client_secret": secret_app["password"],
+                "resource": "https://management.azure.com/",
+            },
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["resource"] == "https://management.azure.com/"

@@ -148,8 +148,15 @@ def credential_group() -> None:
 @click.option("--create-cert", is_flag=True)
 @click.option("--cert", help="A certificate to register: a path or @path, PEM or DER.")
 @click.pass_context
-def credential_reset(ctx: click.Context, ident: str, append: bool, display_name: str | None, years: int,
-                     create_cert: bool, cert: str | None) -> None:
+def credential_reset(
+    ctx: click.Context,
+    ident: str,
+    append: bool,
+    display_name: str | None,
+    years: int,
+    create_cert: bool,
+    cert: str | None,
+) -> None:
     profile = _profile(ctx)
     app = find_application(profile, ident)
     result: dict[str, Any] = {"appId": app["appId"], "tenant": profile.tenant_id}
@@ -163,8 +170,11 @@ def credential_reset(ctx: click.Context, ident: str, append: bool, display_name:
         if not append:
             for old in app.get("passwordCredentials", []):
                 profile.graph("POST", f"/applications/{app['id']}/removePassword", {"keyId": old["keyId"]})
-        created = profile.graph("POST", f"/applications/{app['id']}/addPassword",
-                                {"passwordCredential": {"displayName": display_name, "endDateTime": _end_date(years)}})
+        created = profile.graph(
+            "POST",
+            f"/applications/{app['id']}/addPassword",
+            {"passwordCredential": {"displayName": display_name, "endDateTime": _end_date(years)}},
+        )
         result["password"] = created["secretText"]
     print_json(result)
 
@@ -235,8 +245,11 @@ def create_for_rbac(ctx: click.Context, name: str, years: int, create_cert: bool
             result["fileWithCertAndPrivateKey"] = cert_file
         result["password"] = None
     else:
-        created = profile.graph("POST", f"/applications/{app['id']}/addPassword",
-                                {"passwordCredential": {"displayName": "rbac", "endDateTime": _end_date(years)}})
+        created = profile.graph(
+            "POST",
+            f"/applications/{app['id']}/addPassword",
+            {"passwordCredential": {"displayName": "rbac", "endDateTime": _end_date(years)}},
+        )
         result["password"] = created["secretText"]
     result["tenant"] = profile.tenant_id
     print_json(result)

@@ -56,7 +56,10 @@ class Profile:
         if self._credential is None:
             admin = self.endpoints["admin"]
             self._credential = ClientSecretCredential(
-                self.endpoints["authority"], self.tenant_id, admin["client_id"], admin["client_secret"],
+                self.endpoints["authority"],
+                self.tenant_id,
+                admin["client_id"],
+                admin["client_secret"],
                 verify=self.endpoints["ca_cert"],
             )
         return self._credential
@@ -70,11 +73,14 @@ class Profile:
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(verify=tls_context(self.endpoints["ca_cert"]), timeout=60.0, follow_redirects=False)
+            self._http = httpx.Client(
+                verify=tls_context(self.endpoints["ca_cert"]), timeout=60.0, follow_redirects=False
+            )
         return self._http
 
-    def call(self, method: str, url: str, *, resource: str, body: Any = None,
-             ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+    def call(
+        self, method: str, url: str, *, resource: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token(resource)}"}
         try:
             response = self.http.request(method, url, json=body, headers=headers)

@@ -11,7 +11,7 @@ import click
 from lanyard.cli.ad import ad
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.config import load_settings, resolve_home
-from lanyard.core.errors import ConfigError
+from lanyard.core.errors import LanyardError
 
 
 @click.group()
@@ -31,15 +31,23 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--token-lifetime", type=int, default=None, help="Access-token lifetime in seconds.")
 @click.option("--public-host", default=None, help="Host name clients use to reach this server.")
 @click.pass_context
-def up(ctx: click.Context, up_home: str | None, host: str | None, port: int | None, database: str | None,
-       token_lifetime: int | None, public_host: str | None) -> None:
+def up(
+    ctx: click.Context,
+    up_home: str | None,
+    host: str | None,
+    port: int | None,
+    database: str | None,
+    token_lifetime: int | None,
+    public_host: str | None,
+) -> None:
     """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
     from lanyard.server.up import serve
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = str(up_home or ctx.find_root().obj["home"])
-    settings = load_settings(home=home, host=host, port=port, database=database, token_lifetime=token_lifetime,
-                             public_host=public_host)
+    settings = load_settings(
+        home=home, host=host, port=port, database=database, token_lifetime=token_lifetime, public_host=public_host
+    )
     sys.exit(serve(settings))
 
 
@@ -53,16 +61,18 @@ def account() -> None:
 def account_show(ctx: click.Context) -> None:
     profile = Profile.load(ctx.find_root().obj["home"])
     ep = profile.endpoints
-    print_json({
-        "environmentName": "Lanyard",
-        "homeTenantId": ep["tenant_id"],
-        "id": ep["subscription_id"],
-        "isDefault": True,
-        "name": "Lanyard subscription",
-        "state": "Enabled",
-        "tenantId": ep["tenant_id"],
-        "user": {"name": ep["admin"]["client_id"], "type": "servicePrincipal"},
-    })
+    print_json(
+        {
+            "environmentName": "Lanyard",
+            "homeTenantId": ep["tenant_id"],
+            "id": ep["subscription_id"],
+            "isDefault": True,
+            "name": "Lanyard subscription",
+            "state": "Enabled",
+            "tenantId": ep["tenant_id"],
+            "user": {"name": ep["admin"]["client_id"], "type": "servicePrincipal"},
+        }
+    )
 
 
 @account.command("get-access-token")
@@ -74,14 +84,16 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
     target = scope[: -len("/.default")] if scope and scope.endswith("/.default") else scope
     target = target or resource or "https://management.core.windows.net/"
     token = profile.credential.get_token(target if target.endswith("/.default") else f"{target}/.default")
-    print_json({
-        "accessToken": token.token,
-        "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(token.expires_on)),
-        "expires_on": token.expires_on,
-        "subscription": profile.endpoints["subscription_id"],
-        "tenant": profile.tenant_id,
-        "tokenType": "Bearer",
-    })
+    print_json(
+        {
+            "accessToken": token.token,
+            "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(token.expires_on)),
+            "expires_on": token.expires_on,
+            "subscription": profile.endpoints["subscription_id"],
+            "tenant": profile.tenant_id,
+            "tokenType": "Bearer",
+        }
+    )
 
 
 cli.add_command(ad)
@@ -96,7 +108,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (CliError, ConfigError) as exc:
+    except (CliError, LanyardError) as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         sys.exit(1)
 

@@ -123,17 +123,13 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         return key, cert
 
 
-def self_signed(
-    key: rsa.RSAPrivateKey, common_name: str, now: dt.datetime, days: int = 365
-) -> x509.Certificate:
+def self_signed(key: rsa.RSAPrivateKey, common_name: str, now: dt.datetime, days: int = 365) -> x509.Certificate:
     """A self-signed certificate, as Entra publishes for its signing keys and az makes for `--create-cert`."""
     signer: CertificateIssuerPrivateKeyTypes = key
     not_before, not_after = _validity(now, days)

@@ -41,8 +41,7 @@ def graph_error(exc: GraphError) -> Response:
     headers = {}
     if exc.status_value == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
-    return Response(orjson.dumps(body), status_code=exc.status_value, media_type="application/json",
-                    headers=headers)
+    return Response(orjson.dumps(body), status_code=exc.status_value, media_type="application/json", headers=headers)
 
 
 def parse_filter(raw: str | None) -> tuple[str, str] | None:
@@ -54,17 +53,16 @@ def parse_filter(raw: str | None) -> tuple[str, str] | None:
     match = _SPN_FILTER.match(raw)
     if match:
         return "servicePrincipalNames", match.group(2).replace("''", "'")
-    raise GraphError(f"Unsupported or invalid query filter clause specified: {raw[:80]!r}.",
-                     code="Request_UnsupportedQuery")
+    raise GraphError(
+        f"Unsupported or invalid query filter clause specified: {raw[:80]!r}.", code="Request_UnsupportedQuery"
+    )
 
 
 class GraphRoutes:
     def __init__(self, directory: Directory, graph_base: str, admin_object_ids: frozenset[str]) -> None:
         self.directory = directory
         self.graph_base = graph_base.rstrip("/")
-        self.audiences = frozenset(
-            normalize_audience(a) for a in (self.graph_base, "https://graph.microsoft.com")
-        )
+        self.audiences = frozenset(normalize_audience(a) for a in (self.graph_base, "https://graph.microsoft.com"))
         self.admins = admin_object_ids
 
     # -- rendering ----------------------------------------------------------------------------
@@ -81,8 +79,15 @@ class GraphRoutes:
             if c.kind == "password":
                 passwords.append({**common, "hint": c.hint, "secretText": None, "customKeyIdentifier": None})
             else:
-                keys.append({**common, "type": "AsymmetricX509Cert", "usage": "Verify",
-                             "customKeyIdentifier": c.thumbprint_sha1, "key": None})
+                keys.append(
+                    {
+                        **common,
+                        "type": "AsymmetricX509Cert",
+                        "usage": "Verify",
+                        "customKeyIdentifier": c.thumbprint_sha1,
+                        "key": None,
+                    }
+                )
         return {"passwordCredentials": passwords, "keyCredentials": keys}
 
     def application_json(self, s: repo.Session, app: repo.ApplicationRecord) -> dict[str, Any]:
@@ -102,10 +107,15 @@ class GraphRoutes:
         alternative: list[str] = []
         if sp.resource_id:
             names.append(sp.resource_id)
-            alternative = ["isExplicit=False" if "/userAssignedIdentities/" not in sp.resource_id
-                           else "isExplicit=True", sp.resource_id]
-        creds = self._credentials(s, sp.app_id) if sp.kind == "Application" else {
-            "passwordCredentials": [], "keyCredentials": []}
+            alternative = [
+                "isExplicit=False" if "/userAssignedIdentities/" not in sp.resource_id else "isExplicit=True",
+                sp.resource_id,
+            ]
+        creds = (
+            self._credentials(s, sp.app_id)
+            if sp.kind == "Application"
+            else {"passwordCredentials": [], "keyCredentials": []}
+        )
         return {
             "id": sp.object_id,
             "appId": sp.app_id,
@@ -129,11 +139,13 @@ class GraphRoutes:
         try:
             claims = self.directory.validate(token.strip(), self.audiences)
         except InvalidToken as exc:
-            raise GraphError(f"Access token validation failure: {exc}.", code="InvalidAuthenticationToken",
-                             status=401) from exc
+            raise GraphError(
+                f"Access token validation failure: {exc}.", code="InvalidAuthenticationToken", status=401
+            ) from exc
         if claims["oid"] not in self.admins:
-            raise GraphError("Insufficient privileges to complete the operation.",
-                             code="Authorization_RequestDenied", status=403)
+            raise GraphError(
+                "Insufficient privileges to complete the operation.", code="Authorization_RequestDenied", status=403
+            )
         return claims
 
     async def _body(self, request: Request) -> dict[str, Any]:
@@ -167,16 +179,24 @@ class GraphRoutes:
         object_id = self.directory.check_object_id(request.path_params["id"])
         app = repo.get_application(s, object_id=object_id)
         if app is None:
-            raise GraphError(f"Resource '{object_id}' does not exist or one of its queried reference-property "
-                             "objects are not present.", code="Request_ResourceNotFound", status=404)
+            raise GraphError(
+                f"Resource '{object_id}' does not exist or one of its queried reference-property "
+                "objects are not present.",
+                code="Request_ResourceNotFound",
+                status=404,
+            )
         return app
 
     def _sp(self, s: repo.Session, request: Request) -> repo.PrincipalRecord:
         object_id = self.directory.check_object_id(request.path_params["id"])
         sp = repo.get_principal(s, object_id=object_id)
         if sp is None:
-            raise GraphError(f"Resource '{object_id}' does not exist or one of its queried reference-property "
-                             "objects are not present.", code="Request_ResourceNotFound", status=404)
+            raise GraphError(
+                f"Resource '{object_id}' does not exist or one of its queried reference-property "
+                "objects are not present.",
+                code="Request_ResourceNotFound",
+                status=404,
+            )
         return sp
 
     def _collection(self, kind: str, items: list[dict[str, Any]]) -> Response:
@@ -235,8 +255,11 @@ class GraphRoutes:
                         except (binascii.Error, ValueError) as exc:
                             raise GraphError("keyCredentials.key must be base64.", code="Request_BadRequest") from exc
                         name = entry.get("displayName")
-                        keep.add(self.directory.add_certificate(
-                            s, app.app_id, der, name if isinstance(name, str) else None).key_id)
+                        keep.add(
+                            self.directory.add_certificate(
+                                s, app.app_id, der, name if isinstance(name, str) else None
+                            ).key_id
+                        )
                     elif isinstance(entry.get("keyId"), str):
                         keep.add(entry["keyId"])
                     else:
@@ -260,15 +283,17 @@ class GraphRoutes:
         with self.directory.store.session() as s:
             app = self._app(s, request)
             record, secret = self.directory.add_password(s, app.app_id, name if isinstance(name, str) else None, end_at)
-        return graph_json({
-            "customKeyIdentifier": None,
-            "displayName": record.display_name,
-            "endDateTime": iso(record.end_at),
-            "hint": record.hint,
-            "keyId": record.key_id,
-            "secretText": secret,
-            "startDateTime": iso(record.start_at),
-        })
+        return graph_json(
+            {
+                "customKeyIdentifier": None,
+                "displayName": record.display_name,
+                "endDateTime": iso(record.end_at),
+                "hint": record.hint,
+                "keyId": record.key_id,
+                "secretText": secret,
+                "startDateTime": iso(record.start_at),
+            }
+        )
 
     def remove_password(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         key_id = body.get("keyId")
@@ -277,8 +302,11 @@ class GraphRoutes:
         with self.directory.store.session() as s:
             app = self._app(s, request)
             if not repo.delete_credential(s, app.app_id, key_id):
-                raise GraphError(f"No password credential found with keyId '{key_id[:40]}'.",
-                                 code="Request_ResourceNotFound", status=404)
+                raise GraphError(
+                    f"No password credential found with keyId '{key_id[:40]}'.",
+                    code="Request_ResourceNotFound",
+                    status=404,
+                )
         return Response(status_code=204)
 
     # -- service principals -------------------------------------------------------------------
@@ -290,8 +318,11 @@ class GraphRoutes:
         with self.directory.store.session() as s:
             app = repo.get_application(s, app_id=app_id.lower())
             if app is None or app.tenant_id != claims["tid"]:
-                raise GraphError(f"The appId '{app_id[:40]}' of the service principal does not reference a valid "
-                                 "application object.", code="Request_BadRequest")
+                raise GraphError(
+                    f"The appId '{app_id[:40]}' of the service principal does not reference a valid "
+                    "application object.",
+                    code="Request_BadRequest",
+                )
             sp = self.directory.create_principal_for(s, app)
             return graph_json(self.principal_json(s, sp), 201)
 
@@ -308,8 +339,11 @@ class GraphRoutes:
             elif flt[0] == "servicePrincipalType":
                 sps = repo.list_principals(s, tid, kind=flt[1])
             else:
-                sps = [p for p in repo.list_principals(s, tid)
-                       if flt[1].lower() in (p.app_id, (p.resource_id or "").lower())]
+                sps = [
+                    p
+                    for p in repo.list_principals(s, tid)
+                    if flt[1].lower() in (p.app_id, (p.resource_id or "").lower())
+                ]
             return self._collection("servicePrincipals", [self.principal_json(s, p) for p in sps])
 
     def get_principal(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
@@ -320,8 +354,11 @@ class GraphRoutes:
         with self.directory.store.session() as s:
             sp = self._sp(s, request)
             if sp.kind == "ManagedIdentity":
-                raise GraphError("A managed identity's service principal is deleted with the resource it "
-                                 "belongs to, not through the directory.", code="Request_BadRequest")
+                raise GraphError(
+                    "A managed identity's service principal is deleted with the resource it "
+                    "belongs to, not through the directory.",
+                    code="Request_BadRequest",
+                )
             repo.delete_principal(s, sp.object_id)
         return Response(status_code=204)
 

@@ -57,8 +57,9 @@ class DirectoryRoutes:
     async def token(self, request: Request, endpoint: Literal["v1", "v2"]) -> Response:
         try:
             if request.method != "POST":
-                raise InvalidRequest(900561, "The endpoint only accepts POST requests. Received a "
-                                     f"{request.method[:10]} request.")
+                raise InvalidRequest(
+                    900561, f"The endpoint only accepts POST requests. Received a {request.method[:10]} request."
+                )
             tenant = self._tenant(request, allow_alias=False)
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/x-www-form-urlencoded":

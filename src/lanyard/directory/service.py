@@ -71,9 +71,7 @@ class Directory:
 
     def _audiences_for(self, tenant_id: str) -> frozenset[str]:
         return frozenset(
-            f"{base}/{tenant_id}/oauth2/{path}"
-            for base in self.config.known_bases
-            for path in ("token", "v2.0/token")
+            f"{base}/{tenant_id}/oauth2/{path}" for base in self.config.known_bases for path in ("token", "v2.0/token")
         )
 
     def _registered_certificates(self, credentials: list[repo.CredentialRecord]) -> list[RegisteredCertificate]:
@@ -98,12 +96,17 @@ class Directory:
             if c.kind == "password" and c.secret_hash and hmac.compare_digest(offered, c.secret_hash):
                 matched = c
         if matched is None:
-            raise InvalidClient(7000215, "Invalid client secret provided. Ensure the secret being sent in the "
-                                "request is the client secret value, not the client secret ID.")
+            raise InvalidClient(
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the "
+                "request is the client secret value, not the client secret ID.",
+            )
         if not matched.start_at <= now <= matched.end_at:
             raise InvalidClient(7000222, "The provided client secret keys are expired or not yet valid.")
 
-    def authenticate(self, tenant_id: str, request: TokenRequest) -> tuple[repo.PrincipalRecord, str]:
+    def authenticate(
+        self, tenant_id: str, request: TokenRequest
+    ) -> tuple[repo.PrincipalRecord, Literal["secret", "certificate"]]:
         now = self.clock.now()
         with self.store.session() as s:
             principal = repo.get_principal(s, app_id=request.client_id)
@@ -146,8 +149,9 @@ class Directory:
         method: Literal["secret", "certificate", "managed"],
         endpoint: Literal["v1", "v2"] = "v2",
     ) -> dict[str, Any]:
-        subject = Subject(principal.tenant_id, principal.object_id, principal.app_id, principal.kind,
-                          principal.resource_id)
+        subject = Subject(
+            principal.tenant_id, principal.object_id, principal.app_id, principal.kind, principal.resource_id
+        )
         claims = v1_claims(
             subject,
             resource=resource,
@@ -175,9 +179,7 @@ class Directory:
     def create_application(self, s: repo.Session, tenant_id: str, display_name: str) -> repo.ApplicationRecord:
         if not display_name or len(display_name) > 256:
             raise GraphError("displayName must be 1 to 256 characters.", code="Request_BadRequest")
-        return repo.add_application(
-            s, str(uuid.uuid4()), str(uuid.uuid4()), tenant_id, display_name, self.clock.now()
-        )
+        return repo.add_application(s, str(uuid.uuid4()), str(uuid.uuid4()), tenant_id, display_name, self.clock.now())
 
     def create_principal_for(self, s: repo.Session, app: repo.ApplicationRecord) -> repo.PrincipalRecord:
         if repo.get_principal(s, app_id=app.app_id) is not None:
@@ -230,8 +232,9 @@ class Directory:
             raise GraphError("keyCredentials.key is not a DER X.509 certificate.", code="Request_BadRequest") from exc
         public = cert.public_key()
         if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
-            raise GraphError("Key credentials must be RSA certificates of at least 2048 bits.",
-                             code="Request_BadRequest")
+            raise GraphError(
+                "Key credentials must be RSA certificates of at least 2048 bits.", code="Request_BadRequest"
+            )
         der = cert.public_bytes(serialization.Encoding.DER)
         sha1 = thumbprint_sha1(der)
         for existing in repo.list_credentials(s, app_id, "certificate"):

@@ -108,9 +108,7 @@ def verify_client_assertion(
 
     claims = jws.claims
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
-        raise InvalidClient(
-            700021, "Client assertion application identifier doesn't match 'client_id' parameter."
-        )
+        raise InvalidClient(700021, "Client assertion application identifier doesn't match 'client_id' parameter.")
     aud = claims.get("aud")
     aud_values = aud if isinstance(aud, list) else [aud]
     if not any(isinstance(a, str) and a in audiences for a in aud_values):

@@ -104,7 +104,7 @@ def parse_compact(token: str | bytes) -> CompactJws:
 
 def verify_rsa(jws: CompactJws, key: rsa.RSAPublicKey, allowed: frozenset[str] = RSA_ALGORITHMS) -> str:
     """Check the signature with an RSA key. Returns the algorithm used. HS*/none never pass here."""
-    alg = jws.header["alg"]
+    alg = str(jws.header["alg"])
     if alg not in allowed or alg not in RSA_ALGORITHMS:
         raise JoseError(f"algorithm {alg[:16]!r} is not allowed for this key")
     if key.key_size < 2048:

@@ -83,17 +83,18 @@ def validate_resource(resource: str) -> str:
     """A resource is an absolute URI (https://vault.example, api://my-app) or an app id GUID."""
     if not _RESOURCE_CHARS.match(resource) or not (_SCHEME.match(resource) or is_guid(resource)):
         shown = resource[:100].encode("unicode_escape").decode()
-        raise InvalidResource(
-            500011, f"The resource principal named {shown} was not found in the tenant."
-        )
+        raise InvalidResource(500011, f"The resource principal named {shown} was not found in the tenant.")
     return resource
 
 
 def resource_from_scope(scope: str) -> str:
     scopes = [s for s in scope.split(" ") if s and s not in _RESERVED_SCOPES]
     if len(scopes) != 1:
-        raise InvalidScope(70011, "The provided value for the input parameter 'scope' is not valid. "
-                           "Client credential flows must request exactly one resource with /.default.")
+        raise InvalidScope(
+            70011,
+            "The provided value for the input parameter 'scope' is not valid. "
+            "Client credential flows must request exactly one resource with /.default.",
+        )
     (single,) = scopes
     if not single.endswith("/.default"):
         shown = single[:100].encode("unicode_escape").decode()
@@ -107,7 +108,7 @@ def resource_from_scope(scope: str) -> str:
 
 def _basic_auth(authorization: str | None) -> tuple[str, str] | None:
     """client_secret_basic (RFC 6749 §2.3.1): both parts form-urlencoded, then base64."""
-    if not authorization or not authorization[:6].lower() == "basic ":
+    if not authorization or authorization[:6].lower() != "basic ":
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
@@ -119,14 +120,13 @@ def _basic_auth(authorization: str | None) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def parse_token_request(
-    form: Mapping[str, str], endpoint: Endpoint, authorization: str | None = None
-) -> TokenRequest:
+def parse_token_request(form: Mapping[str, str], endpoint: Endpoint, authorization: str | None = None) -> TokenRequest:
     grant_type = _required(form, "grant_type")
     if grant_type != "client_credentials":
         raise UnsupportedGrantType(
-            70003, f"The app requested an unsupported grant type '{grant_type[:40]}'. This endpoint "
-            "issues app-only tokens: use client_credentials."
+            70003,
+            f"The app requested an unsupported grant type '{grant_type[:40]}'. This endpoint "
+            "issues app-only tokens: use client_credentials.",
         )
     basic = _basic_auth(authorization)
     client_id = form.get("client_id", "")
@@ -146,9 +146,7 @@ def parse_token_request(
     if assertion is not None:
         assertion_type = form.get("client_assertion_type", "")
         if assertion_type != JWT_BEARER:
-            raise InvalidRequest(
-                7000219, f"'client_assertion_type' must be '{JWT_BEARER}'."
-            )
+            raise InvalidRequest(7000219, f"'client_assertion_type' must be '{JWT_BEARER}'.")
     if assertion and secret:
         raise InvalidRequest(9002313, "Invalid request: more than one client authentication method.")
     if not assertion and not secret:

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanyard.core.clock import Clock
 from lanyard.directory.graph import GraphRoutes
@@ -49,17 +49,21 @@ def _error_body(path: str, status: int, message: str) -> bytes:
     if path.startswith(("/subscriptions", "/providers", "/tenants", "/metadata")):
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "InternalServerError")
         return orjson.dumps({"error": {"code": code, "message": message}})
-    return orjson.dumps({"error": "invalid_request" if status < 500 else "server_error",
-                         "error_description": message})
+    return orjson.dumps({"error": "invalid_request" if status < 500 else "server_error", "error_description": message})
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = {404: "The requested resource was not found.",
-               405: f"The HTTP method '{request.method[:10]}' is not supported for this resource."}.get(
-        exc.status_code, exc.detail)
-    return Response(_error_body(request.url.path, exc.status_code, message), status_code=exc.status_code,
-                    media_type="application/json", headers=getattr(exc, "headers", None))
+    message = {
+        404: "The requested resource was not found.",
+        405: f"The HTTP method '{request.method[:10]}' is not supported for this resource.",
+    }.get(exc.status_code, exc.detail)
+    return Response(
+        _error_body(request.url.path, exc.status_code, message),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=getattr(exc, "headers", None),
+    )
 
 
 class CatchAll:
@@ -74,7 +78,7 @@ class CatchAll:
             return
         started = False
 
-        async def tracking_send(message: dict) -> None:  # type: ignore[type-arg]
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -88,9 +92,13 @@ class CatchAll:
             if started:
                 raise
             body = _error_body(scope.get("path", ""), 500, "The server encountered an internal error.")
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
 

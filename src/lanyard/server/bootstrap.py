@@ -73,27 +73,46 @@ def _first_start(s: repo.Session, barrier: Barrier, clock: Clock) -> None:
     repo.add_subscription(s, sub_id, tenant_id, "Lanyard subscription", now)
     app = repo.add_application(s, str(uuid.uuid4()), str(uuid.uuid4()), tenant_id, ADMIN_APP_NAME, now)
     sp = repo.add_principal(
-        s, object_id=str(uuid.uuid4()), app_id=app.app_id, tenant_id=tenant_id, display_name=ADMIN_APP_NAME,
-        kind="Application", resource_id=None, now=now,
+        s,
+        object_id=str(uuid.uuid4()),
+        app_id=app.app_id,
+        tenant_id=tenant_id,
+        display_name=ADMIN_APP_NAME,
+        kind="Application",
+        resource_id=None,
+        now=now,
     )
     secret = new_client_secret()
     repo.add_credential(
         s,
         repo.CredentialRecord(
-            key_id=str(uuid.uuid4()), app_id=app.app_id, kind="password", display_name="lanyard up",
-            secret_hash=barrier.secret_hash(secret), hint=secret[:3], thumbprint_sha1=None,
-            thumbprint_sha256=None, cert_der=None, sealed_private_key=None, start_at=now,
+            key_id=str(uuid.uuid4()),
+            app_id=app.app_id,
+            kind="password",
+            display_name="lanyard up",
+            secret_hash=barrier.secret_hash(secret),
+            hint=secret[:3],
+            thumbprint_sha1=None,
+            thumbprint_sha256=None,
+            cert_der=None,
+            sealed_private_key=None,
+            start_at=now,
             end_at=now + 10 * 365 * 86400,
         ),
         now,
     )
     ca = CertificateAuthority.create(dt.datetime.fromtimestamp(now, dt.UTC))
-    for name, value in (("tenant_id", tenant_id), ("subscription_id", sub_id), ("admin_app_id", app.app_id),
-                        ("admin_object_id", sp.object_id)):
+    for name, value in (
+        ("tenant_id", tenant_id),
+        ("subscription_id", sub_id),
+        ("admin_app_id", app.app_id),
+        ("admin_object_id", sp.object_id),
+    ):
         repo.put_state(s, name, value=value)
     repo.put_state(s, "admin_secret", sealed=barrier.seal(secret.encode(), context="state:admin_secret"))
-    repo.put_state(s, "ca", value=cert_pem(ca.cert).decode(),
-                   sealed=barrier.seal(private_key_pem(ca.key), context="state:ca"))
+    repo.put_state(
+        s, "ca", value=cert_pem(ca.cert).decode(), sealed=barrier.seal(private_key_pem(ca.key), context="state:ca")
+    )
 
 
 def _load_identity(s: repo.Session, barrier: Barrier) -> tuple[PlatformIdentity, CertificateAuthority]:

@@ -75,8 +75,11 @@ def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
         "ca_cert": str(platform.tls.ca_cert),
         "ca_bundle": str(platform.tls.ca_bundle),
         "dns_zone": platform.settings.dns_zone,
-        "admin": {"client_id": ident.admin_app_id, "client_secret": ident.admin_secret,
-                  "object_id": ident.admin_object_id},
+        "admin": {
+            "client_id": ident.admin_app_id,
+            "client_secret": ident.admin_secret,
+            "object_id": ident.admin_object_id,
+        },
         "pid": os.getpid(),
     }
 
@@ -156,8 +159,12 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
 
     def ready() -> None:
         write_endpoints(settings.home, endpoints_document(platform, urls))
-        log.warning("lanyard is up at %s (tenant %s); endpoints in %s", urls.authority,
-                    platform.identity.tenant_id, endpoints_path)
+        log.warning(
+            "lanyard is up at %s (tenant %s); endpoints in %s",
+            urls.authority,
+            platform.identity.tenant_id,
+            endpoints_path,
+        )
 
     server = _Server(config, ready)
     try:
