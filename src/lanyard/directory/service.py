@@ -256,6 +256,27 @@ class Directory:
         )
         return repo.add_credential(s, record, self.clock.now())
 
+    # -- managed identities (the control plane's PrincipalService) ----------------------------
+
+    def create_managed_identity(
+        self, s: repo.Session, tenant_id: str, display_name: str, resource_id: str
+    ) -> repo.PrincipalRecord:
+        """A service principal for a system- or user-assigned identity. Its client id is new; its
+        credential is held by the platform, never shown."""
+        return repo.add_principal(
+            s,
+            object_id=str(uuid.uuid4()),
+            app_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            display_name=display_name[:256],
+            kind="ManagedIdentity",
+            resource_id=resource_id,
+            now=self.clock.now(),
+        )
+
+    def delete_managed_identity(self, s: repo.Session, object_id: str) -> None:
+        repo.delete_principal(s, object_id)
+
     @staticmethod
     def check_object_id(value: str) -> str:
         if not is_guid(value):

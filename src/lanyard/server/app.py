@@ -13,6 +13,8 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lanyard.arm.http import ArmRoutes
+from lanyard.arm.service import ControlPlane
 from lanyard.core.clock import Clock
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes
@@ -115,8 +117,22 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Di
         ),
     )
     graph = GraphRoutes(directory, urls.graph, frozenset({platform.identity.admin_object_id}))
+    control = ControlPlane(
+        platform.store,
+        directory,
+        clock,
+        tenant_id=platform.identity.tenant_id,
+        zone=platform.settings.dns_zone,
+        base_url=urls.authority,
+    )
+    # The admin application is Owner of the platform's subscription, as its creator would be.
+    control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
     app = Starlette(
-        routes=[Mount("/graph/v1.0", routes=graph.routes()), *DirectoryRoutes(directory).routes()],
+        routes=[
+            Mount("/graph/v1.0", routes=graph.routes()),
+            *ArmRoutes(control, directory, urls.authority).routes(),
+            *DirectoryRoutes(directory).routes(),
+        ],
         exception_handlers={HTTPException: _http_exception},
     )
     return CatchAll(app), directory

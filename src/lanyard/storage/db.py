@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lanyard.core.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -98,3 +98,59 @@ class SigningKey(Base):
 
 
 Index("ix_credentials_app_kind", Credential.app_id, Credential.kind)
+
+
+class ResourceGroup(Base):
+    __tablename__ = "resource_groups"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)  # lower-cased id
+    id: Mapped[str] = mapped_column(String(300))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(90))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Resource(Base):
+    """Any provider resource. Properties are JSON; identity lives in columns and a link table so the
+    directory and the agent can find it by principal without parsing JSON."""
+
+    __tablename__ = "resources"
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)  # lower-cased id
+    id: Mapped[str] = mapped_column(String(1024))
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    group_key: Mapped[str] = mapped_column(ForeignKey("resource_groups.key"), index=True)
+    type: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(260))
+    parent_key: Mapped[str | None] = mapped_column(String(1024), index=True)
+    kind: Mapped[str | None] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[str] = mapped_column(Text, default="{}")
+    properties: Mapped[str] = mapped_column(Text, default="{}")
+    # ARM's identity block: SystemAssigned's principal is a service principal with resource_id = id.
+    identity_type: Mapped[str] = mapped_column(String(40), default="None")
+    system_principal_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ResourceIdentity(Base):
+    """A user-assigned identity attached to a resource (many-to-many)."""
+
+    __tablename__ = "resource_identities"
+    resource_key: Mapped[str] = mapped_column(ForeignKey("resources.key", ondelete="CASCADE"), primary_key=True)
+    identity_key: Mapped[str] = mapped_column(ForeignKey("resources.key"), primary_key=True, index=True)
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+    name: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(1024))
+    scope_key: Mapped[str] = mapped_column(String(1024), index=True)
+    role_definition_id: Mapped[str] = mapped_column(String(36))
+    principal_id: Mapped[str] = mapped_column(String(36), index=True)
+    principal_type: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,119 @@
+"""HTTP surface of the control plane: authentication, api-version, paths, and ARM error bodies."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from lanyard.arm.service import Caller, ControlPlane
+from lanyard.core.errors import ArmError
+from lanyard.directory.service import Directory
+from lanyard.protocol.arm import check_api_version, parse_path
+from lanyard.protocol.bearer import InvalidToken, normalize_audience
+
+MAX_BODY = 4 * 1024 * 1024
+MANAGEMENT_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
+_METHODS = ["GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"]
+
+
+def arm_response(status: int, body: object = None, headers: dict[str, str] | None = None) -> Response:
+    content = b"" if body is None else orjson.dumps(body)
+    media = "application/json" if body is not None else None
+    return Response(content, status_code=status, media_type=media, headers=headers)
+
+
+class ArmRoutes:
+    def __init__(self, control: ControlPlane, directory: Directory, base_url: str) -> None:
+        self.control = control
+        self.directory = directory
+        self.base_url = base_url.rstrip("/")
+        self.audiences = frozenset(normalize_audience(a) for a in (*MANAGEMENT_AUDIENCES, self.base_url))
+        self.challenge = (
+            f'Bearer authorization_uri="{directory.config.authority}/{control.tenant_id}", '
+            'error="invalid_token", error_description="The access token is missing or invalid."'
+        )
+
+    def _caller(self, request: Request) -> Caller:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ArmError(
+                "The request does not contain a valid authentication token: a Bearer token for "
+                "https://management.azure.com/ is required.",
+                code="AuthenticationFailed",
+                status=401,
+            )
+        try:
+            claims = self.directory.validate(token.strip(), self.audiences)
+        except InvalidToken as exc:
+            raise ArmError(
+                f"The access token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
+            ) from exc
+        return Caller(object_id=claims["oid"], app_id=claims["appid"], tenant_id=claims["tid"])
+
+    async def _body(self, request: Request) -> object:
+        if request.method not in ("PUT", "PATCH", "POST"):
+            return None
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ArmError(
+                "The request content was invalid and could not be deserialized.", code="InvalidRequestContent"
+            ) from exc
+
+    async def dispatch(self, request: Request) -> Response:
+        try:
+            # Authenticate before anything else, the body included.
+            caller = self._caller(request)
+            check_api_version(request.query_params.get("api-version"))
+            path = parse_path(request.url.path)
+            body = await self._body(request)
+            query = dict(request.query_params)
+            reply = await run_in_threadpool(self.control.handle, request.method, path, body, query, caller)
+        except ArmError as exc:
+            headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
+            if request.method == "HEAD":
+                return Response(status_code=exc.status_value, headers=headers)
+            return arm_response(exc.status_value, exc.body(), headers)
+        return arm_response(reply.status, reply.body, reply.headers)
+
+    async def metadata_endpoints(self, request: Request) -> Response:
+        """What `az cloud register --endpoint-resource-manager` discovers (PROTOCOLS.md §7)."""
+        authority = self.directory.config.authority
+        return arm_response(
+            200,
+            {
+                "name": "Lanyard",
+                "galleryEndpoint": f"{self.base_url}/",
+                "graphEndpoint": f"{authority}/graph/",
+                "graph": f"{authority}/graph/",
+                "microsoftGraphResourceId": f"{authority}/graph/",
+                "portalEndpoint": f"{self.base_url}/",
+                "portal": f"{self.base_url}/",
+                "resourceManager": f"{self.base_url}/",
+                "authentication": {
+                    "loginEndpoint": f"{authority}/",
+                    "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+                    "tenant": "common",
+                    "identityProvider": "AAD",
+                },
+                "suffixes": {"keyVaultDns": f".vault.{self.control.zone}", "storage": self.control.zone},
+            },
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/metadata/endpoints", self.metadata_endpoints, methods=["GET"]),
+            Route("/subscriptions", self.dispatch, methods=_METHODS),
+            Route("/subscriptions/{path:path}", self.dispatch, methods=_METHODS),
+        ]

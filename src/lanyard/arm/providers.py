@@ -1,0 +1,142 @@
+"""The resource types the control plane knows: names, kinds, identity support, and their shapes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from lanyard.core.errors import ArmError
+from lanyard.protocol.arm import ResourceRef, bad_request
+
+_NAME_SITES = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])?$")
+_NAME_SLOT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?$")
+_NAME_FARM = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+_NAME_UAI = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
+_NAME_VM = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
+
+# Keys we keep inside the stored properties document that are not ARM properties.
+SKU_KEY = "__sku"
+APPSETTINGS_KEY = "__appsettings"
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    full_type: str  # canonical casing
+    name_pattern: re.Pattern[str]
+    name_rule: str
+    supports_identity: bool = False
+    kinds: tuple[str, ...] = ()
+    default_kind: str | None = None
+    # Microsoft.Web's SDK refuses 201 on PUT; others accept it.
+    created_status: int = 201
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_name(self, name: str) -> str:
+        if not self.name_pattern.match(name):
+            raise bad_request(
+                f"The resource name '{name[:100]}' is invalid for {self.full_type}: {self.name_rule}",
+                "InvalidResourceName",
+            )
+        return name
+
+    def check_kind(self, kind: object, existing: str | None) -> str | None:
+        if kind is None:
+            return existing or self.default_kind
+        if not isinstance(kind, str):
+            raise bad_request("kind must be a string.", "InvalidRequestContent")
+        if self.kinds and kind.lower().split(",")[0] not in self.kinds:
+            raise bad_request(
+                f"kind '{kind[:40]}' is not valid for {self.full_type}; use one of {list(self.kinds)}.", "InvalidKind"
+            )
+        return kind
+
+
+TYPES: dict[str, ResourceType] = {
+    t.full_type.lower(): t
+    for t in (
+        ResourceType(
+            "Microsoft.Web/serverfarms",
+            _NAME_FARM,
+            "1-60 letters, digits, '-' or '_'.",
+            created_status=200,
+            default_kind="app",
+        ),
+        ResourceType(
+            "Microsoft.Web/sites",
+            _NAME_SITES,
+            "2-60 letters, digits or hyphens, not starting or ending with a hyphen.",
+            supports_identity=True,
+            kinds=("app", "functionapp"),
+            default_kind="app",
+            created_status=200,
+        ),
+        ResourceType(
+            "Microsoft.Web/sites/slots",
+            _NAME_SLOT,
+            "1-59 letters, digits or hyphens, not starting or ending with a hyphen.",
+            supports_identity=True,
+            kinds=("app", "functionapp"),
+            created_status=200,
+        ),
+        ResourceType(
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            _NAME_UAI,
+            "3-128 letters, digits, hyphens or underscores, starting with a letter or digit.",
+        ),
+        ResourceType(
+            "Microsoft.Compute/virtualMachines",
+            _NAME_VM,
+            "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
+            supports_identity=True,
+        ),
+    )
+}
+
+UAI_TYPE = "microsoft.managedidentity/userassignedidentities"
+SITE_TYPES = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots"})
+
+
+def resource_type(ref: ResourceRef) -> ResourceType:
+    found = TYPES.get(ref.full_type.lower())
+    if found is None:
+        raise ArmError(
+            f"No registered resource provider found for resource type '{ref.full_type[:120]}'. Lanyard supports: "
+            + ", ".join(t.full_type for t in TYPES.values())
+            + ".",
+            code="NoRegisteredProviderFound",
+            status=400,
+        )
+    return found
+
+
+def principal_display_name(ref: ResourceRef) -> str:
+    """Azure names a system-assigned principal after its resource; a slot's is `<app>/slots/<slot>`."""
+    if ref.full_type.lower() == "microsoft.web/sites/slots":
+        return f"{ref.names[0]}/slots/{ref.names[1]}"
+    return ref.name
+
+
+def shaped_properties(
+    type_: ResourceType, ref: ResourceRef, stored: dict[str, Any], ctx: dict[str, Any]
+) -> dict[str, Any]:
+    """Public ARM properties: the stored ones plus read-only fields the service computes."""
+    props = {k: v for k, v in stored.items() if not k.startswith("__")}
+    props["provisioningState"] = "Succeeded"
+    low = type_.full_type.lower()
+    if low in SITE_TYPES:
+        host = f"{ref.names[0]}{'-' + ref.names[1] if len(ref.names) > 1 else ''}.{ctx['zone']}"
+        props.setdefault("state", "Running")
+        props.setdefault("enabled", True)
+        props["hostNames"] = [host]
+        props["enabledHostNames"] = [host]
+        props["defaultHostName"] = host
+        props.setdefault("httpsOnly", False)
+        props.setdefault("reserved", False)
+    elif low == "microsoft.web/serverfarms":
+        props.setdefault("status", "Ready")
+        props["numberOfSites"] = ctx.get("number_of_sites", 0)
+    elif low == "microsoft.compute/virtualmachines":
+        props.setdefault("vmId", str(uuid.uuid5(uuid.NAMESPACE_URL, ref.id.lower())))
+    return props

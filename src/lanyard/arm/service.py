@@ -1,0 +1,860 @@
+"""The control plane (Resource Manager's role): resources, their identity blocks, and RBAC.
+
+Every request is one transaction: the resource rows, the service principals the identity block
+implies, and the role assignments that go with them commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from lanyard.arm import providers
+from lanyard.arm.providers import APPSETTINGS_KEY, SKU_KEY, UAI_TYPE, ResourceType
+from lanyard.authz.evaluate import Assignment, decide
+from lanyard.authz.roles import BUILT_IN, BY_ID, RoleDefinition, find_role
+from lanyard.core.clock import Clock
+from lanyard.core.errors import ArmError
+from lanyard.protocol.arm import (
+    ArmPath,
+    IdentityRequest,
+    ResourceRef,
+    bad_request,
+    check_user_identity_id,
+    is_guid,
+    not_found,
+    parse_identity,
+    resource_key,
+)
+from lanyard.storage import arm_repo as repo
+from lanyard.storage import directory_repo as dirrepo
+from lanyard.storage.db import Store
+
+PAGE_SIZE = 100
+ROLE_ASSIGNMENTS = "roleassignments"
+ROLE_DEFINITIONS = "roledefinitions"
+
+
+class PrincipalService(Protocol):
+    """What the control plane needs from the directory, inside the caller's transaction."""
+
+    def create_managed_identity(
+        self, s: Any, tenant_id: str, display_name: str, resource_id: str
+    ) -> dirrepo.PrincipalRecord: ...
+
+    def delete_managed_identity(self, s: Any, object_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    object_id: str
+    app_id: str
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_object(value: object, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be a JSON object.", "InvalidRequestContent")
+    return value
+
+
+def _tags(value: object) -> dict[str, str]:
+    tags = _json_object(value, "tags")
+    if len(tags) > 50 or not all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= 512 and len(v) <= 256 for k, v in tags.items()
+    ):
+        raise bad_request("tags must map at most 50 names (512 chars) to string values (256 chars).", "InvalidTag")
+    return tags
+
+
+class ControlPlane:
+    def __init__(
+        self, store: Store, principals: PrincipalService, clock: Clock, *, tenant_id: str, zone: str, base_url: str
+    ) -> None:
+        self.store = store
+        self.principals = principals
+        self.clock = clock
+        self.tenant_id = tenant_id
+        self.zone = zone
+        self.base_url = base_url
+
+    # -- authorization ------------------------------------------------------------------------
+
+    def _authorize(self, s: Any, caller: Caller, action: str, scope: str) -> None:
+        assignments = [
+            Assignment(a.scope, a.role_definition_id, a.principal_id)
+            for a in repo.assignments_for_principal(s, caller.object_id)
+        ]
+        if not decide(assignments, caller.object_id, action, scope).allowed:
+            raise ArmError(
+                f"The client '{caller.app_id}' with object id '{caller.object_id}' does not have authorization to "
+                f"perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently "
+                "granted, please refresh your credentials.",
+                code="AuthorizationFailed",
+                status=403,
+            )
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def handle(self, method: str, path: ArmPath, body: Any, query: dict[str, str], caller: Caller) -> Reply:
+        with self.store.session() as s:
+            if path.kind == "subscriptions":
+                return self._list_subscriptions(s, caller)
+            assert path.subscription is not None
+            self._subscription(s, path.subscription)
+            if path.kind == "subscription":
+                self._authorize(
+                    s, caller, "Microsoft.Resources/subscriptions/read", f"/subscriptions/{path.subscription}"
+                )
+                return Reply(200, self._subscription_json(s, path.subscription))
+            if path.kind == "groups":
+                return self._groups(s, method, path.subscription, caller, query)
+            if path.kind == "group":
+                assert path.resource_group is not None
+                return self._group(s, method, path.subscription, path.resource_group, body, caller)
+            if path.kind == "group_resources":
+                assert path.resource_group is not None
+                return self._group_resources(s, method, path.subscription, path.resource_group, caller, query)
+            if path.kind == "extension":
+                return self._extension(s, method, path, body, query, caller)
+            assert path.resource is not None
+            return self._resource(s, method, path.resource, path.action, body, query, caller)
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def _subscription(self, s: Any, sub: str) -> dirrepo.SubscriptionRecord:
+        for record in dirrepo.list_subscriptions(s, self.tenant_id):
+            if record.id == sub:
+                return record
+        raise not_found(f"The subscription '{sub}' could not be found.", "SubscriptionNotFound")
+
+    def _subscription_json(self, s: Any, sub: str) -> dict[str, Any]:
+        record = self._subscription(s, sub)
+        return {
+            "id": f"/subscriptions/{record.id}",
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "subscriptionId": record.id,
+            "tenantId": record.tenant_id,
+            "displayName": record.display_name,
+            "state": record.state,
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "Lanyard",
+                "spendingLimit": "Off",
+            },
+        }
+
+    def _list_subscriptions(self, s: Any, caller: Caller) -> Reply:
+        scopes = [a.scope.lower() for a in repo.assignments_for_principal(s, caller.object_id)]
+        visible = [
+            sub
+            for sub in dirrepo.list_subscriptions(s, self.tenant_id)
+            if any(sc == f"/subscriptions/{sub.id}" or sc.startswith(f"/subscriptions/{sub.id}/") for sc in scopes)
+        ]
+        return Reply(
+            200,
+            {
+                "value": [self._subscription_json(s, sub.id) for sub in visible],
+                "count": {"type": "Total", "value": len(visible)},
+            },
+        )
+
+    # -- resource groups ----------------------------------------------------------------------
+
+    @staticmethod
+    def _group_key(sub: str, name: str) -> str:
+        return f"/subscriptions/{sub}/resourcegroups/{name}".lower()
+
+    def _group_json(self, g: repo.GroupRecord) -> dict[str, Any]:
+        return {
+            "id": g.id,
+            "name": g.name,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": g.location,
+            "tags": g.tags,
+            "properties": {"provisioningState": "Succeeded"},
+        }
+
+    def _require_group(self, s: Any, sub: str, name: str) -> repo.GroupRecord:
+        group = repo.get_group(s, self._group_key(sub, name))
+        if group is None:
+            raise not_found(f"Resource group '{name}' could not be found.", "ResourceGroupNotFound")
+        return group
+
+    def _groups(self, s: Any, method: str, sub: str, caller: Caller, query: dict[str, str]) -> Reply:
+        if method != "GET":
+            raise ArmError(
+                "The requested method is not allowed on resource group collections.",
+                code="MethodNotAllowed",
+                status=405,
+            )
+        scope = f"/subscriptions/{sub}"
+        groups = repo.list_groups(s, sub)
+        assignments = [
+            Assignment(a.scope, a.role_definition_id, a.principal_id)
+            for a in repo.assignments_for_principal(s, caller.object_id)
+        ]
+        visible = [
+            g
+            for g in groups
+            if decide(
+                assignments, caller.object_id, "Microsoft.Resources/subscriptions/resourceGroups/read", g.id
+            ).allowed
+        ]
+        if not visible and groups:
+            self._authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
+        return self._page([self._group_json(g) for g in visible], query, f"/subscriptions/{sub}/resourcegroups")
+
+    def _group(self, s: Any, method: str, sub: str, name: str, body: Any, caller: Caller) -> Reply:
+        key = self._group_key(sub, name)
+        group_id = f"/subscriptions/{sub}/resourceGroups/{name}"
+        action = "Microsoft.Resources/subscriptions/resourceGroups/"
+        if method in ("GET", "HEAD"):
+            self._authorize(s, caller, action + "read", group_id)
+            group = repo.get_group(s, key)
+            if method == "HEAD":
+                return Reply(204 if group else 404)
+            if group is None:
+                raise not_found(f"Resource group '{name}' could not be found.", "ResourceGroupNotFound")
+            return Reply(200, self._group_json(group))
+        if method in ("PUT", "PATCH"):
+            self._authorize(s, caller, action + "write", group_id)
+            doc = _json_object(body, "body")
+            existing = repo.get_group(s, key)
+            if method == "PATCH" and existing is None:
+                raise not_found(f"Resource group '{name}' could not be found.", "ResourceGroupNotFound")
+            location = doc.get("location") or (existing.location if existing else None)
+            if not isinstance(location, str) or not location:
+                raise bad_request("The 'location' property is required for a resource group.", "LocationRequired")
+            if existing and method == "PUT" and location.replace(" ", "").lower() != existing.location.lower():
+                raise ArmError(
+                    f"Invalid resource group location '{location}'. The Resource group already exists "
+                    f"in location '{existing.location}'.",
+                    code="InvalidResourceGroupLocation",
+                    status=409,
+                )
+            tags = _tags(doc["tags"]) if "tags" in doc else (existing.tags if existing else {})
+            group = repo.put_group(
+                s,
+                key,
+                existing.id if existing else group_id,
+                sub,
+                existing.name if existing else name,
+                location.replace(" ", "").lower(),
+                tags,
+                self.clock.now(),
+            )
+            return Reply(200 if existing else 201, self._group_json(group))
+        if method == "DELETE":
+            self._authorize(s, caller, action + "delete", group_id)
+            group = self._require_group(s, sub, name)
+            for record in repo.list_resources(s, group_key=group.key):
+                if record.parent_key is None and repo.get_resource(s, record.key) is not None:
+                    self._delete_resource_tree(s, record)
+            repo.delete_assignments_at_or_below(s, key)
+            repo.delete_group_row(s, key)
+            return Reply(200)
+        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+
+    def _group_resources(
+        self, s: Any, method: str, sub: str, name: str, caller: Caller, query: dict[str, str]
+    ) -> Reply:
+        group = self._require_group(s, sub, name)
+        self._authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/resources/read", group.id)
+        items = [self._generic_json(r) for r in repo.list_resources(s, group_key=group.key)]
+        return self._page(items, query, f"{group.id}/resources")
+
+    # -- provider resources -------------------------------------------------------------------
+
+    def _generic_json(self, r: repo.ResourceRecord) -> dict[str, Any]:
+        out = {"id": r.id, "name": r.name, "type": r.type, "location": r.location, "tags": r.tags}
+        if r.kind:
+            out["kind"] = r.kind
+        return out
+
+    def _ref_of(self, record: repo.ResourceRecord) -> ResourceRef:
+        from lanyard.protocol.arm import parse_path
+
+        ref = parse_path(record.id).resource
+        assert ref is not None
+        return ref
+
+    def _identity_json(self, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
+        block: dict[str, Any] = {"type": record.identity_type}
+        if record.system_principal_id:
+            block["principalId"] = record.system_principal_id
+            block["tenantId"] = self.tenant_id
+        if record.user_identity_keys:
+            users = {}
+            for key in record.user_identity_keys:
+                uai = repo.get_resource(s, key)
+                if uai is None:
+                    continue
+                users[uai.id] = {
+                    "principalId": uai.properties.get("principalId"),
+                    "clientId": uai.properties.get("clientId"),
+                }
+            block["userAssignedIdentities"] = users
+        return block
+
+    def resource_json(self, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
+        ref = self._ref_of(record)
+        type_ = providers.resource_type(ref)
+        ctx: dict[str, Any] = {"zone": self.zone}
+        if type_.full_type == "Microsoft.Web/serverfarms":
+            ctx["number_of_sites"] = sum(
+                1
+                for r in repo.list_resources(s, sub=record.subscription_id, type_="Microsoft.Web/sites")
+                if str(r.properties.get("serverFarmId", "")).lower() == record.key
+            )
+        out: dict[str, Any] = {
+            "id": record.id,
+            "name": "/".join(ref.names) if len(ref.names) > 1 else record.name,
+            "type": record.type,
+            "location": record.location,
+            "tags": record.tags,
+        }
+        if record.kind:
+            out["kind"] = record.kind
+        if SKU_KEY in record.properties:
+            out["sku"] = record.properties[SKU_KEY]
+        out["properties"] = providers.shaped_properties(type_, ref, record.properties, ctx)
+        if type_.supports_identity:
+            out["identity"] = self._identity_json(s, record)
+        out["systemData"] = {"createdAt": iso(record.created_at), "lastModifiedAt": iso(record.updated_at)}
+        return out
+
+    def _require_resource(self, s: Any, ref: ResourceRef) -> repo.ResourceRecord:
+        record = repo.get_resource(s, resource_key(ref.id))
+        if record is None:
+            raise not_found(
+                f"The Resource '{ref.full_type}/{'/'.join(ref.names)}' under resource group "
+                f"'{ref.resource_group}' was not found."
+            )
+        return record
+
+    def _resource(
+        self,
+        s: Any,
+        method: str,
+        ref: ResourceRef,
+        action: str | None,
+        body: Any,
+        query: dict[str, str],
+        caller: Caller,
+    ) -> Reply:
+        if ref.resource_group is None:
+            # Subscription-wide lists: GET /subscriptions/{s}/providers/{ns}/{type}
+            if method == "GET" and ref.is_collection and len(ref.types) == 1:
+                providers.resource_type(ref)
+                return self._list_type(s, ref, None, query, caller)
+            raise not_found("The requested path is not an ARM resource path.", "NotFound")
+        group = self._require_group(s, ref.subscription, ref.resource_group)
+        if ref.types[-1].lower() == "config" and ref.parent is not None:
+            return self._config(s, method, ref, action, body, caller)
+        type_ = providers.resource_type(ref)
+        if ref.is_collection:
+            if method != "GET":
+                raise ArmError(
+                    "The requested method is not allowed on a collection.", code="MethodNotAllowed", status=405
+                )
+            return self._list_type(s, ref, group, query, caller)
+        base_action = type_.full_type
+        if method == "GET":
+            self._authorize(s, caller, f"{base_action}/read", ref.id)
+            return Reply(200, self.resource_json(s, self._require_resource(s, ref)))
+        if method in ("PUT", "PATCH"):
+            self._authorize(s, caller, f"{base_action}/write", ref.id)
+            return self._write_resource(s, method, ref, type_, group, _json_object(body, "body"), caller)
+        if method == "DELETE":
+            self._authorize(s, caller, f"{base_action}/delete", ref.id)
+            record = repo.get_resource(s, resource_key(ref.id))
+            if record is None:
+                return Reply(204)
+            self._delete_resource_tree(s, record)
+            return Reply(200)
+        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+
+    def _list_type(
+        self, s: Any, ref: ResourceRef, group: repo.GroupRecord | None, query: dict[str, str], caller: Caller
+    ) -> Reply:
+        type_ = providers.resource_type(ref)
+        scope = group.id if group else f"/subscriptions/{ref.subscription}"
+        parent_key = None
+        if ref.parent is not None:
+            parent = self._require_resource(
+                s, ResourceRef(ref.subscription, ref.resource_group, ref.namespace, ref.types[:-1], ref.names)
+            )
+            parent_key = parent.key
+            scope = parent.id
+        self._authorize(s, caller, f"{type_.full_type}/read", scope)
+        records = repo.list_resources(
+            s,
+            sub=ref.subscription,
+            group_key=group.key if group else None,
+            type_=type_.full_type,
+            parent_key=parent_key,
+        )
+        return self._page([self.resource_json(s, r) for r in records], query, ref.id)
+
+    def _page(self, items: list[dict[str, Any]], query: dict[str, str], path: str) -> Reply:
+        start = 0
+        token = query.get("$skiptoken")
+        if token:
+            try:
+                start = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise bad_request("The $skiptoken is not valid.", "InvalidSkipToken") from exc
+        try:
+            size = min(int(query.get("$top", PAGE_SIZE)), PAGE_SIZE)
+        except ValueError as exc:
+            raise bad_request("$top must be an integer.", "InvalidTop") from exc
+        size = max(size, 1)
+        page = items[start : start + size]
+        body: dict[str, Any] = {"value": page}
+        if start + size < len(items):
+            next_token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
+            api = query.get("api-version", "")
+            body["nextLink"] = f"{self.base_url}{path}?api-version={api}&$skiptoken={next_token}"
+            if "$top" in query:
+                body["nextLink"] += f"&$top={size}"
+        return Reply(200, body)
+
+    def _write_resource(
+        self,
+        s: Any,
+        method: str,
+        ref: ResourceRef,
+        type_: ResourceType,
+        group: repo.GroupRecord,
+        doc: dict[str, Any],
+        caller: Caller,
+    ) -> Reply:
+        key = resource_key(ref.id)
+        existing = repo.get_resource(s, key)
+        if method == "PATCH" and existing is None:
+            self._require_resource(s, ref)
+        type_.check_name(ref.name)
+        parent_key = None
+        parent: repo.ResourceRecord | None = None
+        if ref.parent is not None:
+            parent = self._require_resource(s, ref.parent)
+            parent_key = parent.key
+        location = doc.get("location")
+        if location is None:
+            location = existing.location if existing else (parent.location if parent else group.location)
+        if not isinstance(location, str) or not location:
+            raise bad_request("The 'location' property must be a non-empty string.", "LocationRequired")
+        location = location.replace(" ", "").lower()
+        props_in = _json_object(doc.get("properties"), "properties")
+        stored = dict(existing.properties) if existing else {}
+        if method == "PUT":
+            stored = {k: v for k, v in stored.items() if k.startswith("__")}
+        read_only = {
+            "provisioningState",
+            "principalId",
+            "clientId",
+            "tenantId",
+            "defaultHostName",
+            "hostNames",
+            "enabledHostNames",
+            "vmId",
+            "numberOfSites",
+            "isolationScope",
+        }
+        stored.update({k: v for k, v in props_in.items() if k not in read_only and not k.startswith("__")})
+        if "sku" in doc:
+            stored[SKU_KEY] = _json_object(doc["sku"], "sku")
+        if type_.full_type == "Microsoft.Web/sites" and stored.get("serverFarmId"):
+            farm = repo.get_resource(s, resource_key(str(stored["serverFarmId"])))
+            if farm is None or farm.type != "Microsoft.Web/serverfarms":
+                raise bad_request(
+                    f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound"
+                )
+            stored["serverFarmId"] = farm.id
+        tags = _tags(doc["tags"]) if "tags" in doc else (existing.tags if existing else {})
+        if method == "PUT" and "tags" not in doc:
+            tags = {}
+        kind = type_.check_kind(doc.get("kind"), existing.kind if existing else (parent.kind if parent else None))
+        now = self.clock.now()
+        record = repo.ResourceRecord(
+            key=key,
+            id=existing.id if existing else ref.id,
+            subscription_id=ref.subscription,
+            group_key=group.key,
+            type=type_.full_type,
+            name=ref.name,
+            parent_key=parent_key,
+            kind=kind,
+            location=location,
+            tags=tags,
+            properties=stored,
+            identity_type=existing.identity_type if existing else "None",
+            system_principal_id=existing.system_principal_id if existing else None,
+            user_identity_keys=existing.user_identity_keys if existing else (),
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        if type_.full_type.lower() == UAI_TYPE:
+            record = self._ensure_uai_principal(s, ref, record)
+        if "identity" in doc:
+            if not type_.supports_identity:
+                raise bad_request(
+                    f"Resources of type {type_.full_type} do not support a managed identity.", "InvalidIdentity"
+                )
+            current = tuple(self._id_of(s, k) for k in record.user_identity_keys) if method == "PATCH" else ()
+            request = parse_identity(doc["identity"], current)
+            record = self._apply_identity(s, ref, record, request, caller)
+        elif method == "PUT" and type_.supports_identity and existing is not None:
+            # A PUT without an identity block removes the identity, as ARM's replace semantics do.
+            record = self._apply_identity(s, ref, record, IdentityRequest(False, ()), caller)
+        repo.save_resource(s, record)
+        status = 200 if existing else type_.created_status
+        return Reply(status, self.resource_json(s, record))
+
+    def _id_of(self, s: Any, key: str) -> str:
+        found = repo.get_resource(s, key)
+        return found.id if found else key
+
+    def _ensure_uai_principal(self, s: Any, ref: ResourceRef, record: repo.ResourceRecord) -> repo.ResourceRecord:
+        if record.properties.get("principalId"):
+            return record
+        sp = self.principals.create_managed_identity(s, self.tenant_id, ref.name, ref.id)
+        props = {
+            **record.properties,
+            "principalId": sp.object_id,
+            "clientId": sp.app_id,
+            "tenantId": self.tenant_id,
+            "isolationScope": "None",
+        }
+        return replace(record, properties=props)
+
+    def _apply_identity(
+        self, s: Any, ref: ResourceRef, record: repo.ResourceRecord, request: IdentityRequest, caller: Caller
+    ) -> repo.ResourceRecord:
+        user_keys: list[str] = []
+        for raw_id in request.user_assigned:
+            uai_ref = check_user_identity_id(raw_id)
+            uai = repo.get_resource(s, resource_key(uai_ref.id))
+            if uai is None:
+                raise bad_request(
+                    f"The user-assigned identity '{raw_id[:200]}' was not found.", "InvalidUserAssignedIdentity"
+                )
+            if uai.key not in record.user_identity_keys:
+                # Attaching someone's identity to your app hands you its permissions: Azure requires this.
+                self._authorize(s, caller, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", uai.id)
+            if uai.key not in user_keys:
+                user_keys.append(uai.key)
+        system_id = record.system_principal_id
+        if request.system and not system_id:
+            sp = self.principals.create_managed_identity(
+                s, self.tenant_id, providers.principal_display_name(ref), record.id
+            )
+            system_id = sp.object_id
+        elif not request.system and system_id:
+            self._drop_principal(s, system_id)
+            system_id = None
+        kinds = []
+        if system_id:
+            kinds.append("SystemAssigned")
+        if user_keys:
+            kinds.append("UserAssigned")
+        return replace(
+            record,
+            identity_type=", ".join(kinds) or "None",
+            system_principal_id=system_id,
+            user_identity_keys=tuple(sorted(user_keys)),
+        )
+
+    def _drop_principal(self, s: Any, object_id: str) -> None:
+        repo.delete_assignments_for_principal(s, object_id)
+        self.principals.delete_managed_identity(s, object_id)
+
+    def _delete_resource_tree(self, s: Any, record: repo.ResourceRecord) -> None:
+        for child in repo.children(s, record.key):
+            self._delete_resource_tree(s, child)
+        if record.system_principal_id:
+            self._drop_principal(s, record.system_principal_id)
+        if record.type.lower() == UAI_TYPE:
+            # Detach it everywhere in the same transaction: no app is left pointing at a deleted identity.
+            for user_key in repo.users_of_identity(s, record.key):
+                user = repo.get_resource(s, user_key)
+                if user is None:
+                    continue
+                remaining = tuple(k for k in user.user_identity_keys if k != record.key)
+                kinds = (["SystemAssigned"] if user.system_principal_id else []) + (
+                    ["UserAssigned"] if remaining else []
+                )
+                repo.save_resource(
+                    s, replace(user, user_identity_keys=remaining, identity_type=", ".join(kinds) or "None")
+                )
+            principal_id = record.properties.get("principalId")
+            if principal_id:
+                self._drop_principal(s, str(principal_id))
+        repo.delete_assignments_at_or_below(s, record.key)
+        repo.delete_resource_row(s, record.key)
+
+    # -- app settings (sites/config/appsettings) ----------------------------------------------
+
+    def _config(self, s: Any, method: str, ref: ResourceRef, action: str | None, body: Any, caller: Caller) -> Reply:
+        parent_ref = ref.parent
+        assert parent_ref is not None
+        if parent_ref.full_type.lower() not in providers.SITE_TYPES or ref.is_collection:
+            raise not_found("Only sites and slots have config resources.", "NotFound")
+        if ref.name.lower() != "appsettings":
+            raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings'.", "NotFound")
+        site = self._require_resource(s, parent_ref)
+        config_type = f"{site.type}/config"
+        config_id = f"{site.id}/config/appsettings"
+
+        def shaped(settings: dict[str, str]) -> dict[str, Any]:
+            return {
+                "id": config_id,
+                "name": "appsettings",
+                "type": config_type,
+                "location": site.location,
+                "properties": settings,
+            }
+
+        current = dict(site.properties.get(APPSETTINGS_KEY, {}))
+        if (method == "POST" and action == "list") or method == "GET":
+            self._authorize(s, caller, f"{config_type}/list/action", site.id)
+            return Reply(200, shaped(current))
+        if method == "PUT":
+            self._authorize(s, caller, f"{config_type}/write", site.id)
+            settings = _json_object(_json_object(body, "body").get("properties"), "properties")
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
+                raise bad_request("App settings must map names to string values.", "InvalidRequestContent")
+            props = {**site.properties, APPSETTINGS_KEY: settings}
+            repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
+            return Reply(200, shaped(settings))
+        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+
+    # -- role assignments and definitions -----------------------------------------------------
+
+    def _check_scope_exists(self, s: Any, scope: str) -> None:
+        from lanyard.protocol.arm import parse_scope
+
+        sub, group, resource = parse_scope(scope)
+        if group is not None:
+            self._require_group(s, sub, group)
+        if resource is not None:
+            self._require_resource(s, resource)
+
+    def _definition_json(self, role: RoleDefinition, scope: str) -> dict[str, Any]:
+        return {
+            "id": f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role.id}",
+            "name": role.id,
+            "type": "Microsoft.Authorization/roleDefinitions",
+            "properties": {
+                "roleName": role.name,
+                "type": "BuiltInRole",
+                "description": role.description,
+                "assignableScopes": ["/"],
+                "permissions": [
+                    {
+                        "actions": list(role.actions),
+                        "notActions": list(role.not_actions),
+                        "dataActions": list(role.data_actions),
+                        "notDataActions": list(role.not_data_actions),
+                    }
+                ],
+                "createdOn": "2015-02-02T21:55:09.8806423Z",
+                "updatedOn": "2024-01-01T00:00:00.0000000Z",
+            },
+        }
+
+    def _assignment_json(self, a: repo.AssignmentRecord) -> dict[str, Any]:
+        sub = a.scope.split("/")[2]
+        return {
+            "id": f"{a.scope}/providers/Microsoft.Authorization/roleAssignments/{a.name}",
+            "name": a.name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
+                f"{a.role_definition_id}",
+                "principalId": a.principal_id,
+                "principalType": a.principal_type,
+                "scope": a.scope,
+                "condition": None,
+                "conditionVersion": None,
+                "createdOn": iso(a.created_at),
+                "updatedOn": iso(a.updated_at),
+                "createdBy": a.created_by,
+                "updatedBy": a.created_by,
+                "delegatedManagedIdentityResourceId": None,
+                "description": a.description,
+            },
+        }
+
+    def _extension(self, s: Any, method: str, path: ArmPath, body: Any, query: dict[str, str], caller: Caller) -> Reply:
+        assert path.scope is not None and path.extension_type is not None
+        scope = path.scope
+        kind = path.extension_type.lower()
+        if kind == ROLE_DEFINITIONS:
+            if method != "GET":
+                raise ArmError("Custom role definitions are not supported.", code="MethodNotAllowed", status=405)
+            self._authorize(s, caller, "Microsoft.Authorization/roleDefinitions/read", scope)
+            if path.extension_name:
+                role = BY_ID.get(path.extension_name.lower())
+                if role is None:
+                    raise not_found(
+                        f"The role definition '{path.extension_name[:40]}' could not be found.",
+                        "RoleDefinitionDoesNotExist",
+                    )
+                return Reply(200, self._definition_json(role, scope))
+            roles = list(BUILT_IN)
+            flt = query.get("$filter", "")
+            if flt.startswith("roleName eq "):
+                wanted = flt[len("roleName eq ") :].strip().strip("'").lower()
+                roles = [r for r in roles if r.name.lower() == wanted]
+            return Reply(200, {"value": [self._definition_json(r, scope) for r in roles]})
+        if kind != ROLE_ASSIGNMENTS:
+            raise not_found(f"Microsoft.Authorization/{path.extension_type[:40]} is not supported.", "NotFound")
+        self._check_scope_exists(s, scope)
+        if path.extension_name is None:
+            if method != "GET":
+                raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+            return self._list_assignments(s, scope, query, caller)
+        name = path.extension_name.lower()
+        if not is_guid(name):
+            raise bad_request(
+                f"The role assignment ID '{path.extension_name[:60]}' is not valid. The role "
+                "assignment ID must be a GUID.",
+                "InvalidRoleAssignmentId",
+            )
+        if method == "GET":
+            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
+            found = repo.get_assignment(s, name)
+            if found is None or found.scope.lower() != scope.lower():
+                raise not_found(f"The role assignment '{name}' is not found.", "RoleAssignmentNotFound")
+            return Reply(200, self._assignment_json(found))
+        if method == "DELETE":
+            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/delete", scope)
+            found = repo.get_assignment(s, name)
+            if found is None or found.scope.lower() != scope.lower():
+                return Reply(204)
+            repo.delete_assignment(s, name)
+            return Reply(200, self._assignment_json(found))
+        if method == "PUT":
+            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/write", scope)
+            return self._put_assignment(s, scope, name, _json_object(body, "body"), caller)
+        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+
+    def _put_assignment(self, s: Any, scope: str, name: str, doc: dict[str, Any], caller: Caller) -> Reply:
+        props = _json_object(doc.get("properties"), "properties")
+        role_ref = props.get("roleDefinitionId")
+        principal_id = props.get("principalId")
+        if not isinstance(role_ref, str) or not isinstance(principal_id, str):
+            raise bad_request(
+                "properties.roleDefinitionId and properties.principalId are required.", "InvalidRoleAssignmentRequest"
+            )
+        role = find_role(role_ref)
+        if role is None:
+            raise bad_request(
+                f"The specified role definition with ID '{role_ref[-36:]}' does not exist.",
+                "RoleDefinitionDoesNotExist",
+            )
+        principal_id = principal_id.lower()
+        principal = dirrepo.get_principal(s, object_id=principal_id) if is_guid(principal_id) else None
+        if principal is None or principal.tenant_id != self.tenant_id:
+            raise bad_request(
+                f"Principal {principal_id[:40]} does not exist in the directory {self.tenant_id}. "
+                "Check that you have the correct principal ID.",
+                "PrincipalNotFound",
+            )
+        existing = repo.get_assignment(s, name)
+        if existing is not None:
+            same = (
+                existing.scope.lower() == scope.lower()
+                and existing.role_definition_id == role.id
+                and existing.principal_id == principal_id
+            )
+            if not same:
+                raise ArmError(
+                    "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+                    code="RoleAssignmentUpdateNotPermitted",
+                    status=409,
+                )
+            return Reply(200, self._assignment_json(existing))
+        if repo.find_assignment(s, scope, role.id, principal_id) is not None:
+            raise ArmError("The role assignment already exists.", code="RoleAssignmentExists", status=409)
+        now = self.clock.now()
+        description = props.get("description")
+        record = repo.add_assignment(
+            s,
+            repo.AssignmentRecord(
+                name=name,
+                scope=scope,
+                role_definition_id=role.id,
+                principal_id=principal_id,
+                principal_type="ServicePrincipal",
+                description=description if isinstance(description, str) else None,
+                created_by=caller.object_id,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+        return Reply(201, self._assignment_json(record))
+
+    def _list_assignments(self, s: Any, scope: str, query: dict[str, str], caller: Caller) -> Reply:
+        from lanyard.authz.evaluate import scope_covers
+
+        self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
+        flt = query.get("$filter", "").strip()
+        at_scope = flt.startswith("atScope()")
+        principal = None
+        if "principalId eq " in flt:
+            principal = flt.split("principalId eq ", 1)[1].strip().strip("'").lower()
+        sub = scope.split("/")[2]
+        items = []
+        for a in repo.list_assignments(s, sub):
+            above = scope_covers(a.scope, scope)
+            below = scope_covers(scope, a.scope)
+            if not (above or (below and not at_scope)):
+                continue
+            if principal and a.principal_id != principal:
+                continue
+            items.append(self._assignment_json(a))
+        return self._page(items, query, f"{scope}/providers/Microsoft.Authorization/roleAssignments")
+
+    # -- bootstrap helpers --------------------------------------------------------------------
+
+    def ensure_owner(self, principal_id: str, subscription_id: str) -> None:
+        scope = f"/subscriptions/{subscription_id}"
+        with self.store.session() as s:
+            owner = find_role("Owner")
+            assert owner is not None
+            if repo.find_assignment(s, scope, owner.id, principal_id) is None:
+                now = self.clock.now()
+                repo.add_assignment(
+                    s,
+                    repo.AssignmentRecord(
+                        name=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lanyard-owner:{scope}:{principal_id}")),
+                        scope=scope,
+                        role_definition_id=owner.id,
+                        principal_id=principal_id,
+                        principal_type="ServicePrincipal",
+                        description="Lanyard admin application",
+                        created_by=None,
+                        created_at=now,
+                        updated_at=now,
+                    ),
+                )

@@ -1,0 +1,1 @@
+"""Pure authorization: role definitions and the (principal, action, scope) decision."""
