@@ -99,6 +99,12 @@ def start_peer(module: Path, workdir: Path, logdir: Path) -> Peer:
     except Exception:
         server.stop()
         raise
+    notes = [
+        "oidc-provider: https, NODE_ENV=production, in-memory adapter with replay detection off "
+        "(Lanyard does not reject a reused client-assertion jti either)"
+    ]
+    if "Unsupported runtime" in server.log_tail():
+        notes.append(f"oidc-provider warns that node {_node_version(node)} is not a supported runtime")
     credential = CertCredential.from_pem("bench-jwt-client", client_cert.read_bytes() + client_key.read_bytes())
     service = TokenService(
         label="oidc-provider",

@@ -9,6 +9,7 @@ import time
 import click
 
 from lanyard.cli.ad import ad
+from lanyard.cli.arm import COMMANDS
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
@@ -97,11 +98,35 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
 
 
 cli.add_command(ad)
+for command in COMMANDS:
+    cli.add_command(command)  # type: ignore[arg-type]
+
+
+# az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
+MULTI_VALUE_OPTIONS = frozenset({"--settings", "--identities", "--assign-identity", "--setting-names", "--ids"})
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    current: str | None = None
+    seen_value = False
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[index:])
+            break
+        if arg.startswith("-"):
+            current, seen_value = (arg if arg in MULTI_VALUE_OPTIONS else None), False
+        elif current is not None:
+            if seen_value:
+                out.append(current)
+            seen_value = True
+        out.append(arg)
+    return out
 
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=expand_multi_value_options(sys.argv[1:]), standalone_mode=False)
     except click.exceptions.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(1)
