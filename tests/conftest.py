@@ -117,3 +117,27 @@ def secret_app(platform: RunningPlatform) -> dict[str, Any]:
 def cert_app(platform: RunningPlatform) -> dict[str, Any]:
     """An application with a certificate credential; the PEM file holds key and certificate."""
     return dict(cli_json(platform.home, "ad", "sp", "create-for-rbac", "--name", "test-cert-app", "--create-cert"))
+
+
+@pytest.fixture(scope="session")
+def admin_credential(platform: RunningPlatform) -> Any:
+    """azure-identity's ClientSecretCredential for the admin application (Owner of the subscription)."""
+    os.environ["REQUESTS_CA_BUNDLE"] = platform.endpoints["ca_bundle"]
+    from azure.identity import ClientSecretCredential
+
+    admin = platform.endpoints["admin"]
+    return ClientSecretCredential(
+        platform.tenant_id,
+        admin["client_id"],
+        admin["client_secret"],
+        authority=platform.authority,
+        disable_instance_discovery=True,
+    )
+
+
+def credential_for(platform: RunningPlatform, app: dict[str, Any]) -> Any:
+    from azure.identity import ClientSecretCredential
+
+    return ClientSecretCredential(
+        platform.tenant_id, app["appId"], app["password"], authority=platform.authority, disable_instance_discovery=True
+    )

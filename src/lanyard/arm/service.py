@@ -34,6 +34,20 @@ from lanyard.storage import directory_repo as dirrepo
 from lanyard.storage.db import Store
 
 PAGE_SIZE = 100
+READ_ONLY_PROPERTIES = frozenset(
+    {
+        "provisioningState",
+        "principalId",
+        "clientId",
+        "tenantId",
+        "defaultHostName",
+        "hostNames",
+        "enabledHostNames",
+        "vmId",
+        "numberOfSites",
+        "isolationScope",
+    }
+)
 ROLE_ASSIGNMENTS = "roleassignments"
 ROLE_DEFINITIONS = "roledefinitions"
 
@@ -466,20 +480,9 @@ class ControlPlane:
         props_in = _json_object(doc.get("properties"), "properties")
         stored = dict(existing.properties) if existing else {}
         if method == "PUT":
-            stored = {k: v for k, v in stored.items() if k.startswith("__")}
-        read_only = {
-            "provisioningState",
-            "principalId",
-            "clientId",
-            "tenantId",
-            "defaultHostName",
-            "hostNames",
-            "enabledHostNames",
-            "vmId",
-            "numberOfSites",
-            "isolationScope",
-        }
-        stored.update({k: v for k, v in props_in.items() if k not in read_only and not k.startswith("__")})
+            # Replace semantics for what the caller owns; what the platform assigned stays.
+            stored = {k: v for k, v in stored.items() if k.startswith("__") or k in READ_ONLY_PROPERTIES}
+        stored.update({k: v for k, v in props_in.items() if k not in READ_ONLY_PROPERTIES and not k.startswith("__")})
         if "sku" in doc:
             stored[SKU_KEY] = _json_object(doc["sku"], "sku")
         if type_.full_type == "Microsoft.Web/sites" and stored.get("serverFarmId"):

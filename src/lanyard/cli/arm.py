@@ -26,12 +26,14 @@ def _profile(ctx: click.Context) -> Profile:
     return Profile.load(ctx.find_root().obj["home"])
 
 
-def arm(profile: Profile, method: str, path: str, api: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)
-        ) -> Any:
+def arm(
+    profile: Profile, method: str, path: str, api: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)
+) -> Any:
     base = profile.endpoints["arm"].rstrip("/")
     sep = "&" if "?" in path else "?"
-    return profile.call(method, f"{base}{path}{sep}api-version={API[api]}", resource="https://management.azure.com",
-                        body=body, ok=ok)
+    return profile.call(
+        method, f"{base}{path}{sep}api-version={API[api]}", resource="https://management.azure.com", body=body, ok=ok
+    )
 
 
 def sub_path(profile: Profile) -> str:
@@ -133,12 +135,14 @@ def resolve_identity_ids(profile: Profile, group: str, identities: tuple[str, ..
         elif value.startswith("/"):
             users.append(value)
         else:
-            users.append(f"{group_path(profile, group)}/providers/Microsoft.ManagedIdentity/"
-                         f"userAssignedIdentities/{value}")
+            users.append(
+                f"{group_path(profile, group)}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{value}"
+            )
     return system, users
 
 
-def identity_body(current: dict[str, Any] | None, system: bool, users: list[str]) -> dict[str, Any]:
+def identity_body(system: bool, users: list[str], removed: list[str] | None = None) -> dict[str, Any]:
+    """An identity block; in a PATCH, ARM merges userAssignedIdentities and `null` removes an entry."""
     kinds = []
     if system:
         kinds.append("SystemAssigned")
@@ -147,6 +151,7 @@ def identity_body(current: dict[str, Any] | None, system: bool, users: list[str]
     block: dict[str, Any] = {"type": ", ".join(kinds) or "None"}
     if users:
         block["userAssignedIdentities"] = {u: {} for u in users}
+        block["userAssignedIdentities"].update({u: None for u in removed or []})
     return block
 
 
@@ -156,19 +161,22 @@ def current_identity(resource: dict[str, Any]) -> tuple[bool, list[str]]:
     return "systemassigned" in kinds, list((block.get("userAssignedIdentities") or {}).keys())
 
 
-def change_identity(profile: Profile, path: str, api: str, group: str, identities: tuple[str, ...], *,
-                    assign: bool) -> dict[str, Any]:
+def change_identity(
+    profile: Profile, path: str, api: str, group: str, identities: tuple[str, ...], *, assign: bool
+) -> dict[str, Any]:
     resource = arm(profile, "GET", path, api)
     system, users = current_identity(resource)
     want_system, want_users = resolve_identity_ids(profile, group, identities)
+    removed: list[str] = []
     if assign:
         system = system or want_system
         users = users + [u for u in want_users if u.lower() not in {x.lower() for x in users}]
     else:
         system = system and not want_system
         drop = {u.lower() for u in want_users}
+        removed = [u for u in users if u.lower() in drop]
         users = [u for u in users if u.lower() not in drop]
-    updated = arm(profile, "PATCH", path, api, {"identity": identity_body(None, system, users)})
+    updated = arm(profile, "PATCH", path, api, {"identity": identity_body(system, users, removed)})
     return dict(updated.get("identity") or {"type": "None"})
 
 
@@ -192,12 +200,17 @@ def plan() -> None:
 @click.option("--location", "-l")
 @click.option("--is-linux", is_flag=True)
 @click.pass_context
-def plan_create(ctx: click.Context, resource_group: str, name: str, sku: str, location: str | None,
-                is_linux: bool) -> None:
+def plan_create(
+    ctx: click.Context, resource_group: str, name: str, sku: str, location: str | None, is_linux: bool
+) -> None:
     profile = _profile(ctx)
     loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
-    body = {"location": loc, "sku": {"name": sku}, "kind": "linux" if is_linux else "app",
-            "properties": {"reserved": is_linux}}
+    body = {
+        "location": loc,
+        "sku": {"name": sku},
+        "kind": "linux" if is_linux else "app",
+        "properties": {"reserved": is_linux},
+    }
     path = f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{name}"
     print_json(flatten(arm(profile, "PUT", path, "web", body)))
 
@@ -224,18 +237,27 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--location", "-l")
     @click.option("--assign-identity", multiple=True, help="[system] and/or user-assigned identity ids or names.")
     @click.pass_context
-    def create(ctx: click.Context, resource_group: str, name: str, plan: str | None, location: str | None,
-               assign_identity: tuple[str, ...]) -> None:
+    def create(
+        ctx: click.Context,
+        resource_group: str,
+        name: str,
+        plan: str | None,
+        location: str | None,
+        assign_identity: tuple[str, ...],
+    ) -> None:
         profile = _profile(ctx)
         loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
         props: dict[str, Any] = {}
         if plan:
-            props["serverFarmId"] = plan if plan.startswith("/") else (
-                f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{plan}")
+            props["serverFarmId"] = (
+                plan
+                if plan.startswith("/")
+                else (f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{plan}")
+            )
         body: dict[str, Any] = {"location": loc, "kind": kind, "properties": props}
         if assign_identity:
             system, users = resolve_identity_ids(profile, resource_group, assign_identity)
-            body["identity"] = identity_body(None, system, users)
+            body["identity"] = identity_body(system, users)
         print_json(flatten(arm(profile, "PUT", site_path(profile, resource_group, name), "web", body)))
 
     @site_group.command("show")
@@ -277,8 +299,9 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--identities", multiple=True, help="[system] (default) and/or user-assigned ids or names.")
     @click.option("--slot", "-s")
     @click.pass_context
-    def assign(ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...],
-               slot: str | None) -> None:
+    def assign(
+        ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...], slot: str | None
+    ) -> None:
         profile = _profile(ctx)
         path = site_path(profile, resource_group, name, slot)
         print_json(change_identity(profile, path, "web", resource_group, identities, assign=True))
@@ -289,8 +312,9 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--identities", multiple=True, help="[system] (default) and/or user-assigned ids or names.")
     @click.option("--slot", "-s")
     @click.pass_context
-    def remove(ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...],
-               slot: str | None) -> None:
+    def remove(
+        ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...], slot: str | None
+    ) -> None:
         profile = _profile(ctx)
         path = site_path(profile, resource_group, name, slot)
         print_json(change_identity(profile, path, "web", resource_group, identities, assign=False))
@@ -322,8 +346,11 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     def slot_create(ctx: click.Context, resource_group: str, name: str, slot: str) -> None:
         profile = _profile(ctx)
         site = arm(profile, "GET", site_path(profile, resource_group, name), "web")
-        body = {"location": site["location"], "kind": site.get("kind", kind),
-                "properties": {"serverFarmId": (site.get("properties") or {}).get("serverFarmId")}}
+        body = {
+            "location": site["location"],
+            "kind": site.get("kind", kind),
+            "properties": {"serverFarmId": (site.get("properties") or {}).get("serverFarmId")},
+        }
         print_json(flatten(arm(profile, "PUT", site_path(profile, resource_group, name, slot), "web", body)))
 
     @slot_group.command("list")
@@ -352,8 +379,9 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--settings", multiple=True, required=True, help="KEY=VALUE, repeatable.")
     @click.option("--slot", "-s")
     @click.pass_context
-    def settings_set(ctx: click.Context, resource_group: str, name: str, settings: tuple[str, ...],
-                     slot: str | None) -> None:
+    def settings_set(
+        ctx: click.Context, resource_group: str, name: str, settings: tuple[str, ...], slot: str | None
+    ) -> None:
         profile = _profile(ctx)
         path = f"{site_path(profile, resource_group, name, slot)}/config/appsettings"
         current = arm(profile, "POST", f"{path}/list", "web")["properties"]
@@ -367,8 +395,9 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--setting-names", multiple=True, required=True)
     @click.option("--slot", "-s")
     @click.pass_context
-    def settings_delete(ctx: click.Context, resource_group: str, name: str, setting_names: tuple[str, ...],
-                        slot: str | None) -> None:
+    def settings_delete(
+        ctx: click.Context, resource_group: str, name: str, setting_names: tuple[str, ...], slot: str | None
+    ) -> None:
         profile = _profile(ctx)
         path = f"{site_path(profile, resource_group, name, slot)}/config/appsettings"
         current = arm(profile, "POST", f"{path}/list", "web")["properties"]
@@ -463,14 +492,20 @@ def vm() -> None:
 @click.option("--location", "-l")
 @click.option("--assign-identity", multiple=True, help="[system] and/or user-assigned identity ids or names.")
 @click.pass_context
-def vm_create(ctx: click.Context, resource_group: str, name: str, image: str, location: str | None,
-              assign_identity: tuple[str, ...]) -> None:
+def vm_create(
+    ctx: click.Context,
+    resource_group: str,
+    name: str,
+    image: str,
+    location: str | None,
+    assign_identity: tuple[str, ...],
+) -> None:
     profile = _profile(ctx)
     loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
     body: dict[str, Any] = {"location": loc, "properties": {"storageProfile": {"imageReference": {"id": image}}}}
     if assign_identity:
         system, users = resolve_identity_ids(profile, resource_group, assign_identity)
-        body["identity"] = identity_body(None, system, users)
+        body["identity"] = identity_body(system, users)
     print_json(flatten(arm(profile, "PUT", vm_path(profile, resource_group, name), "compute", body)))
 
 
@@ -508,11 +543,16 @@ def vm_identity() -> None:
 @click.pass_context
 def vm_identity_assign(ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...]) -> None:
     profile = _profile(ctx)
-    block = change_identity(profile, vm_path(profile, resource_group, name), "compute", resource_group, identities,
-                            assign=True)
+    block = change_identity(
+        profile, vm_path(profile, resource_group, name), "compute", resource_group, identities, assign=True
+    )
     # az vm identity assign prints this shape, not the identity block.
-    print_json({"systemAssignedIdentity": block.get("principalId") or "",
-                "userAssignedIdentities": block.get("userAssignedIdentities") or {}})
+    print_json(
+        {
+            "systemAssignedIdentity": block.get("principalId") or "",
+            "userAssignedIdentities": block.get("userAssignedIdentities") or {},
+        }
+    )
 
 
 @vm_identity.command("remove")
@@ -522,8 +562,11 @@ def vm_identity_assign(ctx: click.Context, resource_group: str, name: str, ident
 @click.pass_context
 def vm_identity_remove(ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...]) -> None:
     profile = _profile(ctx)
-    print_json(change_identity(profile, vm_path(profile, resource_group, name), "compute", resource_group,
-                               identities, assign=False))
+    print_json(
+        change_identity(
+            profile, vm_path(profile, resource_group, name), "compute", resource_group, identities, assign=False
+        )
+    )
 
 
 @vm_identity.command("show")
@@ -612,20 +655,33 @@ def assignment() -> None:
 @click.option("--scope", help="Default: the subscription.")
 @click.option("--description")
 @click.pass_context
-def assignment_create(ctx: click.Context, assignee: str, assignee_object_id: str | None, role_ref: str,
-                      scope: str | None, description: str | None) -> None:
+def assignment_create(
+    ctx: click.Context,
+    assignee: str,
+    assignee_object_id: str | None,
+    role_ref: str,
+    scope: str | None,
+    description: str | None,
+) -> None:
     profile = _profile(ctx)
     principal = assignee_object_id or resolve_assignee(profile, assignee)
     role_id = resolve_role(profile, role_ref)
     target = (scope or sub_path(profile)).rstrip("/")
     path = f"{target}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
-    body = {"properties": {"roleDefinitionId": role_id, "principalId": principal, "principalType": "ServicePrincipal",
-                           "description": description}}
+    body = {
+        "properties": {
+            "roleDefinitionId": role_id,
+            "principalId": principal,
+            "principalType": "ServicePrincipal",
+            "description": description,
+        }
+    }
     print_json(assignment_json(profile, arm(profile, "PUT", path, "authorization", body)))
 
 
-def _matching_assignments(profile: Profile, assignee: str | None, role_ref: str | None, scope: str | None,
-                          exact_scope: bool) -> list[dict[str, Any]]:
+def _matching_assignments(
+    profile: Profile, assignee: str | None, role_ref: str | None, scope: str | None, exact_scope: bool
+) -> list[dict[str, Any]]:
     target = (scope or sub_path(profile)).rstrip("/")
     items = list_all(profile, f"{target}/providers/Microsoft.Authorization/roleAssignments", "authorization")
     principal = resolve_assignee(profile, assignee) if assignee else None
@@ -649,8 +705,9 @@ def _matching_assignments(profile: Profile, assignee: str | None, role_ref: str 
 @click.option("--scope")
 @click.option("--all", "show_all", is_flag=True, help="Every assignment in the subscription.")
 @click.pass_context
-def assignment_list(ctx: click.Context, assignee: str | None, role_ref: str | None, scope: str | None,
-                    show_all: bool) -> None:
+def assignment_list(
+    ctx: click.Context, assignee: str | None, role_ref: str | None, scope: str | None, show_all: bool
+) -> None:
     profile = _profile(ctx)
     names = {d["name"].lower(): d["properties"]["roleName"] for d in _definitions(profile)}
     found = _matching_assignments(profile, assignee, role_ref, None if show_all else scope, exact_scope=False)
@@ -664,8 +721,9 @@ def assignment_list(ctx: click.Context, assignee: str | None, role_ref: str | No
 @click.option("--ids", multiple=True, help="Role assignment ids.")
 @click.option("--yes", "-y", is_flag=True)
 @click.pass_context
-def assignment_delete(ctx: click.Context, assignee: str | None, role_ref: str | None, scope: str | None,
-                      ids: tuple[str, ...], yes: bool) -> None:
+def assignment_delete(
+    ctx: click.Context, assignee: str | None, role_ref: str | None, scope: str | None, ids: tuple[str, ...], yes: bool
+) -> None:
     profile = _profile(ctx)
     if ids:
         targets = list(ids)
