@@ -29,6 +29,19 @@ from lanyard.storage import directory_repo as repo
 from lanyard.storage.db import Store
 
 SECRET_DEFAULT_YEARS = 1
+# Clients and their credentials are cached per process. Any write committed in this process empties
+# the cache at once; the TTL bounds how long another server's change can go unseen here.
+CLIENT_CACHE_SECONDS = 5.0
+CLIENT_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class _Client:
+    principal: repo.PrincipalRecord | None
+    credentials: list[repo.CredentialRecord]
+    certificates: list[RegisteredCertificate]
+    generation: int
+    expires: float
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class Directory:
         self.config = config
         with store.session() as s:
             self._tenants = {t.id for t in repo.list_tenants(s)}
+        self._clients: dict[str, _Client] = {}
 
     # -- tenants ------------------------------------------------------------------------------
 
@@ -104,13 +118,32 @@ class Directory:
         if not matched.start_at <= now <= matched.end_at:
             raise InvalidClient(7000222, "The provided client secret keys are expired or not yet valid.")
 
+    def _client(self, client_id: str) -> _Client:
+        entry = self._clients.get(client_id)
+        if entry is not None and entry.generation == self.store.generation and entry.expires > self.clock.now():
+            return entry
+        generation = self.store.generation
+        with self.store.session() as s:
+            principal = repo.get_principal(s, app_id=client_id)
+            credentials = repo.list_credentials(s, client_id) if principal else []
+        entry = _Client(principal, credentials, self._registered_certificates(credentials), generation,
+                        self.clock.now() + CLIENT_CACHE_SECONDS)
+        if len(self._clients) >= CLIENT_CACHE_SIZE:
+            self._clients.clear()
+        self._clients[client_id] = entry
+        return entry
+
+    def is_cached(self, client_id: str) -> bool:
+        """True when authenticating this client needs no storage round-trip."""
+        entry = self._clients.get(client_id)
+        return entry is not None and entry.generation == self.store.generation and entry.expires > self.clock.now()
+
     def authenticate(
         self, tenant_id: str, request: TokenRequest
     ) -> tuple[repo.PrincipalRecord, Literal["secret", "certificate"]]:
         now = self.clock.now()
-        with self.store.session() as s:
-            principal = repo.get_principal(s, app_id=request.client_id)
-            credentials = repo.list_credentials(s, request.client_id) if principal else []
+        client = self._client(request.client_id)
+        principal, credentials = client.principal, client.credentials
         if principal is None or principal.tenant_id != tenant_id:
             raise UnauthorizedClient(
                 700016,
@@ -125,7 +158,7 @@ class Directory:
         verify_client_assertion(
             request.client_assertion,
             client_id=request.client_id,
-            certificates=self._registered_certificates(credentials),
+            certificates=client.certificates,
             audiences=self._audiences_for(tenant_id),
             now=now,
             skew=self.config.assertion_skew,

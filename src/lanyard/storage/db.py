@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from lanyard.core.errors import ConfigError
 
@@ -69,17 +69,35 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def _mark_write(session: Session, *_: Any) -> None:
+    session.info["wrote"] = True
+
+
+def _mark_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
 class Store:
-    """A unit of work per call: ``with store.session() as s: ...`` commits or rolls back as a whole."""
+    """A unit of work per call: ``with store.session() as s: ...`` commits or rolls back as a whole.
+
+    `generation` counts committed write transactions in this process, so in-memory caches of
+    stored data can tell in O(1) that they may be stale.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "after_flush", _mark_write)
+        event.listen(self._sessions, "do_orm_execute", _mark_dml)
+        self.generation = 0
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+        if session.info.pop("wrote", False):
+            self.generation += 1
 
     def close(self) -> None:
         self.engine.dispose()
