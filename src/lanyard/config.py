@@ -29,6 +29,8 @@ class Settings:
     token_lifetime: int = 3600
     dns_zone: str = DEFAULT_ZONE
     public_host: str | None = None
+    agent: bool = True
+    agent_port: int = 0
 
     @property
     def database(self) -> str:
@@ -77,6 +79,8 @@ def load_settings(
     database: str | None = None,
     token_lifetime: int | None = None,
     public_host: str | None = None,
+    agent: bool = True,
+    agent_port: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
@@ -96,4 +100,6 @@ def load_settings(
         token_lifetime=lifetime,
         dns_zone=env.get("LANYARD_DNS_ZONE") or DEFAULT_ZONE,
         public_host=public_host or env.get("LANYARD_PUBLIC_HOST") or None,
+        agent=agent,
+        agent_port=agent_port if agent_port is not None else _int(env, "LANYARD_AGENT_PORT", 0),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from lanyard.protocol.bearer import InvalidToken, normalize_audience
 MAX_BODY = 4 * 1024 * 1024
 MANAGEMENT_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 _METHODS = ["GET", "PUT", "PATCH", "DELETE", "POST", "HEAD"]
+WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
 def arm_response(status: int, body: object = None, headers: dict[str, str] | None = None) -> Response:
@@ -26,8 +29,15 @@ def arm_response(status: int, body: object = None, headers: dict[str, str] | Non
 
 
 class ArmRoutes:
-    def __init__(self, control: ControlPlane, directory: Directory, base_url: str) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        directory: Directory,
+        base_url: str,
+        settle: Callable[[int], Awaitable[bool]] | None = None,
+    ) -> None:
         self.control = control
+        self.settle = settle
         self.directory = directory
         self.base_url = base_url.rstrip("/")
         self.audiences = frozenset(normalize_audience(a) for a in (*MANAGEMENT_AUDIENCES, self.base_url))
@@ -36,7 +46,7 @@ class ArmRoutes:
             'error="invalid_token", error_description="The access token is missing or invalid."'
         )
 
-    def _caller(self, request: Request) -> Caller:
+    def caller(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -74,12 +84,15 @@ class ArmRoutes:
     async def dispatch(self, request: Request) -> Response:
         try:
             # Authenticate before anything else, the body included.
-            caller = self._caller(request)
+            caller = self.caller(request)
             check_api_version(request.query_params.get("api-version"))
             path = parse_path(request.url.path)
             body = await self._body(request)
             query = dict(request.query_params)
             reply = await run_in_threadpool(self.control.handle, request.method, path, body, query, caller)
+            if self.settle is not None and request.method in WRITES and reply.status < 300:
+                # Return only once every agent has applied the change (bounded): "at once" means at once.
+                await self.settle(self.control.store.generation)
         except ArmError as exc:
             headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
             if request.method == "HEAD":

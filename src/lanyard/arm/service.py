@@ -31,6 +31,7 @@ from lanyard.protocol.arm import (
 )
 from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
+from lanyard.storage import fleet_repo
 from lanyard.storage.db import Store
 
 PAGE_SIZE = 100
@@ -110,7 +111,7 @@ class ControlPlane:
 
     # -- authorization ------------------------------------------------------------------------
 
-    def _authorize(self, s: Any, caller: Caller, action: str, scope: str) -> None:
+    def authorize(self, s: Any, caller: Caller, action: str, scope: str) -> None:
         assignments = [
             Assignment(a.scope, a.role_definition_id, a.principal_id)
             for a in repo.assignments_for_principal(s, caller.object_id)
@@ -133,7 +134,7 @@ class ControlPlane:
             assert path.subscription is not None
             self._subscription(s, path.subscription)
             if path.kind == "subscription":
-                self._authorize(
+                self.authorize(
                     s, caller, "Microsoft.Resources/subscriptions/read", f"/subscriptions/{path.subscription}"
                 )
                 return Reply(200, self._subscription_json(s, path.subscription))
@@ -233,7 +234,7 @@ class ControlPlane:
             ).allowed
         ]
         if not visible and groups:
-            self._authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
+            self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
         return self._page([self._group_json(g) for g in visible], query, f"/subscriptions/{sub}/resourcegroups")
 
     def _group(self, s: Any, method: str, sub: str, name: str, body: Any, caller: Caller) -> Reply:
@@ -241,7 +242,7 @@ class ControlPlane:
         group_id = f"/subscriptions/{sub}/resourceGroups/{name}"
         action = "Microsoft.Resources/subscriptions/resourceGroups/"
         if method in ("GET", "HEAD"):
-            self._authorize(s, caller, action + "read", group_id)
+            self.authorize(s, caller, action + "read", group_id)
             group = repo.get_group(s, key)
             if method == "HEAD":
                 return Reply(204 if group else 404)
@@ -249,7 +250,7 @@ class ControlPlane:
                 raise not_found(f"Resource group '{name}' could not be found.", "ResourceGroupNotFound")
             return Reply(200, self._group_json(group))
         if method in ("PUT", "PATCH"):
-            self._authorize(s, caller, action + "write", group_id)
+            self.authorize(s, caller, action + "write", group_id)
             doc = _json_object(body, "body")
             existing = repo.get_group(s, key)
             if method == "PATCH" and existing is None:
@@ -277,7 +278,7 @@ class ControlPlane:
             )
             return Reply(200 if existing else 201, self._group_json(group))
         if method == "DELETE":
-            self._authorize(s, caller, action + "delete", group_id)
+            self.authorize(s, caller, action + "delete", group_id)
             group = self._require_group(s, sub, name)
             for record in repo.list_resources(s, group_key=group.key):
                 if record.parent_key is None and repo.get_resource(s, record.key) is not None:
@@ -291,7 +292,7 @@ class ControlPlane:
         self, s: Any, method: str, sub: str, name: str, caller: Caller, query: dict[str, str]
     ) -> Reply:
         group = self._require_group(s, sub, name)
-        self._authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/resources/read", group.id)
+        self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/resources/read", group.id)
         items = [self._generic_json(r) for r in repo.list_resources(s, group_key=group.key)]
         return self._page(items, query, f"{group.id}/resources")
 
@@ -392,13 +393,13 @@ class ControlPlane:
             return self._list_type(s, ref, group, query, caller)
         base_action = type_.full_type
         if method == "GET":
-            self._authorize(s, caller, f"{base_action}/read", ref.id)
+            self.authorize(s, caller, f"{base_action}/read", ref.id)
             return Reply(200, self.resource_json(s, self._require_resource(s, ref)))
         if method in ("PUT", "PATCH"):
-            self._authorize(s, caller, f"{base_action}/write", ref.id)
+            self.authorize(s, caller, f"{base_action}/write", ref.id)
             return self._write_resource(s, method, ref, type_, group, _json_object(body, "body"), caller)
         if method == "DELETE":
-            self._authorize(s, caller, f"{base_action}/delete", ref.id)
+            self.authorize(s, caller, f"{base_action}/delete", ref.id)
             record = repo.get_resource(s, resource_key(ref.id))
             if record is None:
                 return Reply(204)
@@ -418,7 +419,7 @@ class ControlPlane:
             )
             parent_key = parent.key
             scope = parent.id
-        self._authorize(s, caller, f"{type_.full_type}/read", scope)
+        self.authorize(s, caller, f"{type_.full_type}/read", scope)
         records = repo.list_resources(
             s,
             sub=ref.subscription,
@@ -562,7 +563,7 @@ class ControlPlane:
                 )
             if uai.key not in record.user_identity_keys:
                 # Attaching someone's identity to your app hands you its permissions: Azure requires this.
-                self._authorize(s, caller, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", uai.id)
+                self.authorize(s, caller, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", uai.id)
             if uai.key not in user_keys:
                 user_keys.append(uai.key)
         system_id = record.system_principal_id
@@ -612,6 +613,7 @@ class ControlPlane:
             if principal_id:
                 self._drop_principal(s, str(principal_id))
         repo.delete_assignments_at_or_below(s, record.key)
+        fleet_repo.delete_placements_for_resource(s, record.key)
         repo.delete_resource_row(s, record.key)
 
     # -- app settings (sites/config/appsettings) ----------------------------------------------
@@ -638,10 +640,10 @@ class ControlPlane:
 
         current = dict(site.properties.get(APPSETTINGS_KEY, {}))
         if (method == "POST" and action == "list") or method == "GET":
-            self._authorize(s, caller, f"{config_type}/list/action", site.id)
+            self.authorize(s, caller, f"{config_type}/list/action", site.id)
             return Reply(200, shaped(current))
         if method == "PUT":
-            self._authorize(s, caller, f"{config_type}/write", site.id)
+            self.authorize(s, caller, f"{config_type}/write", site.id)
             settings = _json_object(_json_object(body, "body").get("properties"), "properties")
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
                 raise bad_request("App settings must map names to string values.", "InvalidRequestContent")
@@ -714,7 +716,7 @@ class ControlPlane:
         if kind == ROLE_DEFINITIONS:
             if method != "GET":
                 raise ArmError("Custom role definitions are not supported.", code="MethodNotAllowed", status=405)
-            self._authorize(s, caller, "Microsoft.Authorization/roleDefinitions/read", scope)
+            self.authorize(s, caller, "Microsoft.Authorization/roleDefinitions/read", scope)
             if path.extension_name:
                 role = BY_ID.get(path.extension_name.lower())
                 if role is None:
@@ -744,20 +746,20 @@ class ControlPlane:
                 "InvalidRoleAssignmentId",
             )
         if method == "GET":
-            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
+            self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
             found = repo.get_assignment(s, name)
             if found is None or found.scope.lower() != scope.lower():
                 raise not_found(f"The role assignment '{name}' is not found.", "RoleAssignmentNotFound")
             return Reply(200, self._assignment_json(found))
         if method == "DELETE":
-            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/delete", scope)
+            self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/delete", scope)
             found = repo.get_assignment(s, name)
             if found is None or found.scope.lower() != scope.lower():
                 return Reply(204)
             repo.delete_assignment(s, name)
             return Reply(200, self._assignment_json(found))
         if method == "PUT":
-            self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/write", scope)
+            self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/write", scope)
             return self._put_assignment(s, scope, name, _json_object(body, "body"), caller)
         raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
 
@@ -820,7 +822,7 @@ class ControlPlane:
     def _list_assignments(self, s: Any, scope: str, query: dict[str, str], caller: Caller) -> Reply:
         from lanyard.authz.evaluate import scope_covers
 
-        self._authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
+        self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/read", scope)
         flt = query.get("$filter", "").strip()
         at_scope = flt.startswith("atScope()")
         principal = None

@@ -415,6 +415,36 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         path = f"{site_path(profile, resource_group, name, slot)}/config/appsettings/list"
         print_json(settings_list(arm(profile, "POST", path, "web")["properties"]))
 
+    @site_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+    @click.option("--resource-group", "-g", required=True)
+    @click.option("--name", "-n", required=True)
+    @click.option("--slot", "-s")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    @click.pass_context
+    def run(ctx: click.Context, resource_group: str, name: str, slot: str | None, command: tuple[str, ...]) -> None:
+        """Run COMMAND as this app on this host, with the environment App Service gives it."""
+        from lanyard.cli.run import place_here, run_workload
+
+        profile = _profile(ctx)
+        path = site_path(profile, resource_group, name, slot)
+        site = arm(profile, "GET", path, "web")
+        settings = arm(profile, "POST", f"{path}/config/appsettings/list", "web")["properties"]
+        socket_path = place_here(profile, site["id"])
+        run_workload(
+            socket_path,
+            {
+                "kind": "appservice",
+                "resourceId": site["id"],
+                "argv": list(command),
+                "appSettings": settings,
+                "siteName": name,
+                "slotName": slot,
+                "resourceGroup": resource_group,
+                "hostName": (site.get("properties") or {}).get("defaultHostName", ""),
+                "ownerName": f"{profile.endpoints['subscription_id']}+{resource_group}",
+            },
+        )
+
     return site_group
 
 
@@ -529,6 +559,26 @@ def vm_delete(ctx: click.Context, resource_group: str, name: str, yes: bool) -> 
     path = vm_path(profile, resource_group, name)
     arm(profile, "GET", path, "compute")
     arm(profile, "DELETE", path, "compute")
+
+
+@vm.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--resource-group", "-g", required=True)
+@click.option("--name", "-n", required=True)
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Run in a network namespace where the metadata service answers at http://169.254.169.254 (Linux, root).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def vm_run(ctx: click.Context, resource_group: str, name: str, netns: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND as this VM on this host, with a metadata service (IMDS) of its own."""
+    from lanyard.cli.run import place_here, run_workload
+
+    profile = _profile(ctx)
+    record = arm(profile, "GET", vm_path(profile, resource_group, name), "compute")
+    socket_path = place_here(profile, record["id"])
+    run_workload(socket_path, {"kind": "imds", "resourceId": record["id"], "argv": list(command), "netns": netns})
 
 
 @vm.group("identity")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -31,6 +32,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite in the home).")
 @click.option("--token-lifetime", type=int, default=None, help="Access-token lifetime in seconds.")
 @click.option("--public-host", default=None, help="Host name clients use to reach this server.")
+@click.option("--agent-port", type=int, default=None, help="Port of the local host agent (default 0: a free one).")
+@click.option("--no-agent", is_flag=True, help="Do not start a host agent for this machine.")
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -40,6 +43,8 @@ def up(
     database: str | None,
     token_lifetime: int | None,
     public_host: str | None,
+    agent_port: int | None,
+    no_agent: bool,
 ) -> None:
     """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
     from lanyard.server.up import serve
@@ -47,9 +52,55 @@ def up(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = str(up_home or ctx.find_root().obj["home"])
     settings = load_settings(
-        home=home, host=host, port=port, database=database, token_lifetime=token_lifetime, public_host=public_host
+        home=home,
+        host=host,
+        port=port,
+        database=database,
+        token_lifetime=token_lifetime,
+        public_host=public_host,
+        agent=not no_agent,
+        agent_port=agent_port,
     )
     sys.exit(serve(settings))
+
+
+@cli.command("agent")
+@click.option("--home", "agent_home", required=True, help="The agent's own folder (host key, control socket).")
+@click.option("--server", help="The platform's HTTPS base URL (its authority).")
+@click.option("--ca", "ca_file", required=True, help="The platform CA certificate (PEM).")
+@click.option("--ca-bundle", help="Public roots plus the platform CA, for workloads (default: --ca).")
+@click.option("--join", "join_token", help="A one-time join token (first start only).")
+@click.option("--port", type=int, default=0, show_default=True, help="Port of the local token endpoint.")
+@click.option("--name", default=None, help="This host's name (default: the hostname).")
+def agent_command(
+    agent_home: str,
+    server: str | None,
+    ca_file: str,
+    ca_bundle: str | None,
+    join_token: str | None,
+    port: int,
+    name: str | None,
+) -> None:
+    """Run a host agent: the local token service and workload runner for this machine."""
+    import socket
+
+    from lanyard.agent.main import AgentOptions, run_agent
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = Path(agent_home).expanduser().resolve()
+    sys.exit(
+        run_agent(
+            AgentOptions(
+                home=home,
+                server=server,
+                ca_file=str(Path(ca_file).resolve()),
+                ca_bundle=str(Path(ca_bundle or ca_file).resolve()),
+                join_token=join_token,
+                port=port,
+                name=name or socket.gethostname(),
+            )
+        )
+    )
 
 
 @cli.group()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lanyard.core.clock import Clock
 from lanyard.core.errors import GraphError, InvalidClient, InvalidRequest, UnauthorizedClient
 from lanyard.crypto.barrier import Barrier
-from lanyard.crypto.pki import thumbprint_sha1, thumbprint_sha256
+from lanyard.crypto.pki import new_rsa_key, private_key_pem, self_signed, thumbprint_sha1, thumbprint_sha256
 from lanyard.directory.keys import KeyRing
 from lanyard.protocol.access_token import Subject, issuer_v1, token_response, v1_claims
 from lanyard.protocol.assertion import RegisteredCertificate, verify_client_assertion
@@ -33,6 +33,7 @@ SECRET_DEFAULT_YEARS = 1
 # the cache at once; the TTL bounds how long another server's change can go unseen here.
 CLIENT_CACHE_SECONDS = 5.0
 CLIENT_CACHE_SIZE = 50_000
+IDENTITY_CERT_DAYS = 180
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,13 @@ class Directory:
         with self.store.session() as s:
             principal = repo.get_principal(s, app_id=client_id)
             credentials = repo.list_credentials(s, client_id) if principal else []
-        entry = _Client(principal, credentials, self._registered_certificates(credentials), generation,
-                        self.clock.now() + CLIENT_CACHE_SECONDS)
+        entry = _Client(
+            principal,
+            credentials,
+            self._registered_certificates(credentials),
+            generation,
+            self.clock.now() + CLIENT_CACHE_SECONDS,
+        )
         if len(self._clients) >= CLIENT_CACHE_SIZE:
             self._clients.clear()
         self._clients[client_id] = entry
@@ -309,6 +315,56 @@ class Directory:
 
     def delete_managed_identity(self, s: repo.Session, object_id: str) -> None:
         repo.delete_principal(s, object_id)
+
+    def identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> tuple[str, str]:
+        """The platform-held certificate of a managed identity (made on first use), as PEM
+        (certificate, private key). Only host agents that run the identity's workload receive it."""
+        for c in repo.list_credentials(s, principal.app_id, "certificate"):
+            if c.sealed_private_key and c.cert_der and c.end_at > self.clock.now() + 86400:
+                key_pem = self.barrier.open(c.sealed_private_key, context=f"credential:{c.key_id}")
+                cert = x509.load_der_x509_certificate(c.cert_der)
+                return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+        now = self.clock.now()
+        key = new_rsa_key(2048)
+        cert = self_signed(
+            key, f"managed identity {principal.app_id}", dt.datetime.fromtimestamp(now, dt.UTC), days=IDENTITY_CERT_DAYS
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        key_id = str(uuid.uuid4())
+        key_pem = private_key_pem(key)
+        repo.add_credential(
+            s,
+            repo.CredentialRecord(
+                key_id=key_id,
+                app_id=principal.app_id,
+                kind="certificate",
+                display_name="platform-managed",
+                secret_hash=None,
+                hint=None,
+                thumbprint_sha1=thumbprint_sha1(der),
+                thumbprint_sha256=thumbprint_sha256(der),
+                cert_der=der,
+                sealed_private_key=self.barrier.seal(key_pem, context=f"credential:{key_id}"),
+                start_at=cert.not_valid_before_utc.timestamp(),
+                end_at=cert.not_valid_after_utc.timestamp(),
+            ),
+            now,
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+    def add_host_principal(self, s: repo.Session, tenant_id: str, name: str, cert_der: bytes) -> repo.PrincipalRecord:
+        principal = repo.add_principal(
+            s,
+            object_id=str(uuid.uuid4()),
+            app_id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            display_name=f"host:{name}"[:256],
+            kind="Host",
+            resource_id=None,
+            now=self.clock.now(),
+        )
+        self.add_certificate(s, principal.app_id, cert_der, display_name=f"host agent {name}"[:256])
+        return principal
 
     @staticmethod
     def check_object_id(value: str) -> str:

@@ -19,6 +19,9 @@ from lanyard.core.clock import Clock
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes
 from lanyard.directory.service import Directory, DirectoryConfig
+from lanyard.fleet.http import FleetRoutes
+from lanyard.fleet.hub import BindingsHub
+from lanyard.fleet.service import Fleet
 from lanyard.server.bootstrap import Platform
 
 log = logging.getLogger("lanyard.server")
@@ -104,7 +107,7 @@ class CatchAll:
             await send({"type": "http.response.body", "body": body})
 
 
-def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Directory]:
+def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fleet]:
     directory = Directory(
         platform.store,
         platform.barrier,
@@ -127,12 +130,16 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Di
     )
     # The admin application is Owner of the platform's subscription, as its creator would be.
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
+    fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
+    hub = BindingsHub(fleet, platform.store)
+    arm = ArmRoutes(control, directory, urls.authority, settle=hub.settle)
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
-            *ArmRoutes(control, directory, urls.authority).routes(),
+            *FleetRoutes(fleet, hub, arm).routes(),
+            *arm.routes(),
             *DirectoryRoutes(directory).routes(),
         ],
         exception_handlers={HTTPException: _http_exception},
     )
-    return CatchAll(app), directory
+    return CatchAll(app), fleet

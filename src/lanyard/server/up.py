@@ -9,15 +9,20 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from lanyard.agent.main import AGENT_FILE, wait_for_agent
 from lanyard.config import Settings
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import ConfigError
+from lanyard.fleet.service import Fleet
 from lanyard.server.app import Urls, build_app, urls_for
 from lanyard.server.bootstrap import Platform, bootstrap
 
@@ -145,7 +150,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
     socks = bind_all(settings.listen_hosts, settings.port)
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port)
-    app, _directory = build_app(platform, urls, clock)
+    app, fleet = build_app(platform, urls, clock)
     config = uvicorn.Config(
         app,
         ssl_certfile=str(platform.tls.server_cert),
@@ -160,8 +165,13 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         date_header=True,
     )
 
-    def ready() -> None:
-        write_endpoints(settings.home, endpoints_document(platform, urls))
+    agent: LocalAgent | None = None
+
+    def announce(agent_info: dict[str, Any] | None) -> None:
+        document = endpoints_document(platform, urls)
+        if agent_info is not None:
+            document["agent"] = agent_info
+        write_endpoints(settings.home, document)
         log.warning(
             "lanyard is up at %s (tenant %s); endpoints in %s",
             urls.authority,
@@ -169,11 +179,82 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
             endpoints_path,
         )
 
+    def ready() -> None:
+        nonlocal agent
+        if not settings.agent:
+            announce(None)
+            return
+        agent = LocalAgent(settings, platform, fleet, urls)
+        agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
+
     server = _Server(config, ready)
     try:
         asyncio.run(server.serve(sockets=socks))
     finally:
         with contextlib.suppress(FileNotFoundError):
             endpoints_path.unlink()
+        if agent is not None:
+            agent.stop()
         platform.store.close()
     return 0
+
+
+class LocalAgent:
+    """The host agent `lanyard up` runs for this machine: a child process that talks to the server
+    over HTTPS like any other agent, joined with a token it never shows anyone."""
+
+    def __init__(self, settings: Settings, platform: Platform, fleet: Fleet, urls: Urls) -> None:
+        self.settings = settings
+        self.platform = platform
+        self.fleet = fleet
+        self.urls = urls
+        self.home = settings.home / "agent"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, on_ready: Callable[[dict[str, Any]], None], on_failure: Callable[[], None]) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "agent",
+            "--home",
+            str(self.home),
+            "--server",
+            self.urls.authority,
+            "--ca",
+            str(self.platform.tls.ca_cert),
+            "--ca-bundle",
+            str(self.platform.tls.ca_bundle),
+            "--port",
+            str(self.settings.agent_port),
+            "--name",
+            socket.gethostname(),
+        ]
+        if not (self.home / "host.json").exists():
+            # One use, two minutes, passed only to our own child.
+            argv += ["--join", self.fleet.create_join_token(None, "local", ttl=120)]
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            (self.home / AGENT_FILE).unlink()
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        process = self.process
+
+        def wait() -> None:
+            info = wait_for_agent(self.home, process.pid)
+            if info is None:
+                log.error("the local host agent did not start; see its output above")
+                on_failure()
+                return
+            on_ready(info)
+
+        threading.Thread(target=wait, name="agent-start", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from lanyard.core.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -91,6 +91,11 @@ class Store:
         event.listen(self._sessions, "after_flush", _mark_write)
         event.listen(self._sessions, "do_orm_execute", _mark_dml)
         self.generation = 0
+        self._on_commit: list[Callable[[int], None]] = []
+
+    def on_commit(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(generation)` after every committed write (from the committing thread)."""
+        self._on_commit.append(callback)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -98,6 +103,8 @@ class Store:
             yield session
         if session.info.pop("wrote", False):
             self.generation += 1
+            for callback in self._on_commit:
+                callback(self.generation)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -154,3 +154,33 @@ class RoleAssignment(Base):
     created_by: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Host(Base):
+    """A machine running a host agent. The agent authenticates as `principal_id` (kind "Host")."""
+
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    principal_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class JoinToken(Base):
+    """A one-time token a new agent exchanges for its host identity. Only its hash is stored."""
+
+    __tablename__ = "join_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host_name: Mapped[str | None] = mapped_column(String(256))
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+
+
+class Placement(Base):
+    """A workload (site, slot or VM) placed on a host: that host's agent may use its identities."""
+
+    __tablename__ = "placements"
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    resource_key: Mapped[str] = mapped_column(String(1024), primary_key=True, index=True)
+    created_at: Mapped[float] = mapped_column(Float)

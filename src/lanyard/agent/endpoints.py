@@ -1,0 +1,159 @@
+"""The local token endpoints, as bare ASGI apps (the hot path: no router, no framework objects).
+
+`AppServiceEndpoint` serves every App Service workload on one port, told apart by their
+IDENTITY_HEADER. `ImdsEndpoint` serves one VM per listener: whoever can reach that listener is that VM,
+exactly as with the real metadata service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from lanyard.agent.bindings import BindingsState
+from lanyard.agent.cache import TokenCache
+from lanyard.agent.guards import headers_of, refusal
+from lanyard.agent.upstream import Upstream, UpstreamError
+from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.protocol.msi import (
+    IssuedToken,
+    MsiError,
+    TokenRequest,
+    app_service_body,
+    imds_body,
+    parse_app_service,
+    parse_imds,
+)
+
+log = logging.getLogger("lanyard.agent")
+JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8"), (b"cache-control", b"no-store")]
+APP_SERVICE_PATH = "/msi/token"
+IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"  # noqa: S105 - a URL path
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = orjson.dumps(body)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def query_of(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    # First value wins; duplicates of a selector would be ambiguous, parse_app_service refuses two kinds.
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True, max_num_fields=32):
+        out.setdefault(key, value)
+    return out
+
+
+class TokenService:
+    """Identity resolution and caching shared by every local protocol."""
+
+    def __init__(self, state: BindingsState, cache: TokenCache, upstream: Upstream) -> None:
+        self.state = state
+        self.cache = cache
+        self.upstream = upstream
+
+    async def issue(self, resource_id: str, request: TokenRequest) -> IssuedToken:
+        workload = self.state.workload(resource_id)
+        if workload is None:
+            raise MsiError(
+                400, "Unable to load the proper Managed Identity: this workload is no longer placed on this host."
+            )
+        identity = workload.select(request.selector)
+
+        async def fetch() -> IssuedToken:
+            return await self.upstream.identity_token(identity.key, identity.client_id, request.resource)
+
+        try:
+            token = await self.cache.get(identity.object_id, request.resource, fetch)
+        except UpstreamError as exc:
+            log.warning("token request for %s failed: %s", identity.client_id, exc)
+            raise MsiError(
+                exc.status,
+                f"The token could not be obtained: {exc}",
+                "invalid_resource" if exc.status == 400 else "temporarily_unavailable",
+            ) from exc
+        # Re-check after any await: the identity may have been removed while the fetch ran.
+        current = self.state.workload(resource_id)
+        if current is None or identity.object_id not in {i.object_id for i in current.identities}:
+            raise MsiError(400, "Unable to load the proper Managed Identity.")
+        return token
+
+
+class AppServiceEndpoint:
+    def __init__(self, service: TokenService, workloads: WorkloadRegistry, allowed_hosts: frozenset[bytes]) -> None:
+        self.service = service
+        self.workloads = workloads
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = headers_of(scope["headers"])
+        try:
+            reason = refusal(headers, self.allowed_hosts)
+            if reason:
+                raise MsiError(400, reason)
+            if scope["path"] != APP_SERVICE_PATH:
+                raise MsiError(404, "Not found.")
+            if scope["method"] != "GET":
+                raise MsiError(405, "Only GET is supported.")
+            query = query_of(scope)
+            secret = headers.get(b"x-identity-header") or headers.get(b"secret") or b""
+            workload = self.workloads.by_header(secret.decode("latin-1"))
+            if workload is None or workload.kind != "appservice":
+                raise MsiError(401, "Unauthorized: the X-IDENTITY-HEADER is missing or not valid.")
+            request = parse_app_service(query)
+            token = await self.service.issue(workload.resource_id, request)
+        except MsiError as exc:
+            await send_json(send, exc.status, exc.app_service_body())
+            return
+        await send_json(send, 200, app_service_body(token, request, time.time()))
+
+
+class ImdsEndpoint:
+    def __init__(self, service: TokenService, resource_id: str, allowed_hosts: frozenset[bytes]) -> None:
+        self.service = service
+        self.resource_id = resource_id
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = headers_of(scope["headers"])
+        try:
+            # The header check comes first and is cheap: the SDK probe (no Metadata) must get 400 at once.
+            if headers.get(b"metadata", b"").lower() != b"true":
+                raise MsiError(400, "Required metadata header not specified")
+            reason = refusal(headers, self.allowed_hosts)
+            if reason:
+                raise MsiError(400, reason)
+            if scope["method"] != "GET":
+                raise MsiError(405, "The request method is not supported; use GET.", "method_not_allowed")
+            if scope["path"] == "/metadata/instance":
+                await send_json(
+                    send,
+                    200,
+                    {"compute": {"resourceId": self.resource_id, "name": self.resource_id.rsplit("/", 1)[-1]}},
+                )
+                return
+            if scope["path"] != IMDS_TOKEN_PATH:
+                # Never 404 on IMDS: the SDKs retry 404 for ~24 s (PROTOCOLS.md §1.7).
+                raise MsiError(400, "The requested metadata path is not supported.")
+            request = parse_imds(query_of(scope))
+            token = await self.service.issue(self.resource_id, request)
+        except MsiError as exc:
+            if exc.status == 400 and exc.message.startswith("Unable to load"):
+                exc = MsiError(400, "Identity not found")
+            await send_json(send, exc.status, exc.imds_body())
+            return
+        await send_json(send, 200, imds_body(token, request, time.time()))

@@ -1,0 +1,258 @@
+"""`lanyard agent`: join (first start), follow the bindings, serve the local token endpoints, run workloads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+
+from lanyard.agent.bindings import BindingsState
+from lanyard.agent.cache import TokenCache
+from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ImdsEndpoint, TokenService
+from lanyard.agent.guards import allowed_hosts_for
+from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
+from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
+from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.client.assertion import CertificateKey
+from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
+
+log = logging.getLogger("lanyard.agent")
+AGENT_FILE = "agent.json"
+POLL_WAIT = 25.0
+
+
+class AgentError(Exception):
+    """Start-up failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    home: Path
+    server: str | None  # authority URL; overrides the one recorded at join
+    ca_file: str
+    ca_bundle: str
+    join_token: str | None
+    port: int
+    name: str
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def load_or_join(options: AgentOptions) -> HostIdentity:
+    """The host credential: made here (the private key never leaves this machine) and registered once
+    with a one-time join token."""
+    options.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    host_file, key_file, cert_file = (options.home / n for n in ("host.json", "host-key.pem", "host.pem"))
+    if host_file.exists():
+        record = json.loads(host_file.read_text())
+        authority = (options.server or record["authority"]).rstrip("/")
+        key = CertificateKey.from_pem(cert_file.read_bytes(), key_file.read_bytes())
+        return HostIdentity(record["hostId"], record["clientId"], record["tenantId"], authority, key)
+    if not options.join_token or not options.server:
+        raise AgentError("this agent has not joined a platform yet: pass --join TOKEN and --server URL")
+    private = new_rsa_key(2048)
+    cert = self_signed(private, f"lanyard host {options.name}", dt.datetime.now(dt.UTC), days=365)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    authority = options.server.rstrip("/")
+    response = httpx.post(
+        f"{authority}/lanyard/v1/join",
+        json={"token": options.join_token, "name": options.name, "certificate": base64.b64encode(der).decode()},
+        verify=ssl.create_default_context(cafile=options.ca_file),
+        timeout=30,
+    )
+    if response.status_code != 200:
+        raise AgentError(f"joining failed ({response.status_code}): {response.text[:300]}")
+    joined = response.json()
+    _write_private(key_file, private_key_pem(private))
+    _write_private(cert_file, cert_pem(cert))
+    _write_private(
+        host_file,
+        json.dumps(
+            {
+                "hostId": joined["hostId"],
+                "clientId": joined["clientId"],
+                "tenantId": joined["tenantId"],
+                "authority": authority,
+            }
+        ).encode(),
+    )
+    key = CertificateKey.from_pem(cert_pem(cert), private_key_pem(private))
+    return HostIdentity(joined["hostId"], joined["clientId"], joined["tenantId"], authority, key)
+
+
+def _tcp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that can add listeners with their own app after start (one per VM's metadata service)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield  # the agent installs its own handlers
+
+    async def add_listener(self, sock: socket.socket, app: Any) -> asyncio.base_events.Server:
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, server_header=False)
+        config.load()
+
+        def factory(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state={}, _loop=_loop
+            )
+
+        server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=1024)
+        self.servers.append(server)
+        return server
+
+
+class Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.state = BindingsState()
+        self.cache = TokenCache()
+        self.workloads = WorkloadRegistry()
+        self._stop = asyncio.Event()
+
+    async def _follow_bindings(self, upstream: Upstream) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                doc = await upstream.bindings(self.state.etag, POLL_WAIT)
+                delay = 0.5
+            except UpstreamError as exc:
+                log.warning("bindings: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if doc is not None:
+                removed = self.state.apply(doc)
+                if removed:
+                    self.cache.forget(removed)
+
+    async def run(self) -> int:
+        identity = await asyncio.get_running_loop().run_in_executor(None, load_or_join, self.options)
+        upstream = Upstream(identity, self.options.ca_file)
+        first = await upstream.bindings(None, 0)
+        if first is not None:
+            self.state.apply(first)
+        follow = asyncio.get_running_loop().create_task(self._follow_bindings(upstream))
+
+        service = TokenService(self.state, self.cache, upstream)
+        sock = _tcp_socket("127.0.0.1", self.options.port)
+        port = sock.getsockname()[1]
+        appservice_url = f"http://127.0.0.1:{port}{APP_SERVICE_PATH}"
+        config = uvicorn.Config(
+            AppServiceEndpoint(service, self.workloads, allowed_hosts_for(port)),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=2,
+        )
+        server = _Server(config)
+        server_task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if server_task.done():
+                raise AgentError("the token endpoint failed to start")
+            await asyncio.sleep(0.01)
+
+        async def open_imds(resource_id: str, netns: str | None) -> tuple[str, Callable[[], Awaitable[None]]]:
+            if netns:
+                imds_sock = run_in_netns(netns, functools.partial(_tcp_socket, "169.254.169.254", 80))
+                extra = ["169.254.169.254"]
+            else:
+                imds_sock = _tcp_socket("127.0.0.1", 0)
+                extra = []
+            imds_port = imds_sock.getsockname()[1]
+            listener = await server.add_listener(
+                imds_sock, ImdsEndpoint(service, resource_id, allowed_hosts_for(imds_port, extra))
+            )
+
+            async def close() -> None:
+                listener.close()
+                with contextlib.suppress(ValueError):
+                    server.servers.remove(listener)
+
+            return f"http://127.0.0.1:{imds_port}", close
+
+        control = ControlServer(
+            self.options.home / "control.sock",
+            RunContext(
+                self.state, self.workloads, appservice_url, self.options.ca_bundle, self.options.ca_file, open_imds
+            ),
+        )
+        await control.start()
+        info = {
+            "url": appservice_url,
+            "socket": str(self.options.home / "control.sock"),
+            "hostId": identity.host_id,
+            "pid": os.getpid(),
+        }
+        _write_private(self.options.home / AGENT_FILE, json.dumps(info).encode())
+        log.info("agent ready at %s (host %s)", appservice_url, identity.host_id)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (self.options.home / AGENT_FILE).unlink()
+        await control.close()
+        server.should_exit = True
+        follow.cancel()
+        await asyncio.gather(server_task, follow, return_exceptions=True)
+        await upstream.aclose()
+        return 0
+
+
+def run_agent(options: AgentOptions) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        (options.home / AGENT_FILE).unlink()
+    try:
+        return asyncio.run(Agent(options).run())
+    except (AgentError, UpstreamError) as exc:
+        raise SystemExit(f"ERROR: {exc}") from exc
+
+
+def wait_for_agent(home: Path, pid: int, timeout: float = 60.0) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    path = home / AGENT_FILE
+    while time.monotonic() < deadline:
+        if path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                info = json.loads(path.read_text())
+                if info.get("pid") == pid:
+                    return dict(info)
+        time.sleep(0.05)
+    return None

@@ -1,0 +1,316 @@
+"""The agent's control socket: `lanyard webapp run` / `vm run` ask the agent to start a workload.
+
+The CLI passes its stdin/stdout/stderr over the unix socket (SCM_RIGHTS), so the workload is the
+agent's own child, writes straight to the user's terminal, and its environment is the platform's.
+The socket is 0600 and the peer's uid comes from the kernel (SO_PEERCRED): only the agent's own
+user, or root, may start workloads; a root agent runs a user's workload as that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lanyard.agent.bindings import BindingsState
+from lanyard.agent.workloads import WorkloadRegistry
+
+log = logging.getLogger("lanyard.agent.runner")
+MAX_REQUEST = 1024 * 1024
+CLONE_NEWNET = 0x40000000
+# Variables the platform owns: a caller's shell cannot smuggle its own values in.
+PLATFORM_VARIABLES = frozenset(
+    {
+        "IDENTITY_ENDPOINT",
+        "IDENTITY_HEADER",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "IMDS_ENDPOINT",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    }
+)
+
+
+@dataclass
+class RunContext:
+    """What the runner needs from the agent process."""
+
+    state: BindingsState
+    workloads: WorkloadRegistry
+    appservice_url: str
+    ca_bundle: str
+    ca_cert: str
+    open_imds: Callable[[str, str | None], Any]  # (resource_id, netns) -> awaitable (url, closer)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def run_in_netns(netns: str, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on a thread that has entered a network namespace; sockets it makes stay there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def create_netns() -> str:
+    name = f"lanyard-{secrets.token_hex(4)}"
+    for argv in (
+        ["ip", "netns", "add", name],
+        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    return name
+
+
+def delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+
+
+class ControlServer:
+    def __init__(self, path: Path, ctx: RunContext) -> None:
+        self.path = path
+        self.ctx = ctx
+        self._sock: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(64)
+        sock.setblocking(False)
+        self._sock = sock
+        task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._tasks.add(task)
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            task = loop.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    @staticmethod
+    def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(message).encode() + b"\n")
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        fds: list[int] = []
+        try:
+            conn.setblocking(True)
+            _pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid not in (0, os.getuid()):
+                self._send(conn, {"error": "only the agent's user or root may start workloads"})
+                return
+            raw, fds, _flags, _addr = await loop.run_in_executor(None, socket.recv_fds, conn, MAX_REQUEST, 3)
+            request = json.loads(raw.decode())
+            if len(fds) != 3:
+                raise ValueError("expected stdin, stdout and stderr")
+            await self._run(conn, request, fds, uid, gid)
+        except (ValueError, KeyError, OSError) as exc:
+            self._send(conn, {"error": f"bad run request: {exc}"})
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            conn.close()
+
+    def _environment(self, request: dict[str, Any], header: str | None, imds_url: str | None) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in dict(request.get("env") or {}).items()
+            if isinstance(k, str) and isinstance(v, str) and k not in PLATFORM_VARIABLES
+        }
+        settings = {
+            k: v
+            for k, v in dict(request.get("appSettings") or {}).items()
+            if isinstance(k, str) and isinstance(v, str) and k not in PLATFORM_VARIABLES
+        }
+        env.update(settings)
+        # Sync Python trusts REQUESTS_CA_BUNDLE, async Python SSL_CERT_FILE, node adds NODE_EXTRA_CA_CERTS
+        # to its own roots: each gets the public roots plus the platform CA (PROTOCOLS.md §4.4).
+        env.update(
+            {
+                "REQUESTS_CA_BUNDLE": self.ctx.ca_bundle,
+                "SSL_CERT_FILE": self.ctx.ca_bundle,
+                "NODE_EXTRA_CA_CERTS": self.ctx.ca_cert,
+            }
+        )
+        if request.get("kind") == "appservice":
+            env.update(
+                {
+                    "WEBSITE_SITE_NAME": str(request.get("siteName", "")),
+                    "WEBSITE_RESOURCE_GROUP": str(request.get("resourceGroup", "")),
+                    "WEBSITE_SLOT_NAME": str(request.get("slotName") or "Production"),
+                    "WEBSITE_HOSTNAME": str(request.get("hostName", "")),
+                    "WEBSITE_OWNER_NAME": str(request.get("ownerName", "")),
+                    "WEBSITE_INSTANCE_ID": secrets.token_hex(32),
+                }
+            )
+            if header is not None:
+                env.update(
+                    {
+                        "IDENTITY_ENDPOINT": self.ctx.appservice_url,
+                        "IDENTITY_HEADER": header,
+                        "MSI_ENDPOINT": self.ctx.appservice_url,
+                        "MSI_SECRET": header,
+                    }
+                )
+        elif imds_url is not None:
+            env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds_url
+        return env
+
+    async def _run(self, conn: socket.socket, request: dict[str, Any], fds: list[int], uid: int, gid: int) -> None:
+        loop = asyncio.get_running_loop()
+        resource_id = str(request["resourceId"])
+        kind = request.get("kind")
+        argv = request.get("argv")
+        if kind not in ("appservice", "imds") or not isinstance(argv, list) or not argv:
+            raise ValueError("kind must be appservice or imds, and argv a non-empty list")
+        bound = self.ctx.state.workload(resource_id)
+        if bound is None:
+            self._send(conn, {"error": f"{resource_id} is not placed on this host"})
+            return
+        registration = None
+        closer: Callable[[], Any] | None = None
+        netns: str | None = None
+        imds_url: str | None = None
+        header: str | None = None
+        try:
+            if kind == "appservice":
+                disabled = _truthy(dict(request.get("appSettings") or {}).get("WEBSITE_DISABLE_MSI"))
+                if bound.identities and not disabled:
+                    registration = self.ctx.workloads.start(resource_id, "appservice")
+                    header = registration.header
+            else:
+                if request.get("netns"):
+                    netns = await loop.run_in_executor(None, create_netns)
+                imds_url, closer = await self.ctx.open_imds(resource_id, netns)
+            env = self._environment(request, header, None if netns else imds_url)
+            command = [str(a) for a in argv]
+            if netns:
+                command = ["ip", "netns", "exec", netns, *command]
+            drop = {"user": uid, "group": gid} if os.getuid() == 0 and uid != 0 else {}
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=fds[0],
+                stdout=fds[1],
+                stderr=fds[2],
+                env=env,
+                cwd=str(request.get("cwd") or "/"),
+                start_new_session=True,
+                **drop,  # type: ignore[arg-type]
+            )
+            if registration is not None:
+                registration.pid = process.pid
+            self._send(conn, {"pid": process.pid})
+            code = await self._supervise(conn, process)
+            self._send(conn, {"exit": code})
+        except FileNotFoundError as exc:
+            self._send(conn, {"error": f"cannot start {argv[0]}: {exc.strerror}"})
+        finally:
+            # The header dies with the process: a copy of it identifies nothing from here on.
+            if registration is not None:
+                self.ctx.workloads.stop(registration)
+            if closer is not None:
+                await closer()
+            if netns:
+                await loop.run_in_executor(None, delete_netns, netns)
+
+    async def _supervise(self, conn: socket.socket, process: asyncio.subprocess.Process) -> int:
+        """Relay signals from the CLI; if the CLI goes away, the workload is stopped too."""
+        loop = asyncio.get_running_loop()
+
+        def read_signals() -> None:
+            buffer = b""
+            while True:
+                try:
+                    chunk = conn.recv(4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    loop.call_soon_threadsafe(self._terminate, process)
+                    return
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    try:
+                        number = int(json.loads(line).get("signal", 0))
+                    except (ValueError, AttributeError):
+                        continue
+                    if number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                        loop.call_soon_threadsafe(self._signal, process, number)
+
+        reader = threading.Thread(target=read_signals, daemon=True)
+        reader.start()
+        code = await process.wait()
+        return 128 - code if code < 0 else code
+
+    @staticmethod
+    def _signal(process: asyncio.subprocess.Process, number: int) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, number)
+
+    def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
+            return
+        self._signal(process, signal.SIGTERM)
+
+        def kill() -> None:
+            self._signal(process, signal.SIGKILL)
+
+        asyncio.get_running_loop().call_later(5.0, kill)

@@ -1,0 +1,111 @@
+"""The agent's only way to the platform: HTTPS to the directory and the bindings API."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from lanyard.client.assertion import CertificateKey
+from lanyard.protocol.msi import IssuedToken
+
+AGENT_AUDIENCE = "api://lanyard-host-agent"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class UpstreamError(Exception):
+    """The directory refused or could not be reached. `status` is what the agent should answer."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    host_id: str
+    client_id: str
+    tenant_id: str
+    authority: str
+    key: CertificateKey
+
+
+class Upstream:
+    def __init__(self, host: HostIdentity, ca_file: str) -> None:
+        self.host = host
+        self.token_url = f"{host.authority}/{host.tenant_id}/oauth2/v2.0/token"
+        self._http = httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=ca_file),
+            timeout=35.0,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._host_token: tuple[str, float] | None = None
+        self._host_lock = asyncio.Lock()
+
+    async def _token(self, key: CertificateKey, client_id: str, resource: str) -> dict[str, Any]:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": key.assertion(client_id, self.token_url),
+            # `X/.default` keeps a trailing slash in X: the directory issues aud exactly as asked.
+            "scope": f"{resource}/.default",
+        }
+        try:
+            response = await self._http.post(self.token_url, data=form)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the directory is unreachable ({type(exc).__name__})") from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise UpstreamError(f"the directory answered {response.status_code} without JSON") from exc
+        if response.status_code != 200 or "access_token" not in body:
+            description = str(body.get("error_description", body.get("error", "")))[:300]
+            status = 400 if response.status_code in (400, 401) else 503
+            raise UpstreamError(f"the directory refused the token request: {description}", status)
+        return dict(body)
+
+    async def identity_token(self, key: CertificateKey, client_id: str, resource: str) -> IssuedToken:
+        now = int(time.time())
+        body = await self._token(key, client_id, resource)
+        expires_in = int(body.get("expires_in", 0))
+        return IssuedToken(body["access_token"], now + expires_in, now, client_id)
+
+    async def host_token(self) -> str:
+        async with self._host_lock:
+            if self._host_token and self._host_token[1] - time.time() > 300:
+                return self._host_token[0]
+            body = await self._token(self.host.key, self.host.client_id, AGENT_AUDIENCE)
+            self._host_token = (body["access_token"], time.time() + int(body.get("expires_in", 0)))
+            return self._host_token[0]
+
+    async def bindings(self, etag: str | None, wait: float) -> dict[str, Any] | None:
+        """One long poll: the new bindings, or None when nothing changed within `wait` seconds."""
+        params = {"wait": str(wait)}
+        if etag:
+            params["etag"] = etag
+        token = await self.host_token()
+        try:
+            response = await self._http.get(
+                f"{self.host.authority}/lanyard/v1/agent/bindings",
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=wait + 10,
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the bindings API is unreachable ({type(exc).__name__})") from exc
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            if response.status_code == 401:
+                self._host_token = None
+            raise UpstreamError(f"the bindings API answered {response.status_code}: {response.text[:200]}")
+        return dict(response.json())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,127 @@
+"""HTTP surface for host agents (join, bindings) and operators (join tokens, hosts, placements).
+
+Errors use the ARM envelope. Agents authenticate with tokens for AGENT_AUDIENCE, operators with
+management tokens and RBAC.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from lanyard.arm.http import ArmRoutes, arm_response
+from lanyard.core.errors import ArmError
+from lanyard.fleet.hub import BindingsHub
+from lanyard.fleet.service import AGENT_AUDIENCE, Fleet
+from lanyard.protocol.bearer import InvalidToken
+
+MAX_WAIT = 30.0
+
+
+class FleetRoutes:
+    def __init__(self, fleet: Fleet, hub: BindingsHub, arm: ArmRoutes) -> None:
+        self.fleet = fleet
+        self.hub = hub
+        self.arm = arm
+        self.agent_audiences = frozenset({AGENT_AUDIENCE})
+
+    async def _json(self, request: Request) -> dict[str, object]:
+        raw = await request.body()
+        if len(raw) > 64 * 1024:
+            raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
+        try:
+            body = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise ArmError("The request content is not JSON.", code="InvalidRequestContent") from exc
+        if not isinstance(body, dict):
+            raise ArmError("The request content must be a JSON object.", code="InvalidRequestContent")
+        return body
+
+    @staticmethod
+    def _error(exc: ArmError) -> Response:
+        return arm_response(exc.status_value, exc.body())
+
+    async def join(self, request: Request) -> Response:
+        try:
+            body = await self._json(request)
+            result = await run_in_threadpool(
+                self.fleet.join, body.get("token"), body.get("name"), body.get("certificate")
+            )
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, result)
+
+    async def join_tokens(self, request: Request) -> Response:
+        try:
+            caller = self.arm.caller(request)
+            body = await self._json(request)
+            name = body.get("name")
+            token = await run_in_threadpool(
+                self.fleet.create_join_token, caller, name if isinstance(name, str) else None
+            )
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, {"token": token, "expiresInSeconds": 3600})
+
+    async def hosts(self, request: Request) -> Response:
+        try:
+            caller = self.arm.caller(request)
+            hosts = await run_in_threadpool(self.fleet.list_hosts, caller)
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, {"value": hosts})
+
+    async def placements(self, request: Request) -> Response:
+        try:
+            caller = self.arm.caller(request)
+            if request.method == "PUT":
+                resource_id = (await self._json(request)).get("resourceId")
+            else:
+                resource_id = request.query_params.get("resourceId")
+            if not isinstance(resource_id, str):
+                raise ArmError("resourceId is required.", code="InvalidRequestContent")
+            result = await run_in_threadpool(
+                self.fleet.place, caller, request.path_params["host"], resource_id, remove=request.method == "DELETE"
+            )
+            await self.hub.settle(self.fleet.store.generation)
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, result)
+
+    async def bindings(self, request: Request) -> Response:
+        try:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise ArmError("A host agent token is required.", code="AuthenticationFailed", status=401)
+            try:
+                claims = self.fleet.directory.validate(token.strip(), self.agent_audiences)
+            except InvalidToken as exc:
+                raise ArmError(
+                    f"The host agent token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
+                ) from exc
+            host = await run_in_threadpool(self.fleet.host_for_principal, claims["oid"])
+            if host is None:
+                raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
+            try:
+                wait = min(max(float(request.query_params.get("wait", "0")), 0.0), MAX_WAIT)
+            except ValueError as exc:
+                raise ArmError("wait must be a number of seconds.", code="InvalidRequestContent") from exc
+            bindings = await self.hub.poll(host.id, request.query_params.get("etag"), wait)
+        except ArmError as exc:
+            return self._error(exc)
+        if bindings is None:
+            return Response(status_code=304)
+        return Response(bindings.body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/lanyard/v1/join", self.join, methods=["POST"]),
+            Route("/lanyard/v1/joinTokens", self.join_tokens, methods=["POST"]),
+            Route("/lanyard/v1/hosts", self.hosts, methods=["GET"]),
+            Route("/lanyard/v1/hosts/{host}/placements", self.placements, methods=["PUT", "DELETE"]),
+            Route("/lanyard/v1/agent/bindings", self.bindings, methods=["GET"]),
+        ]

@@ -1,0 +1,197 @@
+"""The server side of host agents: joining, placements, and the bindings each agent may act on.
+
+The threat this encodes (SECURITY.md §1): a compromised agent can mint tokens only for identities
+of workloads placed on *its* host. Placement is an operator action checked by RBAC on the workload;
+an agent can read its bindings but never change them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lanyard.arm.service import Caller, ControlPlane
+from lanyard.core.clock import Clock
+from lanyard.core.errors import ArmError
+from lanyard.directory.service import Directory
+from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
+from lanyard.storage import arm_repo, fleet_repo
+from lanyard.storage import directory_repo as dirrepo
+from lanyard.storage.db import Store
+
+AGENT_AUDIENCE = "api://lanyard-host-agent"
+JOIN_TOKEN_TTL = 3600.0
+PLACEABLE = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots", "microsoft.compute/virtualmachines"})
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bindings:
+    generation: int
+    etag: str
+    body: bytes
+
+
+class Fleet:
+    def __init__(self, store: Store, directory: Directory, control: ControlPlane, clock: Clock, tenant_id: str) -> None:
+        self.store = store
+        self.directory = directory
+        self.control = control
+        self.clock = clock
+        self.tenant_id = tenant_id
+
+    # -- joining ------------------------------------------------------------------------------
+
+    def create_join_token(self, caller: Caller | None, host_name: str | None, ttl: float = JOIN_TOKEN_TTL) -> str:
+        token = "lyj_" + secrets.token_urlsafe(32)
+        with self.store.session() as s:
+            if caller is not None:
+                self.control.authorize(s, caller, "Lanyard/hosts/write", self._subscription_scope(s))
+            fleet_repo.add_join_token(
+                s, hash_token(token), host_name, self.clock.now() + ttl, caller.object_id if caller else None
+            )
+        return token
+
+    def _subscription_scope(self, s: Any) -> str:
+        subs = dirrepo.list_subscriptions(s, self.tenant_id)
+        return f"/subscriptions/{subs[0].id}"
+
+    def join(self, token: object, name: object, cert_b64: object) -> dict[str, Any]:
+        if not isinstance(token, str) or not isinstance(name, str) or not isinstance(cert_b64, str):
+            raise bad_request("token, name and certificate are required strings.", "InvalidRequestContent")
+        if not 1 <= len(name) <= 128:
+            raise bad_request("name must be 1 to 128 characters.", "InvalidRequestContent")
+        try:
+            der = base64.b64decode(cert_b64, validate=True)
+        except ValueError as exc:
+            raise bad_request("certificate must be base64 DER.", "InvalidRequestContent") from exc
+        with self.store.session() as s:
+            used = fleet_repo.use_join_token(s, hash_token(token), self.clock.now())
+            if used is None:
+                raise ArmError(
+                    "The join token is unknown, expired or already used.", code="InvalidJoinToken", status=401
+                )
+            try:
+                principal = self.directory.add_host_principal(s, self.tenant_id, name, der)
+            except Exception as exc:  # a bad certificate: refuse the join, keep nothing
+                raise bad_request(
+                    f"The certificate was refused: {getattr(exc, 'message', 'invalid')}", "InvalidCertificate"
+                ) from exc
+            host = fleet_repo.add_host(s, str(uuid.uuid4()), name, principal.object_id, self.clock.now())
+        return {
+            "hostId": host.id,
+            "clientId": principal.app_id,
+            "objectId": principal.object_id,
+            "tenantId": self.tenant_id,
+            "name": host.name,
+        }
+
+    def register_local_host(self, name: str, cert_der: bytes) -> dict[str, Any]:
+        """The agent `lanyard up` starts joins with a token it never has to show anyone."""
+        token = self.create_join_token(None, name, ttl=60)
+        return self.join(token, name, base64.b64encode(cert_der).decode())
+
+    def host_for_principal(self, principal_id: str) -> fleet_repo.HostRecord | None:
+        with self.store.session() as s:
+            return fleet_repo.host_by_principal(s, principal_id)
+
+    # -- placements ---------------------------------------------------------------------------
+
+    def _placeable(self, s: Any, resource_id: str) -> arm_repo.ResourceRecord:
+        parsed = parse_path(resource_id)
+        if parsed.kind != "resource" or parsed.resource is None or parsed.resource.is_collection:
+            raise bad_request("resourceId must be the id of a site, slot or virtual machine.", "InvalidResourceId")
+        record = arm_repo.get_resource(s, resource_key(resource_id))
+        if record is None:
+            raise not_found(f"The resource '{resource_id[:200]}' was not found.")
+        if record.type.lower() not in PLACEABLE:
+            raise bad_request(f"Resources of type {record.type} cannot be placed on a host.", "InvalidResourceType")
+        return record
+
+    def place(self, caller: Caller, host_id: str, resource_id: str, *, remove: bool = False) -> dict[str, Any]:
+        with self.store.session() as s:
+            host = fleet_repo.get_host(s, host_id.lower())
+            if host is None:
+                raise not_found(f"The host '{host_id[:40]}' was not found.", "HostNotFound")
+            record = self._placeable(s, resource_id)
+            # Placing a workload hands its identities to the host: it takes write access to the workload.
+            self.control.authorize(s, caller, f"{record.type}/write", record.id)
+            if remove:
+                fleet_repo.unplace(s, host.id, record.key)
+            else:
+                fleet_repo.place(s, host.id, record.key, self.clock.now())
+        return {"hostId": host.id, "resourceId": record.id, "placed": not remove}
+
+    def list_hosts(self, caller: Caller) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            self.control.authorize(s, caller, "Lanyard/hosts/read", self._subscription_scope(s))
+            return [
+                {
+                    "hostId": h.id,
+                    "name": h.name,
+                    "principalId": h.principal_id,
+                    "placements": [self._id_of(s, k) for k in fleet_repo.placements_for_host(s, h.id)],
+                }
+                for h in fleet_repo.list_hosts(s)
+            ]
+
+    @staticmethod
+    def _id_of(s: Any, key: str) -> str:
+        record = arm_repo.get_resource(s, key)
+        return record.id if record else key
+
+    # -- bindings -----------------------------------------------------------------------------
+
+    def _identity(self, s: Any, principal: dirrepo.PrincipalRecord, kind: str) -> dict[str, Any]:
+        cert, key = self.directory.identity_credential(s, principal)
+        return {
+            "kind": kind,
+            "objectId": principal.object_id,
+            "clientId": principal.app_id,
+            "resourceId": principal.resource_id,
+            "certificate": cert,
+            "privateKey": key,
+        }
+
+    def bindings(self, host_id: str) -> Bindings:
+        """Everything the host's agent may act on, with a digest so unchanged states are cheap."""
+        generation = self.store.generation
+        workloads = []
+        with self.store.session() as s:
+            for key in fleet_repo.placements_for_host(s, host_id):
+                record = arm_repo.get_resource(s, key)
+                if record is None:
+                    continue
+                identities = []
+                if record.system_principal_id:
+                    sp = dirrepo.get_principal(s, object_id=record.system_principal_id)
+                    if sp is not None:
+                        identities.append(self._identity(s, sp, "system"))
+                for uai_key in record.user_identity_keys:
+                    uai = arm_repo.get_resource(s, uai_key)
+                    principal_id = uai.properties.get("principalId") if uai else None
+                    sp = dirrepo.get_principal(s, object_id=str(principal_id)) if principal_id else None
+                    if sp is not None:
+                        identities.append(self._identity(s, sp, "user"))
+                workloads.append(
+                    {
+                        "resourceId": record.id,
+                        "type": record.type,
+                        "kind": record.kind,
+                        "name": record.name,
+                        "identities": identities,
+                    }
+                )
+        doc = {"hostId": host_id, "tenantId": self.tenant_id, "workloads": workloads}
+        etag = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        body = orjson.dumps({**doc, "generation": generation, "etag": etag})
+        return Bindings(generation, etag, body)

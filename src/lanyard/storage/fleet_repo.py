@@ -1,0 +1,91 @@
+"""Host-agent persistence: hosts, join tokens, placements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from lanyard.storage import models as m
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    id: str
+    name: str
+    principal_id: str
+    created_at: float
+
+
+def _host(row: m.Host) -> HostRecord:
+    return HostRecord(row.id, row.name, row.principal_id, row.created_at)
+
+
+def add_host(s: Session, host_id: str, name: str, principal_id: str, now: float) -> HostRecord:
+    row = m.Host(id=host_id, name=name, principal_id=principal_id, created_at=now)
+    s.add(row)
+    s.flush()
+    return _host(row)
+
+
+def get_host(s: Session, host_id: str) -> HostRecord | None:
+    row = s.get(m.Host, host_id)
+    return None if row is None else _host(row)
+
+
+def host_by_principal(s: Session, principal_id: str) -> HostRecord | None:
+    row = s.scalars(select(m.Host).where(m.Host.principal_id == principal_id)).first()
+    return None if row is None else _host(row)
+
+
+def list_hosts(s: Session) -> list[HostRecord]:
+    return [_host(r) for r in s.scalars(select(m.Host).order_by(m.Host.created_at))]
+
+
+def add_join_token(
+    s: Session, token_hash: str, host_name: str | None, expires_at: float, created_by: str | None
+) -> None:
+    s.add(
+        m.JoinToken(
+            token_hash=token_hash, host_name=host_name, expires_at=expires_at, used_at=None, created_by=created_by
+        )
+    )
+    s.flush()
+
+
+def use_join_token(s: Session, token_hash: str, now: float) -> m.JoinToken | None:
+    """Marks the token used and returns it, or None if unknown, used or expired (one use, ever)."""
+    row = s.get(m.JoinToken, token_hash, with_for_update=True)
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        return None
+    row.used_at = now
+    s.flush()
+    return row
+
+
+def place(s: Session, host_id: str, resource_key: str, now: float) -> bool:
+    if s.get(m.Placement, (host_id, resource_key)) is not None:
+        return False
+    s.add(m.Placement(host_id=host_id, resource_key=resource_key, created_at=now))
+    s.flush()
+    return True
+
+
+def unplace(s: Session, host_id: str, resource_key: str) -> bool:
+    result = s.execute(
+        delete(m.Placement).where(m.Placement.host_id == host_id, m.Placement.resource_key == resource_key)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def placements_for_host(s: Session, host_id: str) -> list[str]:
+    return list(
+        s.scalars(
+            select(m.Placement.resource_key).where(m.Placement.host_id == host_id).order_by(m.Placement.resource_key)
+        )
+    )
+
+
+def delete_placements_for_resource(s: Session, resource_key: str) -> None:
+    s.execute(delete(m.Placement).where(m.Placement.resource_key == resource_key))
