@@ -1,0 +1,116 @@
+"""A workload for the tests: runs the actions given as JSON in argv[1] with the real client libraries,
+then prints one JSON line with the results. It runs under `lanyard webapp run` / `vm run`, so it sees
+exactly the environment the platform gives an app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def azid_sync(action: dict[str, Any]) -> str:
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(**action.get("kwargs", {})).get_token(action["scope"]).token
+
+
+def azid_async(action: dict[str, Any]) -> str:
+    from azure.identity.aio import ManagedIdentityCredential
+
+    async def go() -> str:
+        async with ManagedIdentityCredential(**action.get("kwargs", {})) as credential:
+            return (await credential.get_token(action["scope"])).token
+
+    return asyncio.run(go())
+
+
+def dac_sync(action: dict[str, Any]) -> str:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(**action.get("kwargs", {})).get_token(action["scope"]).token
+
+
+def dac_async(action: dict[str, Any]) -> str:
+    from azure.identity.aio import DefaultAzureCredential
+
+    async def go() -> str:
+        async with DefaultAzureCredential(**action.get("kwargs", {})) as credential:
+            return (await credential.get_token(action["scope"])).token
+
+    return asyncio.run(go())
+
+
+def msal_mi(action: dict[str, Any]) -> str:
+    import msal
+    import requests
+
+    client_id = action.get("client_id")
+    identity = (msal.UserAssignedManagedIdentity(client_id=client_id) if client_id
+                else msal.SystemAssignedManagedIdentity())
+    result = msal.ManagedIdentityClient(identity, http_client=requests.Session()).acquire_token_for_client(
+        resource=action["resource"])
+    if "access_token" not in result:
+        raise RuntimeError(f"{result.get('error')}: {result.get('error_description')}")
+    return str(result["access_token"])
+
+
+def raw(action: dict[str, Any]) -> dict[str, Any]:
+    base = os.environ.get(action.get("base_env", "IDENTITY_ENDPOINT"), action.get("base", ""))
+    url = base + action.get("path", "")
+    headers = dict(action.get("headers", {}))
+    for name, env_name in action.get("headers_from_env", {}).items():
+        headers[name] = os.environ.get(env_name, "")
+    request = urllib.request.Request(url, headers=headers, method=action.get("method", "GET"))
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test endpoint
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return {"status": status, "body": json.loads(body or b"null"), "ms": (time.perf_counter() - started) * 1000}
+
+
+def env(action: dict[str, Any]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in action["names"]}
+
+
+def wait_file(action: dict[str, Any]) -> bool:
+    deadline = time.time() + action.get("timeout", 60)
+    while time.time() < deadline:
+        if os.path.exists(action["path"]):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def unset(action: dict[str, Any]) -> None:
+    for name in action["names"]:
+        os.environ.pop(name, None)
+
+
+ACTIONS = {"azid-sync": azid_sync, "azid-async": azid_async, "dac-sync": dac_sync, "dac-async": dac_async,
+           "msal": msal_mi, "raw": raw, "env": env, "wait-file": wait_file, "unset": unset}
+
+
+def main() -> int:
+    results = []
+    for action in json.loads(sys.argv[1]):
+        try:
+            results.append({"ok": True, "value": ACTIONS[action["kind"]](action)})
+        except Exception as exc:  # report, don't crash: the test decides what a failure means
+            results.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        if action.get("mark"):
+            with open(action["mark"], "w") as fh:
+                fh.write("done")
+    print("RESULTS " + json.dumps(results), flush=True)
+    return int(os.environ.get("PROBE_EXIT", "0"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
