@@ -116,7 +116,7 @@ def test_dac_with_azure_client_id_asks_for_the_user_assigned(platform: RunningPl
     run_cli(platform.home, "webapp", "config", "appsettings", "set", "-g", "mi-rg", "-n", "mi-app", "--settings",
             f"AZURE_CLIENT_ID={apps['uai']['clientId']}")
     try:
-        code, results, stderr = run_probe(platform, webapp(), [{"kind": "dac-sync", "scope": f"{ARM}/.default"}])
+        _code, results, _stderr = run_probe(platform, webapp(), [{"kind": "dac-sync", "scope": f"{ARM}/.default"}])
         (token,) = ok_values(results)
         assert claims_of(platform, token, ARM)["oid"] == apps["uai"]["principalId"]
     finally:
@@ -132,7 +132,7 @@ def test_legacy_2017_protocol(platform: RunningPlatform, apps: dict[str, Any]) -
         {"kind": "unset", "names": ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"]},
         {"kind": "azid-async", "scope": f"{ARM}/.default", "kwargs": {"client_id": apps["uai"]["clientId"]}},
     ]
-    code, results, stderr = run_probe(platform, webapp(), actions)
+    _code, results, _stderr = run_probe(platform, webapp(), actions)
     raw, _, token = ok_values(results)
     assert raw["status"] == 200
     assert raw["body"]["expires_on"].endswith("+00:00") and "/" in raw["body"]["expires_on"]
@@ -297,7 +297,7 @@ def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlat
         assert ready.exists(), "the workload never got its first token"
         run_cli(home, "webapp", "identity", "remove", "-g", "mi-rg", "-n", "mi-revoke")
         go.write_text("now")
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, _stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()

@@ -66,7 +66,7 @@ def raw(action: dict[str, Any]) -> dict[str, Any]:
     headers = dict(action.get("headers", {}))
     for name, env_name in action.get("headers_from_env", {}).items():
         headers[name] = os.environ.get(env_name, "")
-    request = urllib.request.Request(url, headers=headers, method=action.get("method", "GET"))
+    request = urllib.request.Request(url, headers=headers, method=action.get("method", "GET"))  # noqa: S310
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test endpoint

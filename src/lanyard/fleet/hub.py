@@ -28,7 +28,14 @@ class BindingsHub:
         self._acked: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
         self._acked_event = asyncio.Event()
+        self._closing = False
         store.on_commit(self._committed)
+
+    def close(self) -> None:
+        """Shutting down: answer every waiting poll now (as "unchanged") instead of being cancelled.
+        Safe to call from any thread."""
+        self._closing = True
+        self._committed(-1)
 
     def _committed(self, generation: int) -> None:
         loop = self._loop
@@ -56,7 +63,7 @@ class BindingsHub:
                 return bindings
             self._mark_current(host_id, bindings.generation)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._closing:
                 return None
             try:
                 await asyncio.wait_for(changed.wait(), timeout=remaining)

@@ -107,7 +107,7 @@ class CatchAll:
             await send({"type": "http.response.body", "body": body})
 
 
-def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fleet]:
+def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fleet, BindingsHub]:
     directory = Directory(
         platform.store,
         platform.barrier,
@@ -142,4 +142,4 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
         ],
         exception_handlers={HTTPException: _http_exception},
     )
-    return CatchAll(app), fleet
+    return CatchAll(app), fleet, hub

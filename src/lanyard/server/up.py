@@ -108,9 +108,16 @@ def write_endpoints(home: Path, document: dict[str, Any]) -> Path:
 class _Server(uvicorn.Server):
     """uvicorn's server, plus a hook that runs once every socket is listening."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Any) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Any, on_shutdown: Any = None) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_shutdown is not None:
+            # Let agents and long polls finish first, while the server still answers them.
+            await asyncio.get_running_loop().run_in_executor(None, self._on_shutdown)
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -150,7 +157,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
     socks = bind_all(settings.listen_hosts, settings.port)
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port)
-    app, fleet = build_app(platform, urls, clock)
+    app, fleet, hub = build_app(platform, urls, clock)
     config = uvicorn.Config(
         app,
         ssl_certfile=str(platform.tls.server_cert),
@@ -187,7 +194,12 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         agent = LocalAgent(settings, platform, fleet, urls)
         agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
 
-    server = _Server(config, ready)
+    def stopping() -> None:
+        hub.close()
+        if agent is not None:
+            agent.stop()
+
+    server = _Server(config, ready, stopping)
     try:
         asyncio.run(server.serve(sockets=socks))
     finally:
