@@ -14,6 +14,7 @@ _NAME_SITES = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])?$")
 _NAME_SLOT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?$")
 _NAME_FARM = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _NAME_UAI = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
+_NAME_VAULT = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
 _NAME_VM = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
 
 # Keys we keep inside the stored properties document that are not ARM properties.
@@ -86,6 +87,12 @@ TYPES: dict[str, ResourceType] = {
             "3-128 letters, digits, hyphens or underscores, starting with a letter or digit.",
         ),
         ResourceType(
+            "Microsoft.KeyVault/vaults",
+            _NAME_VAULT,
+            "3-24 letters, digits or hyphens, starting with a letter, ending with a letter or digit, "
+            "without consecutive hyphens.",
+        ),
+        ResourceType(
             "Microsoft.Compute/virtualMachines",
             _NAME_VM,
             "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
@@ -95,6 +102,9 @@ TYPES: dict[str, ResourceType] = {
 }
 
 UAI_TYPE = "microsoft.managedidentity/userassignedidentities"
+VAULT_TYPE = "microsoft.keyvault/vaults"
+SECRET_PERMISSIONS = frozenset({"get", "list", "set", "delete", "backup", "restore", "recover", "purge", "all"})
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 SITE_TYPES = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots"})
 
 
@@ -137,6 +147,50 @@ def shaped_properties(
     elif low == "microsoft.web/serverfarms":
         props.setdefault("status", "Ready")
         props["numberOfSites"] = ctx.get("number_of_sites", 0)
+    elif low == VAULT_TYPE:
+        props["vaultUri"] = f"https://{ref.name.lower()}.{ctx['vault_suffix']}/"
+        props.setdefault("enableSoftDelete", True)
+        props.setdefault("softDeleteRetentionInDays", 90)
+        props.setdefault("enableRbacAuthorization", False)
+        props.setdefault("accessPolicies", [])
     elif low == "microsoft.compute/virtualmachines":
         props.setdefault("vmId", str(uuid.uuid5(uuid.NAMESPACE_URL, ref.id.lower())))
     return props
+
+
+def validate_vault(props: dict[str, Any], previous: dict[str, Any] | None, tenant_id: str) -> dict[str, Any]:
+    """Key Vault properties as ARM accepts them; returns them normalized (lower-case ids, permissions)."""
+    out = dict(props)
+    tenant = str(out.get("tenantId") or tenant_id).lower()
+    if tenant != tenant_id:
+        raise bad_request(f"The vault's tenantId must be this platform's tenant '{tenant_id}'.", "BadRequest")
+    out["tenantId"] = tenant
+    out.setdefault("sku", {"family": "A", "name": "standard"})
+    for flag in ("enableRbacAuthorization", "enableSoftDelete", "enablePurgeProtection"):
+        if flag in out and out[flag] is not None and not isinstance(out[flag], bool):
+            raise bad_request(f"{flag} must be a boolean.", "BadRequest")
+    days = out.get("softDeleteRetentionInDays")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 7 <= days <= 90):
+        raise bad_request("softDeleteRetentionInDays must be an integer from 7 to 90.", "BadRequest")
+    if previous and previous.get("enablePurgeProtection") and out.get("enablePurgeProtection") is False:
+        raise bad_request("Purge protection cannot be disabled once it is enabled.", "BadRequest")
+    policies = out.get("accessPolicies") or []
+    if not isinstance(policies, list) or len(policies) > 1024:
+        raise bad_request("accessPolicies must be an array of at most 1024 entries.", "BadRequest")
+    normalized = []
+    for entry in policies:
+        if not isinstance(entry, dict) or not _GUID.match(str(entry.get("objectId", ""))):
+            raise bad_request("Each access policy needs an objectId (a GUID).", "BadRequest")
+        permissions = entry.get("permissions") or {}
+        if not isinstance(permissions, dict):
+            raise bad_request("accessPolicies[].permissions must be an object.", "BadRequest")
+        secrets = permissions.get("secrets") or []
+        if not isinstance(secrets, list) or not {str(p).lower() for p in secrets} <= SECRET_PERMISSIONS:
+            raise bad_request(f"Secret permissions must be among {sorted(SECRET_PERMISSIONS)}.", "BadRequest")
+        normalized.append({
+            "tenantId": str(entry.get("tenantId") or tenant_id).lower(),
+            "objectId": str(entry["objectId"]).lower(),
+            "permissions": {**permissions, "secrets": [str(p).lower() for p in secrets]},
+        })
+    out["accessPolicies"] = normalized
+    return out

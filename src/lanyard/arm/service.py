@@ -31,7 +31,7 @@ from lanyard.protocol.arm import (
 )
 from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
-from lanyard.storage import fleet_repo
+from lanyard.storage import fleet_repo, vault_repo
 from lanyard.storage.db import Store
 
 PAGE_SIZE = 100
@@ -100,7 +100,15 @@ def _tags(value: object) -> dict[str, str]:
 
 class ControlPlane:
     def __init__(
-        self, store: Store, principals: PrincipalService, clock: Clock, *, tenant_id: str, zone: str, base_url: str
+        self,
+        store: Store,
+        principals: PrincipalService,
+        clock: Clock,
+        *,
+        tenant_id: str,
+        zone: str,
+        base_url: str,
+        vault_suffix: str = "",
     ) -> None:
         self.store = store
         self.principals = principals
@@ -108,6 +116,7 @@ class ControlPlane:
         self.tenant_id = tenant_id
         self.zone = zone
         self.base_url = base_url
+        self.vault_suffix = vault_suffix
 
     # -- authorization ------------------------------------------------------------------------
 
@@ -332,7 +341,7 @@ class ControlPlane:
     def resource_json(self, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
         ref = self._ref_of(record)
         type_ = providers.resource_type(ref)
-        ctx: dict[str, Any] = {"zone": self.zone}
+        ctx: dict[str, Any] = {"zone": self.zone, "vault_suffix": self.vault_suffix}
         if type_.full_type == "Microsoft.Web/serverfarms":
             ctx["number_of_sites"] = sum(
                 1
@@ -493,6 +502,13 @@ class ControlPlane:
                     f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound"
                 )
             stored["serverFarmId"] = farm.id
+        if type_.full_type.lower() == providers.VAULT_TYPE:
+            stored = providers.validate_vault(stored, existing.properties if existing else None, self.tenant_id)
+            # Vault names are DNS names: unique across the whole platform, not just the group.
+            for other in repo.list_resources(s, type_=type_.full_type):
+                if other.name.lower() == ref.name.lower() and other.key != key:
+                    raise ArmError(f"The vault name '{ref.name}' is already in use.", code="VaultAlreadyExists",
+                                   status=409)
         tags = _tags(doc["tags"]) if "tags" in doc else (existing.tags if existing else {})
         if method == "PUT" and "tags" not in doc:
             tags = {}
@@ -614,6 +630,8 @@ class ControlPlane:
                 self._drop_principal(s, str(principal_id))
         repo.delete_assignments_at_or_below(s, record.key)
         fleet_repo.delete_placements_for_resource(s, record.key)
+        if record.type.lower() == providers.VAULT_TYPE:
+            vault_repo.purge_vault(s, record.key)
         repo.delete_resource_row(s, record.key)
 
     # -- app settings (sites/config/appsettings) ----------------------------------------------

@@ -11,6 +11,7 @@ import click
 
 from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
+from lanyard.cli.keyvault import keyvault
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
@@ -149,12 +150,15 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
 
 
 cli.add_command(ad)
+cli.add_command(keyvault)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
-MULTI_VALUE_OPTIONS = frozenset({"--settings", "--identities", "--assign-identity", "--setting-names", "--ids"})
+MULTI_VALUE_OPTIONS = frozenset(
+    {"--settings", "--identities", "--assign-identity", "--setting-names", "--ids", "--secret-permissions", "--tags"}
+)
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

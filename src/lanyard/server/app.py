@@ -23,6 +23,8 @@ from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
 from lanyard.server.bootstrap import Platform
+from lanyard.vault.http import HostRouter, VaultApp
+from lanyard.vault.service import VaultService
 
 log = logging.getLogger("lanyard.server")
 
@@ -31,19 +33,30 @@ log = logging.getLogger("lanyard.server")
 class Urls:
     authority: str  # https://host:port
     known_bases: tuple[str, ...]
+    port: int
+    zone: str
+
+    @property
+    def vault_suffix(self) -> str:
+        """Vault hosts are {name}.{vault_suffix}; the SDK requires them under the audience host, port included."""
+        return f"vault.{self.zone}:{self.port}"
+
+    @property
+    def vault_audience(self) -> str:
+        return f"https://{self.vault_suffix}"
 
     @property
     def graph(self) -> str:
         return f"{self.authority}/graph"
 
 
-def urls_for(host: str, port: int) -> Urls:
+def urls_for(host: str, port: int, zone: str) -> Urls:
     def fmt(h: str) -> str:
         return f"https://[{h}]:{port}" if ":" in h else f"https://{h}:{port}"
 
     authority = fmt(host)
     bases = {authority, fmt("localhost"), fmt("127.0.0.1"), fmt("::1")}
-    return Urls(authority, tuple(sorted(bases)))
+    return Urls(authority, tuple(sorted(bases)), port, zone)
 
 
 def _error_body(path: str, status: int, message: str) -> bytes:
@@ -127,6 +140,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
         tenant_id=platform.identity.tenant_id,
         zone=platform.settings.dns_zone,
         base_url=urls.authority,
+        vault_suffix=urls.vault_suffix,
     )
     # The admin application is Owner of the platform's subscription, as its creator would be.
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
@@ -142,4 +156,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
         ],
         exception_handlers={HTTPException: _http_exception},
     )
-    return CatchAll(app), fleet, hub
+    vaults = VaultService(platform.store, platform.barrier, clock, urls.vault_suffix)
+    vault_app = VaultApp(vaults, directory, urls.vault_audience, f"{urls.authority}/{platform.identity.tenant_id}")
+    routed = HostRouter(app, vault_app, platform.settings.dns_zone, urls.port)
+    return CatchAll(routed), fleet, hub

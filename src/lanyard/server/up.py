@@ -83,6 +83,8 @@ def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
         "ca_cert": str(platform.tls.ca_cert),
         "ca_bundle": str(platform.tls.ca_bundle),
         "dns_zone": platform.settings.dns_zone,
+        "vault_suffix": urls.vault_suffix,
+        "vault_audience": urls.vault_audience,
         "admin": {
             "client_id": ident.admin_app_id,
             "client_secret": ident.admin_secret,
@@ -156,7 +158,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
     platform = bootstrap(settings, clock)
     socks = bind_all(settings.listen_hosts, settings.port)
     port = socks[0].getsockname()[1]
-    urls = urls_for(settings.advertised_host(), port)
+    urls = urls_for(settings.advertised_host(), port, settings.dns_zone)
     app, fleet, hub = build_app(platform, urls, clock)
     config = uvicorn.Config(
         app,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from lanyard.core.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -6,7 +6,7 @@ binary columns for sealed values. Anything secret is sealed by the barrier befor
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -184,3 +184,29 @@ class Placement(Base):
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
     resource_key: Mapped[str] = mapped_column(String(1024), primary_key=True, index=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class SecretName(Base):
+    """A secret in a vault, across its versions; soft-deleted secrets keep their row with deleted_at."""
+
+    __tablename__ = "vault_secrets"
+    vault_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(127), primary_key=True)
+    name: Mapped[str] = mapped_column(String(127))
+    deleted_at: Mapped[float | None] = mapped_column(Float)
+    purge_at: Mapped[float | None] = mapped_column(Float)
+
+
+class SecretVersionRow(Base):
+    __tablename__ = "vault_secret_versions"
+    vault_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(127), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sealed_value: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    not_before: Mapped[int | None] = mapped_column(Integer)
+    expires: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
