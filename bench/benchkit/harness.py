@@ -45,11 +45,37 @@ def can_pin() -> bool:
     return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
-def pinned(cmd: Sequence[str], core: int) -> list[str]:
-    """Prefix a command with taskset so it (and every child it forks) stays on one core."""
+def all_cores() -> str:
+    return f"0-{(os.cpu_count() or 1) - 1}"
+
+
+def pinned(cmd: Sequence[str], core: int | str) -> list[str]:
+    """Prefix a command with taskset so it (and every child it forks) stays on one core (or on the
+    given taskset list, e.g. all_cores() to undo a pinned parent's affinity)."""
     if can_pin():
         return ["taskset", "-c", str(core), *cmd]
     return list(cmd)
+
+
+def pin_process(pid: int, core: int) -> bool:
+    """Move a running process and all its threads (-a) to one core; threads it starts later inherit it.
+    Used for processes we do not start ourselves, such as the agent `lanyard up` spawns."""
+    if not can_pin():
+        return False
+    done = subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, timeout=10, check=False
+    )
+    return done.returncode == 0
+
+
+def loaded_libraries(pid: int, names: Sequence[str]) -> list[str]:
+    """Which of these native modules (uvloop, httptools...) a running process has mapped: what it
+    actually runs on, as opposed to what is installed."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    return [name for name in names if f"/{name}/" in maps]
 
 
 def free_port() -> int:
@@ -87,9 +113,10 @@ class Server:
         log_path: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        core: int | str = SERVER_CORE,
     ) -> None:
         self.name = name
-        self.cmd = pinned(cmd, SERVER_CORE)
+        self.cmd = pinned(cmd, core)
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
@@ -221,42 +248,80 @@ class Sample:
     p50_ms: float | None = None
     p99_ms: float | None = None
     requests: int = 0
-    bad_status: int = 0  # responses with status >= 400: a fast error page must not look like speed
+    # Responses with status >= 400 (or, for a target expecting a refusal, any other status): a fast
+    # error page must not look like speed.
+    bad_status: int = 0
     socket_errors: int = 0
 
 
 @dataclass(frozen=True)
 class HttpTarget:
     """A request for wrk to repeat. The body is a callable so time-limited credentials
-    (a client assertion) can be rebuilt fresh for every measured run."""
+    (a client assertion) can be rebuilt fresh for every measured run.
+
+    expect_status other than 200 measures a deliberate refusal (the IMDS probe's 400): then any
+    other status counts as bad, and wrk inspects every response, which costs client time but
+    not the server's."""
 
     url: str
     method: str = "GET"
     body: Callable[[], str] | None = None
     content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    expect_status: int = 200
 
 
 # wrk's done() hook prints one machine-readable line, so nothing depends on its human output format.
+# `bad_status()` is filled in per target: wrk's own count (status >= 400), or the unexpected answers
+# its threads counted when a target expects a refusal.
 _LUA_DONE = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"connect\":%d,\"read\":%d,\"write\":%d," ..
     "\"status\":%d,\"timeout\":%d,\"p50_us\":%d,\"p99_us\":%d}\n",
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    summary.requests, summary.duration, e.connect, e.read, e.write, bad_status(e), e.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+_LUA_STATUS_BY_WRK = "bad_status = function(e) return e.status end\n"
+
+# Globals set in a thread's Lua state are read back through thread:get() in done().
+_LUA_EXPECT = r"""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+unexpected = 0
+response = function(status, headers, body)
+  if status ~= EXPECTED then unexpected = unexpected + 1 end
+end
+bad_status = function(e)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("unexpected") end
+  return n
+end
+"""
+
+
+def _lua_quote(text: str) -> str:
+    if "]==]" in text:
+        raise ValueError(f"cannot quote {text!r} for wrk's Lua script")
+    return f"[==[{text}]==]"
 
 
 def _lua_script(target: HttpTarget) -> str:
     lines = [f'wrk.method = "{target.method}"']
     if target.body is not None:
         # Form bodies are URL-encoded, so a Lua long bracket needs no escaping.
-        lines.append(f"wrk.body = [==[{target.body()}]==]")
+        lines.append(f"wrk.body = {_lua_quote(target.body())}")
     if target.content_type:
         lines.append(f'wrk.headers["Content-Type"] = "{target.content_type}"')
-    return "\n".join(lines) + "\n" + _LUA_DONE
+    lines += [f"wrk.headers[{_lua_quote(name)}] = {_lua_quote(value)}" for name, value in target.headers]
+    if target.expect_status == 200:
+        status = _LUA_STATUS_BY_WRK
+    else:
+        status = _LUA_EXPECT.replace("EXPECTED", str(int(target.expect_status)))
+    return "\n".join(lines) + "\n" + status + _LUA_DONE
 
 
 def run_wrk(wrk: str, target: HttpTarget, seconds: float, connections: int, workdir: Path) -> Sample:

@@ -3,12 +3,8 @@
 Run as its own process pinned to the load core (`taskset -c 1 python -m benchkit.storm SPEC_JSON`) so
 its CPU never lands on the agent's core. It prints one JSON line: elapsed seconds, status counts, how
 many answers carried the token that was asked for, and its own CPU time (if that approaches the
-elapsed time, the client, not the agent, was the bottleneck).
-
-The client is raw asyncio HTTP/1.1, not httpx: httpx spent ~8 ms of CPU per request at 200
-connections (its pool scans every queued request on every event), which made the client the
-bottleneck it was meant to measure. Each worker owns one keep-alive connection, as that many
-separate workloads booting at once would.
+elapsed time, the client, not the agent, was the bottleneck). Each worker owns one keep-alive
+connection, as that many separate workloads booting at once would.
 """
 
 from __future__ import annotations
@@ -22,14 +18,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
-MAX_BODY = 1 << 20
+from benchkit.rawhttp import Connection, connect, get_request, read_response
 
 
 @dataclass(frozen=True)
 class StormSpec:
-    url: str  # the token endpoint, without a query (http on loopback: the agent's listeners)
+    url: str  # the token endpoint, without a query (plain http on loopback: the agent's listeners)
     params: dict[str, str]  # the fixed query (api-version and the like)
     headers: dict[str, str]
     resource_prefix: str  # request i asks for f"{prefix}{i}": a cold (identity, resource) pair
@@ -44,12 +39,8 @@ class StormSpec:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
-    def request(self, resource: str) -> bytes:
-        parts = urlsplit(self.url)
-        query = urlencode({**self.params, "resource": resource})
-        lines = [f"GET {parts.path}?{query} HTTP/1.1", f"Host: {parts.netloc}"]
-        lines += [f"{name}: {value}" for name, value in self.headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    def resource(self, index: int) -> str:
+        return f"{self.resource_prefix}{index}"
 
 
 @dataclass(frozen=True)
@@ -67,31 +58,16 @@ class StormResult:
         return cls(**json.loads(text))
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    if length > MAX_BODY:
-        raise ValueError(f"response body of {length} bytes")
-    return status, await reader.readexactly(length)
-
-
 async def _worker(spec: StormSpec, todo: Iterator[int], answers: dict[int, tuple[str, bytes]]) -> None:
     """Take the next request index until none are left; one connection, reopened after a failure."""
-    parts = urlsplit(spec.url)
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    connection: Connection | None = None
     for index in todo:  # a shared iterator: asyncio is single-threaded, so each index goes to one worker
         try:
             if connection is None:
-                connection = await asyncio.open_connection(parts.hostname, parts.port)
+                connection = await connect(spec.url)
             reader, writer = connection
-            writer.write(spec.request(f"{spec.resource_prefix}{index}"))
-            status, body = await asyncio.wait_for(_read_response(reader), spec.timeout_s)
+            writer.write(get_request(spec.url, {**spec.params, "resource": spec.resource(index)}, spec.headers))
+            status, body = await asyncio.wait_for(read_response(reader), spec.timeout_s)
             answers[index] = (str(status), body)
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             answers[index] = (f"error:{type(exc).__name__}", b"")
@@ -102,7 +78,7 @@ async def _worker(spec: StormSpec, todo: Iterator[int], answers: dict[int, tuple
         connection[1].close()
 
 
-def _carries_token_for(body: bytes, resource: str) -> bool:
+def carries_token_for(body: bytes, resource: str) -> bool:
     """The answer names the resource asked for and its JWT's audience is that resource."""
     try:
         doc: dict[str, Any] = json.loads(body)
@@ -122,8 +98,7 @@ async def storm(spec: StormSpec) -> StormResult:
     # Checked after the clock stops, so checking costs the measurement nothing.
     statuses = Counter(status for status, _ in answers.values())
     tokens = sum(
-        status == "200" and _carries_token_for(body, f"{spec.resource_prefix}{index}")
-        for index, (status, body) in answers.items()
+        status == "200" and carries_token_for(body, spec.resource(index)) for index, (status, body) in answers.items()
     )
     return StormResult(elapsed, dict(statuses), tokens, cpu)
 

@@ -60,6 +60,31 @@ def msal_mi(action: dict[str, Any]) -> str:
     return str(result["access_token"])
 
 
+def kv_get(action: dict[str, Any]) -> str:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+
+    global _kv_client
+    if _kv_client is None:  # one client for the whole run: its token and challenge caches persist
+        credential = (ManagedIdentityCredential(**action["mi"]) if "mi" in action else DefaultAzureCredential())
+        _kv_client = SecretClient(action["vault"], credential)
+    return str(_kv_client.get_secret(action["name"]).value)
+
+
+def kv_get_async(action: dict[str, Any]) -> str:
+    from azure.identity.aio import DefaultAzureCredential
+    from azure.keyvault.secrets.aio import SecretClient
+
+    async def go() -> str:
+        async with DefaultAzureCredential() as credential, SecretClient(action["vault"], credential) as client:
+            return str((await client.get_secret(action["name"])).value)
+
+    return asyncio.run(go())
+
+
+_kv_client: Any = None
+
+
 def raw(action: dict[str, Any]) -> dict[str, Any]:
     base = os.environ.get(action.get("base_env", "IDENTITY_ENDPOINT"), action.get("base", ""))
     url = base + action.get("path", "")
@@ -95,7 +120,8 @@ def unset(action: dict[str, Any]) -> None:
 
 
 ACTIONS = {"azid-sync": azid_sync, "azid-async": azid_async, "dac-sync": dac_sync, "dac-async": dac_async,
-           "msal": msal_mi, "raw": raw, "env": env, "wait-file": wait_file, "unset": unset}
+           "msal": msal_mi, "raw": raw, "env": env, "wait-file": wait_file, "unset": unset,
+           "kv-get": kv_get, "kv-get-async": kv_get_async}
 
 
 def main() -> int:
