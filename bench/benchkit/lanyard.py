@@ -1,8 +1,8 @@
-"""Start `lanyard up` on the server core and enrol the benchmark's apps through its CLI.
+"""Start `lanyard up` and drive its CLI: enrol the benchmark's apps, create identities and workloads.
 
 Contract relied on: `lanyard up --home H --port 0` runs in the foreground until SIGTERM and writes
-H/endpoints.json once ready; `lanyard --home H ad sp create-for-rbac --name N [--create-cert]`
-prints az-shaped JSON.
+H/endpoints.json (with its pid, and an `agent` entry for the host agent it runs as a child) once
+ready; `lanyard --home H <az-shaped command>` prints az-shaped JSON.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchkit.harness import REPO_DIR, Server, wait_http, wait_until
+from benchkit.harness import REPO_DIR, SERVER_CORE, Server, wait_http
 from benchkit.services import TokenService
 from benchkit.tokens import CertCredential, CheckFailed
 
@@ -56,12 +57,40 @@ class Lanyard:
         return str(self.endpoints.get("ca_cert") or self.endpoints["ca_bundle"])
 
 
-def start_lanyard(home: Path, logdir: Path) -> Lanyard:
-    server = Server(
-        "lanyard", [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"], logdir / "lanyard.log"
-    ).start()
+@dataclass(frozen=True)
+class StartTiming:
+    """Seconds from starting `lanyard up` to each milestone (G9). The two inner ones split the
+    total into the server's own boot and the agent's; None when not observed (too fast to see)."""
+
+    ready_s: float  # endpoints.json names this process and its agent
+    agent_spawned_s: float | None  # the agent child process exists: the server is listening
+    agent_ready_s: float | None  # the agent wrote its agent.json
+
+
+def start_platform(
+    home: Path, logdir: Path, core: int | str = SERVER_CORE, require_agent: bool = True
+) -> tuple[Server, dict[str, Any], StartTiming]:
+    """`lanyard up` on `core` (the agent it forks inherits it), waited for until ready."""
+    # A file left by a process that died uncleanly must never look like readiness.
+    (home / "endpoints.json").unlink(missing_ok=True)
+    server = Server("lanyard", [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"], logdir / "lanyard.log", core=core)
+    started = time.perf_counter()
+    server.start()
     try:
-        endpoints = _wait_endpoints(home / "endpoints.json", server)
+        endpoints, timing = _watch_start(home, server, started, require_agent)
+    except Exception:
+        server.stop()
+        raise
+    missing = {"tenant_id", "authority", "ca_cert", "admin", "pid"} - set(endpoints)
+    if missing:
+        server.stop()
+        raise CheckFailed(f"endpoints.json lacks {sorted(missing)}")
+    return server, endpoints, timing
+
+
+def start_lanyard(home: Path, logdir: Path) -> Lanyard:
+    server, endpoints, _ = start_platform(home, logdir, require_agent=False)
+    try:
         base = f"{endpoints['authority'].rstrip('/')}/{endpoints['tenant_id']}"
         wait_http(f"{base}/v2.0/.well-known/openid-configuration", READY_TIMEOUT_S, server)
         cert_app = _create_sp(home, "bench-cert", cert=True)
@@ -81,28 +110,34 @@ def start_lanyard(home: Path, logdir: Path) -> Lanyard:
     return Lanyard(server, endpoints, service)
 
 
-def _wait_endpoints(path: Path, server: Server) -> dict[str, Any]:
-    def written() -> bool:
+def _watch_start(
+    home: Path, server: Server, started: float, require_agent: bool
+) -> tuple[dict[str, Any], StartTiming]:
+    """Poll every 2 ms (a small cost next to a ~1 s start) for readiness and the milestones on the
+    way. The endpoints file is written atomically, but it must name this process: a stale one
+    from an earlier start of the same home does not count."""
+    spawned: float | None = None
+    agent_ready: float | None = None
+    agent_file = home / "agent" / "agent.json"  # written by the agent itself; only for the breakdown
+    while time.perf_counter() - started < READY_TIMEOUT_S:
         if not server.alive():
             raise CheckFailed(f"lanyard up exited before it was ready:\n{server.log_tail()}")
-        return path.exists()
+        if spawned is None and _children(server.pid):
+            spawned = time.perf_counter() - started
+        if agent_ready is None and agent_file.exists():
+            agent_ready = time.perf_counter() - started
+        endpoints = _read_json(home / "endpoints.json")
+        if endpoints.get("pid") == server.pid and ("agent" in endpoints or not require_agent):
+            return endpoints, StartTiming(time.perf_counter() - started, spawned, agent_ready)
+        time.sleep(0.002)
+    raise CheckFailed(f"lanyard up was not ready within {READY_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
 
+
+def _children(pid: int) -> list[int]:
     try:
-        wait_until(written, READY_TIMEOUT_S, str(path))
-        # The file may be observed mid-write; a short retry loop covers that.
-        endpoints: dict[str, Any] = {}
-
-        def parsed() -> bool:
-            endpoints.update(_read_json(path))
-            return bool(endpoints)
-
-        wait_until(parsed, 5, f"{path} to parse")
-    except TimeoutError as exc:
-        raise CheckFailed(f"lanyard up never became ready: {exc}\n{server.log_tail()}") from exc
-    missing = {"tenant_id", "authority", "ca_cert", "admin"} - set(endpoints)
-    if missing:
-        raise CheckFailed(f"endpoints.json lacks {sorted(missing)}")
-    return endpoints
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -113,21 +148,24 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _create_sp(home: Path, name: str, cert: bool) -> dict[str, Any]:
-    cmd = [str(lanyard_binary()), "--home", str(home), "ad", "sp", "create-for-rbac", "--name", name]
-    if cert:
-        cmd.append("--create-cert")
+def cli(home: Path, *args: str) -> dict[str, Any]:
+    """Run one CLI command against this home and return the JSON object it prints."""
+    cmd = [str(lanyard_binary()), "--home", str(home), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
-        raise CheckFailed(f"{' '.join(cmd[1:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    app = _first_json_object(done.stdout)
+        raise CheckFailed(f"lanyard {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return _first_json_object(done.stdout, " ".join(args[:3]))
+
+
+def _create_sp(home: Path, name: str, cert: bool) -> dict[str, Any]:
+    app = cli(home, "ad", "sp", "create-for-rbac", "--name", name, *(["--create-cert"] if cert else []))
     wanted = {"appId", "fileWithCertAndPrivateKey"} if cert else {"appId", "password"}
     if not wanted <= set(app):
         raise CheckFailed(f"create-for-rbac printed {sorted(app)}, expected {sorted(wanted)}")
     return app
 
 
-def _first_json_object(text: str) -> dict[str, Any]:
+def _first_json_object(text: str, what: str) -> dict[str, Any]:
     """Tolerate log lines around the JSON the CLI prints: decode from each '{' until one parses."""
     decoder = json.JSONDecoder()
     for start in (i for i, ch in enumerate(text) if ch == "{"):
@@ -137,4 +175,4 @@ def _first_json_object(text: str) -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             return value
-    raise CheckFailed(f"create-for-rbac printed no JSON object: {text[:300]!r}")
+    raise CheckFailed(f"{what} printed no JSON object: {text[:300]!r}")

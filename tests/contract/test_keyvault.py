@@ -25,19 +25,35 @@ def kv(platform: RunningPlatform) -> dict[str, Any]:
     home = platform.home
     cli_json(home, "group", "create", "-n", "kv-rg", "-l", "westus")
     uai = cli_json(home, "identity", "create", "-g", "kv-rg", "-n", "kv-uai")
-    app = cli_json(home, "webapp", "create", "-g", "kv-rg", "-n", "kv-app", "--assign-identity", "[system]",
-                   "kv-uai")
+    app = cli_json(home, "webapp", "create", "-g", "kv-rg", "-n", "kv-app", "--assign-identity", "[system]", "kv-uai")
     policy_vault = cli_json(home, "keyvault", "create", "-n", "kv-policy", "-g", "kv-rg")
-    rbac_vault = cli_json(home, "keyvault", "create", "-n", "kv-rbac", "-g", "kv-rg",
-                          "--enable-rbac-authorization", "true")
+    rbac_vault = cli_json(
+        home, "keyvault", "create", "-n", "kv-rbac", "-g", "kv-rg", "--enable-rbac-authorization", "true"
+    )
     for vault in ("kv-policy", "kv-rbac"):
         if vault == "kv-rbac":
-            cli_json(home, "role", "assignment", "create", "--assignee", platform.endpoints["admin"]["client_id"],
-                     "--role", "Key Vault Secrets Officer", "--scope", rbac_vault["id"])
-        cli_json(home, "keyvault", "secret", "set", "--vault-name", vault, "-n", "db-password", "--value",
-                 f"pw-{vault}")
-    return {"uai": uai, "app": app, "policy": policy_vault, "rbac": rbac_vault,
-            "system_oid": app["identity"]["principalId"]}
+            cli_json(
+                home,
+                "role",
+                "assignment",
+                "create",
+                "--assignee",
+                platform.endpoints["admin"]["client_id"],
+                "--role",
+                "Key Vault Secrets Officer",
+                "--scope",
+                rbac_vault["id"],
+            )
+        cli_json(
+            home, "keyvault", "secret", "set", "--vault-name", vault, "-n", "db-password", "--value", f"pw-{vault}"
+        )
+    return {
+        "uai": uai,
+        "app": app,
+        "policy": policy_vault,
+        "rbac": rbac_vault,
+        "system_oid": app["identity"]["principalId"],
+    }
 
 
 def vault_url(vault: dict[str, Any]) -> str:
@@ -46,9 +62,27 @@ def vault_url(vault: dict[str, Any]) -> str:
 
 def run_app(platform: RunningPlatform, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [sys.executable, "-m", "lanyard", "--home", str(platform.home), "webapp", "run", "-g", "kv-rg", "-n",
-         "kv-app", "--", sys.executable, PROBE, json.dumps(actions)],
-        capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "--home",
+            str(platform.home),
+            "webapp",
+            "run",
+            "-g",
+            "kv-rg",
+            "-n",
+            "kv-app",
+            "--",
+            sys.executable,
+            PROBE,
+            json.dumps(actions),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
     assert lines, f"{result.stdout}\n{result.stderr}"
     return list(json.loads(lines[-1][8:]))
@@ -63,13 +97,25 @@ def test_vault_resource_shape(kv: dict[str, Any], platform: RunningPlatform) -> 
 
 def test_app_reads_secret_with_access_policy_sync_and_async(platform: RunningPlatform, kv: dict[str, Any]) -> None:
     url = vault_url(kv["policy"])
-    get = [{"kind": "kv-get", "vault": url, "name": "db-password"},
-           {"kind": "kv-get-async", "vault": url, "name": "db-password"}]
+    get = [
+        {"kind": "kv-get", "vault": url, "name": "db-password"},
+        {"kind": "kv-get-async", "vault": url, "name": "db-password"},
+    ]
     denied = run_app(platform, get)
     assert not denied[0]["ok"] and "does not have secrets get permission" in denied[0]["error"]
     assert not denied[1]["ok"] and "Forbidden" in denied[1]["error"]
-    run_cli(platform.home, "keyvault", "set-policy", "-n", "kv-policy", "--object-id", kv["system_oid"],
-            "--secret-permissions", "get", "list")
+    run_cli(
+        platform.home,
+        "keyvault",
+        "set-policy",
+        "-n",
+        "kv-policy",
+        "--object-id",
+        kv["system_oid"],
+        "--secret-permissions",
+        "get",
+        "list",
+    )
     allowed = run_app(platform, get)
     assert [r.get("value") for r in allowed] == ["pw-kv-policy", "pw-kv-policy"], allowed
     run_cli(platform.home, "keyvault", "delete-policy", "-n", "kv-policy", "--object-id", kv["system_oid"])
@@ -79,30 +125,65 @@ def test_app_reads_secret_with_access_policy_sync_and_async(platform: RunningPla
 
 def test_user_assigned_identity_reads_with_its_own_policy(platform: RunningPlatform, kv: dict[str, Any]) -> None:
     url = vault_url(kv["policy"])
-    run_cli(platform.home, "keyvault", "set-policy", "-n", "kv-policy", "--object-id", kv["uai"]["principalId"],
-            "--secret-permissions", "get")
+    run_cli(
+        platform.home,
+        "keyvault",
+        "set-policy",
+        "-n",
+        "kv-policy",
+        "--object-id",
+        kv["uai"]["principalId"],
+        "--secret-permissions",
+        "get",
+    )
     try:
-        (as_user,) = run_app(platform, [{"kind": "kv-get", "vault": url, "name": "db-password",
-                                         "mi": {"client_id": kv["uai"]["clientId"]}}])
+        (as_user,) = run_app(
+            platform,
+            [{"kind": "kv-get", "vault": url, "name": "db-password", "mi": {"client_id": kv["uai"]["clientId"]}}],
+        )
         assert as_user == {"ok": True, "value": "pw-kv-policy"}
         (as_system,) = run_app(platform, [{"kind": "kv-get", "vault": url, "name": "db-password"}])
         assert not as_system["ok"]  # the system identity has no policy
     finally:
-        run_cli(platform.home, "keyvault", "delete-policy", "-n", "kv-policy", "--object-id",
-                kv["uai"]["principalId"])
+        run_cli(platform.home, "keyvault", "delete-policy", "-n", "kv-policy", "--object-id", kv["uai"]["principalId"])
 
 
-def test_rbac_changes_apply_to_the_very_next_request(platform: RunningPlatform, kv: dict[str, Any],
-                                                    tmp_path: Path) -> None:
+def test_rbac_changes_apply_to_the_very_next_request(
+    platform: RunningPlatform, kv: dict[str, Any], tmp_path: Path
+) -> None:
     """One app process, one SecretClient (its token cached): grant, read, revoke, denied."""
     url, home = vault_url(kv["rbac"]), platform.home
     step = [tmp_path / f"step{i}" for i in range(3)]
     get = {"kind": "kv-get", "vault": url, "name": "db-password"}
-    actions = [{**get, "mark": str(step[0])}, {"kind": "wait-file", "path": str(step[1])},
-               {**get, "mark": str(step[2])}, {"kind": "wait-file", "path": str(tmp_path / "step3")}, get]
+    actions = [
+        {**get, "mark": str(step[0])},
+        {"kind": "wait-file", "path": str(step[1])},
+        {**get, "mark": str(step[2])},
+        {"kind": "wait-file", "path": str(tmp_path / "step3")},
+        get,
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "lanyard", "--home", str(home), "webapp", "run", "-g", "kv-rg", "-n", "kv-app",
-         "--", sys.executable, PROBE, json.dumps(actions)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "--home",
+            str(home),
+            "webapp",
+            "run",
+            "-g",
+            "kv-rg",
+            "-n",
+            "kv-app",
+            "--",
+            sys.executable,
+            PROBE,
+            json.dumps(actions),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def wait_for(path: Path) -> None:
         deadline = time.monotonic() + 60
@@ -112,8 +193,18 @@ def test_rbac_changes_apply_to_the_very_next_request(platform: RunningPlatform, 
 
     try:
         wait_for(step[0])
-        assignment = cli_json(home, "role", "assignment", "create", "--assignee", kv["system_oid"], "--role",
-                              "Key Vault Secrets User", "--scope", kv["rbac"]["id"])
+        assignment = cli_json(
+            home,
+            "role",
+            "assignment",
+            "create",
+            "--assignee",
+            kv["system_oid"],
+            "--role",
+            "Key Vault Secrets User",
+            "--scope",
+            kv["rbac"]["id"],
+        )
         step[1].write_text("go")
         wait_for(step[2])
         run_cli(home, "role", "assignment", "delete", "--ids", assignment["id"])
@@ -124,18 +215,32 @@ def test_rbac_changes_apply_to_the_very_next_request(platform: RunningPlatform, 
             process.kill()
     results = json.loads([line for line in stdout.splitlines() if line.startswith("RESULTS ")][-1][8:])
     before, _, granted, _, revoked = results
-    assert not before["ok"] and "ForbiddenByRbac" in before["error"] or "not authorized" in before["error"]
+    assert (not before["ok"] and "ForbiddenByRbac" in before["error"]) or "not authorized" in before["error"]
     assert granted == {"ok": True, "value": "pw-kv-rbac"}
     assert not revoked["ok"] and "not authorized" in revoked["error"]
 
 
 @pytest.mark.parametrize("scope_kind", ["group", "subscription"])
-def test_rbac_inherited_from_group_and_subscription(platform: RunningPlatform, kv: dict[str, Any],
-                                                    scope_kind: str) -> None:
-    scope = (f"/subscriptions/{platform.endpoints['subscription_id']}/resourceGroups/kv-rg" if scope_kind == "group"
-             else f"/subscriptions/{platform.endpoints['subscription_id']}")
-    assignment = cli_json(platform.home, "role", "assignment", "create", "--assignee", kv["system_oid"], "--role",
-                          "Key Vault Secrets User", "--scope", scope)
+def test_rbac_inherited_from_group_and_subscription(
+    platform: RunningPlatform, kv: dict[str, Any], scope_kind: str
+) -> None:
+    scope = (
+        f"/subscriptions/{platform.endpoints['subscription_id']}/resourceGroups/kv-rg"
+        if scope_kind == "group"
+        else f"/subscriptions/{platform.endpoints['subscription_id']}"
+    )
+    assignment = cli_json(
+        platform.home,
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        kv["system_oid"],
+        "--role",
+        "Key Vault Secrets User",
+        "--scope",
+        scope,
+    )
     try:
         (result,) = run_app(platform, [{"kind": "kv-get", "vault": vault_url(kv["rbac"]), "name": "db-password"}])
         assert result == {"ok": True, "value": "pw-kv-rbac"}
@@ -144,8 +249,18 @@ def test_rbac_inherited_from_group_and_subscription(platform: RunningPlatform, k
 
 
 def test_reader_role_cannot_read_values(platform: RunningPlatform, kv: dict[str, Any]) -> None:
-    assignment = cli_json(platform.home, "role", "assignment", "create", "--assignee", kv["system_oid"], "--role",
-                          "Key Vault Reader", "--scope", kv["rbac"]["id"])
+    assignment = cli_json(
+        platform.home,
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        kv["system_oid"],
+        "--role",
+        "Key Vault Reader",
+        "--scope",
+        kv["rbac"]["id"],
+    )
     try:
         (result,) = run_app(platform, [{"kind": "kv-get", "vault": vault_url(kv["rbac"]), "name": "db-password"}])
         assert not result["ok"] and "getSecret" in result["error"]
@@ -198,13 +313,17 @@ def test_cli_secret_commands(platform: RunningPlatform, kv: dict[str, Any]) -> N
     home = platform.home
     set_ = cli_json(home, "keyvault", "secret", "set", "--vault-name", "kv-policy", "-n", "cli-secret", "--value", "x")
     assert set_["value"] == "x" and set_["id"].startswith(vault_url(kv["policy"]))
-    assert len(cli_json(home, "keyvault", "secret", "list-versions", "--vault-name", "kv-policy", "-n",
-                        "cli-secret")) == 1
+    assert (
+        len(cli_json(home, "keyvault", "secret", "list-versions", "--vault-name", "kv-policy", "-n", "cli-secret")) == 1
+    )
     deleted = cli_json(home, "keyvault", "secret", "delete", "--vault-name", "kv-policy", "-n", "cli-secret")
     assert deleted["recoveryId"].endswith("/deletedsecrets/cli-secret")
     assert cli_json(home, "keyvault", "secret", "show-deleted", "--vault-name", "kv-policy", "-n", "cli-secret")
-    assert [d["id"] for d in cli_json(home, "keyvault", "secret", "list-deleted", "--vault-name", "kv-policy")
-            if "cli-secret" in d["id"]]
+    assert [
+        d["id"]
+        for d in cli_json(home, "keyvault", "secret", "list-deleted", "--vault-name", "kv-policy")
+        if "cli-secret" in d["id"]
+    ]
     cli_json(home, "keyvault", "secret", "recover", "--vault-name", "kv-policy", "-n", "cli-secret")
     assert cli_json(home, "keyvault", "secret", "show", "--vault-name", "kv-policy", "-n", "cli-secret")["value"] == "x"
     cli_json(home, "keyvault", "secret", "delete", "--vault-name", "kv-policy", "-n", "cli-secret")

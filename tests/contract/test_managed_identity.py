@@ -26,24 +26,41 @@ def apps(platform: RunningPlatform) -> dict[str, Any]:
     home = platform.home
     cli_json(home, "group", "create", "-n", "mi-rg", "-l", "westus")
     uai = cli_json(home, "identity", "create", "-g", "mi-rg", "-n", "mi-uai")
-    site = cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-app", "--assign-identity", "[system]",
-                    "mi-uai")
+    site = cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-app", "--assign-identity", "[system]", "mi-uai")
     bare = cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-bare")
     vm = cli_json(home, "vm", "create", "-g", "mi-rg", "-n", "mi-vm", "--assign-identity", "[system]", "mi-uai")
     return {"uai": uai, "site": site, "bare": bare, "vm": vm}
 
 
-def run_probe(platform: RunningPlatform, target: list[str], actions: list[dict[str, Any]],
-              env: dict[str, str] | None = None, check: bool = True) -> tuple[int, list[dict[str, Any]], str]:
+def run_probe(
+    platform: RunningPlatform,
+    target: list[str],
+    actions: list[dict[str, Any]],
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> tuple[int, list[dict[str, Any]], str]:
     result = subprocess.run(
-        [sys.executable, "-m", "lanyard", "--home", str(platform.home), *target, "--",
-         sys.executable, PROBE, json.dumps(actions)],
-        capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "--home",
+            str(platform.home),
+            *target,
+            "--",
+            sys.executable,
+            PROBE,
+            json.dumps(actions),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
     if check and not lines:
         raise AssertionError(f"no results (exit {result.returncode}): {result.stdout}\n{result.stderr}")
-    results = json.loads(lines[-1][len("RESULTS "):]) if lines else []
+    results = json.loads(lines[-1][len("RESULTS ") :]) if lines else []
     return result.returncode, results, result.stderr
 
 
@@ -61,8 +78,15 @@ def claims_of(platform: RunningPlatform, token: str, audience: str) -> dict[str,
     jwks_uri = f"{platform.authority}/{platform.tenant_id}/discovery/v2.0/keys"
     client = jwt.PyJWKClient(jwks_uri, ssl_context=ssl.create_default_context(cafile=platform.ca_cert))
     key = client.get_signing_key_from_jwt(token)
-    return dict(jwt.decode(token, key.key, algorithms=["RS256"], audience=audience,
-                           issuer=f"{platform.authority}/{platform.tenant_id}/"))
+    return dict(
+        jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=f"{platform.authority}/{platform.tenant_id}/",
+        )
+    )
 
 
 def ok_values(results: list[dict[str, Any]]) -> list[Any]:
@@ -111,24 +135,49 @@ def test_default_azure_credential_and_msal(platform: RunningPlatform, apps: dict
     assert claims_of(platform, msal_user, "https://vault.azure.net")["oid"] == uai["principalId"]
 
 
-def test_dac_with_azure_client_id_asks_for_the_user_assigned(platform: RunningPlatform,
-                                                              apps: dict[str, Any]) -> None:
-    run_cli(platform.home, "webapp", "config", "appsettings", "set", "-g", "mi-rg", "-n", "mi-app", "--settings",
-            f"AZURE_CLIENT_ID={apps['uai']['clientId']}")
+def test_dac_with_azure_client_id_asks_for_the_user_assigned(platform: RunningPlatform, apps: dict[str, Any]) -> None:
+    run_cli(
+        platform.home,
+        "webapp",
+        "config",
+        "appsettings",
+        "set",
+        "-g",
+        "mi-rg",
+        "-n",
+        "mi-app",
+        "--settings",
+        f"AZURE_CLIENT_ID={apps['uai']['clientId']}",
+    )
     try:
         _code, results, _stderr = run_probe(platform, webapp(), [{"kind": "dac-sync", "scope": f"{ARM}/.default"}])
         (token,) = ok_values(results)
         assert claims_of(platform, token, ARM)["oid"] == apps["uai"]["principalId"]
     finally:
-        run_cli(platform.home, "webapp", "config", "appsettings", "delete", "-g", "mi-rg", "-n", "mi-app",
-                "--setting-names", "AZURE_CLIENT_ID")
+        run_cli(
+            platform.home,
+            "webapp",
+            "config",
+            "appsettings",
+            "delete",
+            "-g",
+            "mi-rg",
+            "-n",
+            "mi-app",
+            "--setting-names",
+            "AZURE_CLIENT_ID",
+        )
 
 
 def test_legacy_2017_protocol(platform: RunningPlatform, apps: dict[str, Any]) -> None:
     """With only MSI_ENDPOINT/MSI_SECRET, async azure-identity speaks 2017-09-01 (`secret`, `clientid`)."""
     actions = [
-        {"kind": "raw", "base_env": "MSI_ENDPOINT", "path": f"?api-version=2017-09-01&resource={ARM}",
-         "headers_from_env": {"secret": "MSI_SECRET"}},
+        {
+            "kind": "raw",
+            "base_env": "MSI_ENDPOINT",
+            "path": f"?api-version=2017-09-01&resource={ARM}",
+            "headers_from_env": {"secret": "MSI_SECRET"},
+        },
         {"kind": "unset", "names": ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"]},
         {"kind": "azid-async", "scope": f"{ARM}/.default", "kwargs": {"client_id": apps["uai"]["clientId"]}},
     ]
@@ -140,12 +189,33 @@ def test_legacy_2017_protocol(platform: RunningPlatform, apps: dict[str, Any]) -
 
 
 def test_environment_output_and_exit_code(platform: RunningPlatform, apps: dict[str, Any]) -> None:
-    run_cli(platform.home, "webapp", "config", "appsettings", "set", "-g", "mi-rg", "-n", "mi-app", "--settings",
-            "GREETING=hello")
-    names = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "WEBSITE_SITE_NAME",
-             "GREETING", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"]
-    code, results, _ = run_probe(platform, webapp(), [{"kind": "env", "names": names}],
-                                 env={"PROBE_EXIT": "7", "IDENTITY_HEADER": "smuggled"})
+    run_cli(
+        platform.home,
+        "webapp",
+        "config",
+        "appsettings",
+        "set",
+        "-g",
+        "mi-rg",
+        "-n",
+        "mi-app",
+        "--settings",
+        "GREETING=hello",
+    )
+    names = [
+        "IDENTITY_ENDPOINT",
+        "IDENTITY_HEADER",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "WEBSITE_SITE_NAME",
+        "GREETING",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+    ]
+    code, results, _ = run_probe(
+        platform, webapp(), [{"kind": "env", "names": names}], env={"PROBE_EXIT": "7", "IDENTITY_HEADER": "smuggled"}
+    )
     assert code == 7
     (env,) = ok_values(results)
     assert env["WEBSITE_SITE_NAME"] == "mi-app" and env["GREETING"] == "hello"
@@ -163,14 +233,36 @@ def test_no_identity_env_without_identity_or_when_disabled(platform: RunningPlat
     _, results, _ = run_probe(platform, webapp("mi-bare"), [{"kind": "env", "names": names}])
     (env,) = ok_values(results)
     assert env["WEBSITE_SITE_NAME"] == "mi-bare" and env["IDENTITY_ENDPOINT"] is None
-    run_cli(platform.home, "webapp", "config", "appsettings", "set", "-g", "mi-rg", "-n", "mi-app", "--settings",
-            "WEBSITE_DISABLE_MSI=true")
+    run_cli(
+        platform.home,
+        "webapp",
+        "config",
+        "appsettings",
+        "set",
+        "-g",
+        "mi-rg",
+        "-n",
+        "mi-app",
+        "--settings",
+        "WEBSITE_DISABLE_MSI=true",
+    )
     try:
         _, results, _ = run_probe(platform, webapp(), [{"kind": "env", "names": names}])
         assert ok_values(results)[0]["IDENTITY_ENDPOINT"] is None
     finally:
-        run_cli(platform.home, "webapp", "config", "appsettings", "delete", "-g", "mi-rg", "-n", "mi-app",
-                "--setting-names", "WEBSITE_DISABLE_MSI")
+        run_cli(
+            platform.home,
+            "webapp",
+            "config",
+            "appsettings",
+            "delete",
+            "-g",
+            "mi-rg",
+            "-n",
+            "mi-app",
+            "--setting-names",
+            "WEBSITE_DISABLE_MSI",
+        )
 
 
 def test_app_service_refusals(platform: RunningPlatform, apps: dict[str, Any]) -> None:
@@ -199,14 +291,17 @@ def test_app_service_refusals(platform: RunningPlatform, apps: dict[str, Any]) -
     assert values[2]["body"]["message"].startswith("Unable to load the proper Managed Identity")
     success = values[-2]["body"]
     assert {"access_token", "expires_on", "expires_in", "resource", "token_type", "client_id", "not_before"} <= set(
-        success)
+        success
+    )
     assert success["resource"] == ARM and success["expires_on"].isdigit()
 
     # The header of a process that has exited identifies nothing.
     import httpx
 
     stolen = values[-1]
-    response = httpx.get(f"{stolen['IDENTITY_ENDPOINT']}{good}", headers={"X-IDENTITY-HEADER": stolen["IDENTITY_HEADER"]})
+    response = httpx.get(
+        f"{stolen['IDENTITY_ENDPOINT']}{good}", headers={"X-IDENTITY-HEADER": stolen["IDENTITY_HEADER"]}
+    )
     assert response.status_code == 401
 
 
@@ -222,8 +317,11 @@ def test_imds_with_environment_override(platform: RunningPlatform, apps: dict[st
         {"kind": "dac-sync", "scope": f"{ARM}/.default"},
         {**base, "path": token_path},  # no Metadata header: the SDK probe
         {**base, "path": token_path, "headers": {"Metadata": "true", "X-Forwarded-For": "1.2.3.4"}},
-        {**base, "path": token_path + "&client_id=00000000-0000-0000-0000-000000000000",
-         "headers": {"Metadata": "true"}},
+        {
+            **base,
+            "path": token_path + "&client_id=00000000-0000-0000-0000-000000000000",
+            "headers": {"Metadata": "true"},
+        },
         {**base, "path": "/metadata/identity/oauth2/token?resource=x", "headers": {"Metadata": "true"}},
         {**base, "path": token_path, "headers": {"Metadata": "true"}},
     ]
@@ -237,8 +335,10 @@ def test_imds_with_environment_override(platform: RunningPlatform, apps: dict[st
     assert claims_of(platform, values[3], ARM)["xms_mirid"] == apps["vm"]["id"]
     assert claims_of(platform, values[4], ARM)["oid"] == vm_oid
     probe, forwarded, unknown, no_version, success = values[5:]
-    assert (probe["status"], probe["body"]) == (400, {"error": "invalid_request",
-                                                      "error_description": "Required metadata header not specified"})
+    assert (probe["status"], probe["body"]) == (
+        400,
+        {"error": "invalid_request", "error_description": "Required metadata header not specified"},
+    )
     assert forwarded["status"] == 400
     assert (unknown["status"], unknown["body"]["error_description"]) == (400, "Identity not found")
     assert no_version["status"] == 400 and no_version["body"]["error"] == "invalid_request"
@@ -248,7 +348,8 @@ def test_imds_with_environment_override(platform: RunningPlatform, apps: dict[st
 
 
 needs_root_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and iproute2")
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and iproute2"
+)
 
 
 @needs_root_netns
@@ -261,8 +362,11 @@ def test_imds_in_a_network_namespace_without_any_environment(platform: RunningPl
         {"kind": "azid-sync", "scope": f"{ARM}/.default"},
         {"kind": "dac-sync", "scope": f"{ARM}/.default"},
         {"kind": "azid-async", "scope": f"{ARM}/.default", "kwargs": {"client_id": apps["uai"]["clientId"]}},
-        {"kind": "raw", "base": "http://169.254.169.254",
-         "path": "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x"},
+        {
+            "kind": "raw",
+            "base": "http://169.254.169.254",
+            "path": "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x",
+        },
     ]
     code, results, stderr = run_probe(platform, vm("--netns"), actions)
     assert code == 0, stderr
@@ -281,12 +385,29 @@ def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlat
     home = platform.home
     cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-revoke", "--assign-identity", "[system]")
     ready, go = tmp_path / "ready", tmp_path / "go"
-    request = {"kind": "raw", "path": f"?api-version=2019-08-01&resource={ARM}",
-               "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"}}
+    request = {
+        "kind": "raw",
+        "path": f"?api-version=2019-08-01&resource={ARM}",
+        "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
+    }
     actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
     process = subprocess.Popen(
-        [sys.executable, "-m", "lanyard", "--home", str(home), *webapp("mi-revoke"), "--", sys.executable, PROBE,
-         json.dumps(actions)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "--home",
+            str(home),
+            *webapp("mi-revoke"),
+            "--",
+            sys.executable,
+            PROBE,
+            json.dumps(actions),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(600):
             if ready.exists():
@@ -310,6 +431,7 @@ def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlat
 def test_run_errors(platform: RunningPlatform) -> None:
     missing = run_cli(platform.home, "webapp", "run", "-g", "mi-rg", "-n", "no-such-app", "--", "true", check=False)
     assert missing.returncode == 1 and "ResourceNotFound" in missing.stderr
-    bad_command = run_cli(platform.home, "webapp", "run", "-g", "mi-rg", "-n", "mi-app", "--",
-                          "/nonexistent/binary", check=False)
+    bad_command = run_cli(
+        platform.home, "webapp", "run", "-g", "mi-rg", "-n", "mi-app", "--", "/nonexistent/binary", check=False
+    )
     assert bad_command.returncode == 1 and "cannot start" in bad_command.stderr

@@ -97,17 +97,20 @@ def test_forget_drops_tokens_of_removed_identities() -> None:
     assert len(cache) == 1
 
 
-@pytest.mark.parametrize(("headers", "refused"), [
-    ({b"host": b"127.0.0.1:5000"}, False),
-    ({b"host": b"localhost:5000"}, False),
-    ({b"host": b"evil.example:5000"}, True),
-    ({b"host": b"127.0.0.1:5000", b"x-forwarded-for": b"1.2.3.4"}, True),
-    ({b"host": b"127.0.0.1:5000", b"forwarded": b"for=1.2.3.4"}, True),
-    ({b"host": b"127.0.0.1:5000", b"x-real-ip": b"1.2.3.4"}, True),
-    ({b"host": b"127.0.0.1:5000", b"origin": b"https://evil"}, True),
-    ({b"host": b"127.0.0.1:5000", b"sec-fetch-mode": b"cors"}, True),
-    ({}, True),
-])
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({b"host": b"127.0.0.1:5000"}, False),
+        ({b"host": b"localhost:5000"}, False),
+        ({b"host": b"evil.example:5000"}, True),
+        ({b"host": b"127.0.0.1:5000", b"x-forwarded-for": b"1.2.3.4"}, True),
+        ({b"host": b"127.0.0.1:5000", b"forwarded": b"for=1.2.3.4"}, True),
+        ({b"host": b"127.0.0.1:5000", b"x-real-ip": b"1.2.3.4"}, True),
+        ({b"host": b"127.0.0.1:5000", b"origin": b"https://evil"}, True),
+        ({b"host": b"127.0.0.1:5000", b"sec-fetch-mode": b"cors"}, True),
+        ({}, True),
+    ],
+)
 def test_guards(headers: dict[bytes, bytes], refused: bool) -> None:
     assert (refusal(headers_of(headers.items()), allowed_hosts_for(5000)) is not None) == refused
 
@@ -121,12 +124,15 @@ def test_header_registry_forgets_stopped_workloads() -> None:
     assert registry.by_header(workload.header) is None
 
 
-@pytest.mark.parametrize("query", [
-    {"api-version": "2019-08-01"},
-    {"api-version": "2019-08-02", "resource": "https://x"},
-    {"api-version": "2019-08-01", "resource": "https://x", "client_id": "a", "mi_res_id": "b"},
-    {"api-version": "2019-08-01", "resource": "has space"},
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"api-version": "2019-08-01"},
+        {"api-version": "2019-08-02", "resource": "https://x"},
+        {"api-version": "2019-08-01", "resource": "https://x", "client_id": "a", "mi_res_id": "b"},
+        {"api-version": "2019-08-01", "resource": "has space"},
+    ],
+)
 def test_app_service_request_refusals(query: dict[str, str]) -> None:
     with pytest.raises(MsiError) as caught:
         parse_app_service(query)
@@ -134,8 +140,14 @@ def test_app_service_request_refusals(query: dict[str, str]) -> None:
 
 
 def test_selector_spellings() -> None:
-    for name, kind in [("client_id", "client_id"), ("clientid", "client_id"), ("object_id", "object_id"),
-                       ("principal_id", "object_id"), ("mi_res_id", "resource_id"), ("msi_res_id", "resource_id"),
-                       ("resource_id", "resource_id")]:
+    for name, kind in [
+        ("client_id", "client_id"),
+        ("clientid", "client_id"),
+        ("object_id", "object_id"),
+        ("principal_id", "object_id"),
+        ("mi_res_id", "resource_id"),
+        ("msi_res_id", "resource_id"),
+        ("resource_id", "resource_id"),
+    ]:
         request = parse_imds({"api-version": "2018-02-01", "resource": "https://x", name: "v"})
         assert request.selector == (kind, "v")

@@ -51,10 +51,12 @@ def msal_mi(action: dict[str, Any]) -> str:
     import requests
 
     client_id = action.get("client_id")
-    identity = (msal.UserAssignedManagedIdentity(client_id=client_id) if client_id
-                else msal.SystemAssignedManagedIdentity())
+    identity = (
+        msal.UserAssignedManagedIdentity(client_id=client_id) if client_id else msal.SystemAssignedManagedIdentity()
+    )
     result = msal.ManagedIdentityClient(identity, http_client=requests.Session()).acquire_token_for_client(
-        resource=action["resource"])
+        resource=action["resource"]
+    )
     if "access_token" not in result:
         raise RuntimeError(f"{result.get('error')}: {result.get('error_description')}")
     return str(result["access_token"])
@@ -66,7 +68,7 @@ def kv_get(action: dict[str, Any]) -> str:
 
     global _kv_client
     if _kv_client is None:  # one client for the whole run: its token and challenge caches persist
-        credential = (ManagedIdentityCredential(**action["mi"]) if "mi" in action else DefaultAzureCredential())
+        credential = ManagedIdentityCredential(**action["mi"]) if "mi" in action else DefaultAzureCredential()
         _kv_client = SecretClient(action["vault"], credential)
     return str(_kv_client.get_secret(action["name"]).value)
 
@@ -119,9 +121,19 @@ def unset(action: dict[str, Any]) -> None:
         os.environ.pop(name, None)
 
 
-ACTIONS = {"azid-sync": azid_sync, "azid-async": azid_async, "dac-sync": dac_sync, "dac-async": dac_async,
-           "msal": msal_mi, "raw": raw, "env": env, "wait-file": wait_file, "unset": unset,
-           "kv-get": kv_get, "kv-get-async": kv_get_async}
+ACTIONS = {
+    "azid-sync": azid_sync,
+    "azid-async": azid_async,
+    "dac-sync": dac_sync,
+    "dac-async": dac_async,
+    "msal": msal_mi,
+    "raw": raw,
+    "env": env,
+    "wait-file": wait_file,
+    "unset": unset,
+    "kv-get": kv_get,
+    "kv-get-async": kv_get_async,
+}
 
 
 def main() -> int:

@@ -187,10 +187,12 @@ def validate_vault(props: dict[str, Any], previous: dict[str, Any] | None, tenan
         secrets = permissions.get("secrets") or []
         if not isinstance(secrets, list) or not {str(p).lower() for p in secrets} <= SECRET_PERMISSIONS:
             raise bad_request(f"Secret permissions must be among {sorted(SECRET_PERMISSIONS)}.", "BadRequest")
-        normalized.append({
-            "tenantId": str(entry.get("tenantId") or tenant_id).lower(),
-            "objectId": str(entry["objectId"]).lower(),
-            "permissions": {**permissions, "secrets": [str(p).lower() for p in secrets]},
-        })
+        normalized.append(
+            {
+                "tenantId": str(entry.get("tenantId") or tenant_id).lower(),
+                "objectId": str(entry["objectId"]).lower(),
+                "permissions": {**permissions, "secrets": [str(p).lower() for p in secrets]},
+            }
+        )
     out["accessPolicies"] = normalized
     return out

@@ -507,8 +507,9 @@ class ControlPlane:
             # Vault names are DNS names: unique across the whole platform, not just the group.
             for other in repo.list_resources(s, type_=type_.full_type):
                 if other.name.lower() == ref.name.lower() and other.key != key:
-                    raise ArmError(f"The vault name '{ref.name}' is already in use.", code="VaultAlreadyExists",
-                                   status=409)
+                    raise ArmError(
+                        f"The vault name '{ref.name}' is already in use.", code="VaultAlreadyExists", status=409
+                    )
         tags = _tags(doc["tags"]) if "tags" in doc else (existing.tags if existing else {})
         if method == "PUT" and "tags" not in doc:
             tags = {}

@@ -51,24 +51,34 @@ def keyvault() -> None:
 @click.option("--retention-days", type=int, default=90, show_default=True)
 @click.option("--enable-purge-protection", type=click.BOOL, default=None)
 @click.pass_context
-def create(ctx: click.Context, name: str, resource_group: str, location: str | None, enable_rbac_authorization: bool,
-           retention_days: int, enable_purge_protection: bool | None) -> None:
+def create(
+    ctx: click.Context,
+    name: str,
+    resource_group: str,
+    location: str | None,
+    enable_rbac_authorization: bool,
+    retention_days: int,
+    enable_purge_protection: bool | None,
+) -> None:
     profile = _profile(ctx)
     loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
     props: dict[str, Any] = {
-        "tenantId": profile.tenant_id, "sku": {"family": "A", "name": "standard"},
-        "enableRbacAuthorization": enable_rbac_authorization, "enableSoftDelete": True,
-        "softDeleteRetentionInDays": retention_days, "accessPolicies": [],
+        "tenantId": profile.tenant_id,
+        "sku": {"family": "A", "name": "standard"},
+        "enableRbacAuthorization": enable_rbac_authorization,
+        "enableSoftDelete": True,
+        "softDeleteRetentionInDays": retention_days,
+        "accessPolicies": [],
     }
     if enable_purge_protection is not None:
         props["enablePurgeProtection"] = enable_purge_protection
     if not enable_rbac_authorization:
         # As az does: the creator gets full secret permissions.
         me = profile.endpoints["admin"]["object_id"]
-        props["accessPolicies"] = [{"tenantId": profile.tenant_id, "objectId": me, "permissions": {
-            "secrets": ["all"]}}]
-    vault = arm(profile, "PUT", vault_path(profile, resource_group, name), "keyvault",
-                {"location": loc, "properties": props})
+        props["accessPolicies"] = [{"tenantId": profile.tenant_id, "objectId": me, "permissions": {"secrets": ["all"]}}]
+    vault = arm(
+        profile, "PUT", vault_path(profile, resource_group, name), "keyvault", {"location": loc, "properties": props}
+    )
     print_json(vault_json(vault))
 
 
@@ -105,22 +115,30 @@ def _update_policies(profile: Profile, vault: dict[str, Any], object_id: str, pe
         fail("Cannot set access policies on a vault that uses RBAC authorization (--enable-rbac-authorization).")
     policies = [p for p in props.get("accessPolicies", []) if p["objectId"].lower() != object_id.lower()]
     if permissions is not None:
-        policies.append({"tenantId": profile.tenant_id, "objectId": object_id.lower(),
-                         "permissions": {"secrets": permissions}})
+        policies.append(
+            {"tenantId": profile.tenant_id, "objectId": object_id.lower(), "permissions": {"secrets": permissions}}
+        )
     props["accessPolicies"] = policies
-    arm(profile, "PUT", vault["id"], "keyvault", {"location": vault["location"], "tags": vault.get("tags", {}),
-                                                 "properties": props})
+    arm(
+        profile,
+        "PUT",
+        vault["id"],
+        "keyvault",
+        {"location": vault["location"], "tags": vault.get("tags", {}), "properties": props},
+    )
 
 
 @keyvault.command("set-policy")
 @click.option("--name", "-n", required=True)
 @click.option("--resource-group", "-g")
 @click.option("--object-id", required=True)
-@click.option("--secret-permissions", multiple=True, required=True, help="get list set delete backup restore "
-              "recover purge all")
+@click.option(
+    "--secret-permissions", multiple=True, required=True, help="get list set delete backup restore recover purge all"
+)
 @click.pass_context
-def set_policy(ctx: click.Context, name: str, resource_group: str | None, object_id: str,
-               secret_permissions: tuple[str, ...]) -> None:
+def set_policy(
+    ctx: click.Context, name: str, resource_group: str | None, object_id: str, secret_permissions: tuple[str, ...]
+) -> None:
     profile = _profile(ctx)
     vault = find_vault(profile, name, resource_group)
     _update_policies(profile, vault, object_id, [p.lower() for p in secret_permissions])
@@ -142,12 +160,14 @@ def delete_policy(ctx: click.Context, name: str, resource_group: str | None, obj
 # -- secrets (data plane) -------------------------------------------------------------------------
 
 
-def data(profile: Profile, method: str, vault_name: str, path: str, body: Any = None,
-         ok: tuple[int, ...] = (200, 204)) -> Any:
+def data(
+    profile: Profile, method: str, vault_name: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 204)
+) -> Any:
     url = f"https://{vault_name.lower()}.{profile.endpoints['vault_suffix']}{path}"
     sep = "&" if "?" in path else "?"
-    return profile.call(method, f"{url}{sep}api-version={SECRETS_API}", resource=profile.endpoints["vault_audience"],
-                        body=body, ok=ok)
+    return profile.call(
+        method, f"{url}{sep}api-version={SECRETS_API}", resource=profile.endpoints["vault_audience"], body=body, ok=ok
+    )
 
 
 def pages(profile: Profile, vault_name: str, path: str) -> list[dict[str, Any]]:
@@ -183,8 +203,17 @@ def _epoch(value: str | None) -> int | None:
 @click.option("--not-before")
 @click.option("--tags", multiple=True)
 @click.pass_context
-def secret_set(ctx: click.Context, vault_name: str, name: str, value: str, content_type: str | None, disabled: bool,
-               expires: str | None, not_before: str | None, tags: tuple[str, ...]) -> None:
+def secret_set(
+    ctx: click.Context,
+    vault_name: str,
+    name: str,
+    value: str,
+    content_type: str | None,
+    disabled: bool,
+    expires: str | None,
+    not_before: str | None,
+    tags: tuple[str, ...],
+) -> None:
     from lanyard.cli.arm import parse_pairs
 
     attributes: dict[str, Any] = {"enabled": not disabled}

@@ -11,8 +11,8 @@ import click
 
 from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
-from lanyard.cli.keyvault import keyvault
 from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.cli.keyvault import keyvault
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
 

@@ -92,8 +92,12 @@ class SecretVersion:
 
 
 def attributes(v: SecretVersion, recovery_level: str, recoverable_days: int) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"enabled": v.enabled, "created": v.created, "updated": v.updated,
-                             "recoveryLevel": recovery_level}
+    attrs: dict[str, Any] = {
+        "enabled": v.enabled,
+        "created": v.created,
+        "updated": v.updated,
+        "recoveryLevel": recovery_level,
+    }
     if recoverable_days:
         attrs["recoverableDays"] = recoverable_days
     if v.not_before is not None:
@@ -103,10 +107,13 @@ def attributes(v: SecretVersion, recovery_level: str, recoverable_days: int) -> 
     return attrs
 
 
-def secret_bundle(base: str, v: SecretVersion, recovery_level: str, days: int, *, with_value: bool = True
-                  ) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": f"{base}/secrets/{v.name}/{v.version}",
-                            "attributes": attributes(v, recovery_level, days)}
+def secret_bundle(
+    base: str, v: SecretVersion, recovery_level: str, days: int, *, with_value: bool = True
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"{base}/secrets/{v.name}/{v.version}",
+        "attributes": attributes(v, recovery_level, days),
+    }
     if with_value and v.value is not None:
         body["value"] = v.value
     if v.content_type is not None:
@@ -116,10 +123,13 @@ def secret_bundle(base: str, v: SecretVersion, recovery_level: str, days: int, *
     return body
 
 
-def secret_item(base: str, v: SecretVersion, recovery_level: str, days: int, *, versioned: bool = False
-                ) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": f"{base}/secrets/{v.name}" + (f"/{v.version}" if versioned else ""),
-                            "attributes": attributes(v, recovery_level, days)}
+def secret_item(
+    base: str, v: SecretVersion, recovery_level: str, days: int, *, versioned: bool = False
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": f"{base}/secrets/{v.name}" + (f"/{v.version}" if versioned else ""),
+        "attributes": attributes(v, recovery_level, days),
+    }
     if v.content_type is not None:
         item["contentType"] = v.content_type
     if v.tags:
@@ -153,9 +163,13 @@ def tags_of(body: dict[str, Any]) -> dict[str, str] | None:
     tags = body.get("tags")
     if tags is None:
         return None
-    if (not isinstance(tags, dict) or len(tags) > 15
-            or not all(isinstance(k, str) and isinstance(v, str) and len(k) <= 512 and len(v) <= 512
-                       for k, v in tags.items())):
+    if (
+        not isinstance(tags, dict)
+        or len(tags) > 15
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 512 and len(v) <= 512 for k, v in tags.items()
+        )
+    ):
         raise VaultError(400, "BadParameter", "tags must map at most 15 names to string values.")
     return tags
 

@@ -71,6 +71,17 @@ def bind_all(hosts: list[str], port: int, attempts: int = 20) -> list[socket.soc
     raise ConfigError("could not find a free port on every loopback address")
 
 
+def warn_if_vault_names_do_not_resolve(zone: str) -> None:
+    try:
+        socket.getaddrinfo(f"probe.vault.{zone}", 443)
+    except OSError:
+        log.warning(
+            "vault host names (*.vault.%s) do not resolve here, so apps cannot reach vaults by URL: run "
+            "scripts/ensure-dns as root (installs libnss-myhostname) or add a wildcard DNS record",
+            zone,
+        )
+
+
 def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
     ident = platform.identity
     return {
@@ -156,6 +167,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
     with contextlib.suppress(FileNotFoundError):
         endpoints_path.unlink()  # a stale file must never look like readiness
     platform = bootstrap(settings, clock)
+    warn_if_vault_names_do_not_resolve(settings.dns_zone)
     socks = bind_all(settings.listen_hosts, settings.port)
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port, settings.dns_zone)

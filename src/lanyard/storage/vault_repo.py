@@ -39,9 +39,18 @@ def _name(row: m.SecretName) -> NameRecord:
 
 
 def _version(row: m.SecretVersionRow) -> VersionRecord:
-    return VersionRecord(row.name_key, row.version, row.sealed_value, row.content_type,
-                         json.loads(row.tags) if row.tags else None, row.enabled, row.not_before, row.expires,
-                         row.created, row.updated)
+    return VersionRecord(
+        row.name_key,
+        row.version,
+        row.sealed_value,
+        row.content_type,
+        json.loads(row.tags) if row.tags else None,
+        row.enabled,
+        row.not_before,
+        row.expires,
+        row.created,
+        row.updated,
+    )
 
 
 def get_name(s: Session, vault_key: str, name_key: str) -> NameRecord | None:
@@ -63,29 +72,56 @@ def mark_deleted(s: Session, vault_key: str, name_key: str, deleted_at: float | 
 
 
 def add_version(s: Session, vault_key: str, record: VersionRecord) -> None:
-    s.add(m.SecretVersionRow(
-        vault_key=vault_key, name_key=record.name_key, version=record.version, sealed_value=record.sealed_value,
-        content_type=record.content_type, tags=json.dumps(record.tags) if record.tags is not None else None,
-        enabled=record.enabled, not_before=record.not_before, expires=record.expires, created=record.created,
-        updated=record.updated))
+    s.add(
+        m.SecretVersionRow(
+            vault_key=vault_key,
+            name_key=record.name_key,
+            version=record.version,
+            sealed_value=record.sealed_value,
+            content_type=record.content_type,
+            tags=json.dumps(record.tags) if record.tags is not None else None,
+            enabled=record.enabled,
+            not_before=record.not_before,
+            expires=record.expires,
+            created=record.created,
+            updated=record.updated,
+        )
+    )
     s.flush()
 
 
-def update_version(s: Session, vault_key: str, name_key: str, version: str, *, content_type: str | None,
-                   tags: dict[str, str] | None, enabled: bool, not_before: int | None, expires: int | None,
-                   updated: float) -> None:
+def update_version(
+    s: Session,
+    vault_key: str,
+    name_key: str,
+    version: str,
+    *,
+    content_type: str | None,
+    tags: dict[str, str] | None,
+    enabled: bool,
+    not_before: int | None,
+    expires: int | None,
+    updated: float,
+) -> None:
     row = s.get(m.SecretVersionRow, (vault_key, name_key, version))
     if row is not None:
         row.content_type, row.enabled, row.not_before, row.expires, row.updated = (
-            content_type, enabled, not_before, expires, updated)
+            content_type,
+            enabled,
+            not_before,
+            expires,
+            updated,
+        )
         row.tags = json.dumps(tags) if tags is not None else None
         s.flush()
 
 
 def versions(s: Session, vault_key: str, name_key: str) -> list[VersionRecord]:
-    rows = s.scalars(select(m.SecretVersionRow).where(
-        m.SecretVersionRow.vault_key == vault_key, m.SecretVersionRow.name_key == name_key)
-        .order_by(m.SecretVersionRow.created, m.SecretVersionRow.version))
+    rows = s.scalars(
+        select(m.SecretVersionRow)
+        .where(m.SecretVersionRow.vault_key == vault_key, m.SecretVersionRow.name_key == name_key)
+        .order_by(m.SecretVersionRow.created, m.SecretVersionRow.version)
+    )
     return [_version(r) for r in rows]
 
 
@@ -101,8 +137,11 @@ def names(s: Session, vault_key: str, *, deleted: bool) -> list[NameRecord]:
 
 
 def purge(s: Session, vault_key: str, name_key: str) -> None:
-    s.execute(delete(m.SecretVersionRow).where(m.SecretVersionRow.vault_key == vault_key,
-                                               m.SecretVersionRow.name_key == name_key))
+    s.execute(
+        delete(m.SecretVersionRow).where(
+            m.SecretVersionRow.vault_key == vault_key, m.SecretVersionRow.name_key == name_key
+        )
+    )
     s.execute(delete(m.SecretName).where(m.SecretName.vault_key == vault_key, m.SecretName.name_key == name_key))
 
 

@@ -42,8 +42,11 @@ class VaultApp:
 
     async def _send(self, send: Send, status: int, body: Any, challenge: bool = False) -> None:
         payload = b"" if body is None else orjson.dumps(body)
-        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"cache-control", b"no-cache"),
-                   (b"content-length", str(len(payload)).encode())]
+        headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
         if challenge:
             headers.append((b"www-authenticate", self.challenge))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -101,8 +104,9 @@ class VaultApp:
                 raise VaultError(404, "VaultNotFound", f"The vault '{vault_name[:64]}' does not exist.")
             method = scope["method"]
             body = await self._body(receive) if method in ("PUT", "PATCH", "POST") else None
-            status, result = await run_in_threadpool(self._dispatch, vault, caller, method, scope["path"], body,
-                                                     query, api_version)
+            status, result = await run_in_threadpool(
+                self._dispatch, vault, caller, method, scope["path"], body, query, api_version
+            )
         except VaultError as exc:
             if exc.status >= 500:
                 log.error("vault %s failed: %s", vault_name, exc.code)
@@ -110,8 +114,14 @@ class VaultApp:
             return
         await self._send(send, status, result)
 
-    def _page(self, vault: Vault, path: str, query: dict[str, str], api_version: str,
-              fetch: Callable[[int, int], tuple[list[dict[str, Any]], bool]]) -> tuple[int, Any]:
+    def _page(
+        self,
+        vault: Vault,
+        path: str,
+        query: dict[str, str],
+        api_version: str,
+        fetch: Callable[[int, int], tuple[list[dict[str, Any]], bool]],
+    ) -> tuple[int, Any]:
         try:
             top = min(int(query.get("maxresults") or MAX_PAGE), MAX_PAGE)
             skip = int(query.get("$skiptoken") or 0)
@@ -123,15 +133,18 @@ class VaultApp:
         link = f"{vault.base_url}{path}?api-version={api_version}&$skiptoken={skip + top}&maxresults={top}"
         return 200, {"value": items, "nextLink": link if more else None}
 
-    def _dispatch(self, vault: Vault, caller: Caller, method: str, path: str, body: Any, query: dict[str, str],
-                  api_version: str) -> tuple[int, Any]:
+    def _dispatch(
+        self, vault: Vault, caller: Caller, method: str, path: str, body: Any, query: dict[str, str], api_version: str
+    ) -> tuple[int, Any]:
         s = self.service
         parts = [p for p in path.split("/") if p]
         collection = parts[0].lower() if parts else ""
         route = (method, collection, len(parts))
         if collection == "secrets":
             if route == ("GET", "secrets", 1):
-                return self._page(vault, "/secrets", query, api_version, lambda k, t: s.list_secrets(vault, caller, k, t))
+                return self._page(
+                    vault, "/secrets", query, api_version, lambda k, t: s.list_secrets(vault, caller, k, t)
+                )
             if route == ("POST", "secrets", 2) and parts[1].lower() == "restore":
                 return 200, s.restore(vault, caller, body)
             if len(parts) == 2:
@@ -147,8 +160,13 @@ class VaultApp:
             if len(parts) == 3:
                 name, tail = parts[1], parts[2]
                 if method == "GET" and tail.lower() == "versions":
-                    return self._page(vault, f"/secrets/{name}/versions", query, api_version,
-                                      lambda k, t: s.list_versions(vault, caller, name, k, t))
+                    return self._page(
+                        vault,
+                        f"/secrets/{name}/versions",
+                        query,
+                        api_version,
+                        lambda k, t: s.list_versions(vault, caller, name, k, t),
+                    )
                 if method == "POST" and tail.lower() == "backup":
                     return 200, s.backup(vault, caller, name)
                 if method == "GET":
@@ -157,8 +175,9 @@ class VaultApp:
                     return 200, s.update(vault, caller, name, tail, body)
         if collection == "deletedsecrets":
             if route == ("GET", "deletedsecrets", 1):
-                return self._page(vault, "/deletedsecrets", query, api_version,
-                                  lambda k, t: s.list_deleted(vault, caller, k, t))
+                return self._page(
+                    vault, "/deletedsecrets", query, api_version, lambda k, t: s.list_deleted(vault, caller, k, t)
+                )
             if len(parts) == 2 and method == "GET":
                 return 200, s.get_deleted(vault, caller, parts[1])
             if len(parts) == 2 and method == "DELETE":
@@ -193,4 +212,3 @@ class HostRouter:
                         await self.vault(scope, receive, send, label)
                         return
         await self.main(scope, receive, send)
-

@@ -22,14 +22,14 @@ from lanyard.protocol.keyvault import (
     OPERATIONS,
     SecretVersion,
     VaultError,
+    attributes_of,
     check_secret_name,
+    content_type_of,
     deleted_fields,
     parse_set_body,
     secret_bundle,
     secret_item,
     tags_of,
-    attributes_of,
-    content_type_of,
 )
 from lanyard.storage import arm_repo, vault_repo
 from lanyard.storage.db import Store
@@ -74,9 +74,13 @@ def vault_from_record(record: arm_repo.ResourceRecord, zone_suffix: str) -> Vaul
     props = record.properties
     policies = tuple(p for p in props.get("accessPolicies") or [] if isinstance(p, dict))
     return Vault(
-        key=record.key, id=record.id, name=record.name, tenant_id=str(props.get("tenantId", "")),
+        key=record.key,
+        id=record.id,
+        name=record.name,
+        tenant_id=str(props.get("tenantId", "")),
         base_url=f"https://{record.name.lower()}.{zone_suffix}",
-        rbac=bool(props.get("enableRbacAuthorization", False)), policies=policies,
+        rbac=bool(props.get("enableRbacAuthorization", False)),
+        policies=policies,
         soft_delete=props.get("enableSoftDelete", True) is not False,
         retention_days=int(props.get("softDeleteRetentionInDays") or 90),
         purge_protection=bool(props.get("enablePurgeProtection", False)),
@@ -110,8 +114,10 @@ class VaultService:
             return cached[1]
         generation = self.store.generation
         with self.store.session() as s:
-            found = [Assignment(a.scope, a.role_definition_id, a.principal_id)
-                     for a in arm_repo.assignments_for_principal(s, object_id)]
+            found = [
+                Assignment(a.scope, a.role_definition_id, a.principal_id)
+                for a in arm_repo.assignments_for_principal(s, object_id)
+            ]
         if len(self._assignments) > 10_000:
             self._assignments.clear()
         self._assignments[object_id] = (generation, found)
@@ -123,26 +129,39 @@ class VaultService:
         op = OPERATIONS[operation]
         who = f"appid={caller.app_id};oid={caller.object_id}"
         if caller.tenant_id != vault.tenant_id:
-            raise VaultError(401, "Unauthorized", "AKV10032: Invalid issuer: the token's tenant is not the vault's "
-                             "tenant.")
+            raise VaultError(
+                401, "Unauthorized", "AKV10032: Invalid issuer: the token's tenant is not the vault's tenant."
+            )
         if vault.rbac:
             scope = f"{vault.id}/secrets/{secret}" if secret else vault.id
-            if not decide(self._assignments_of(caller.object_id), caller.object_id, op.data_action, scope,
-                          data=True).allowed:
-                raise VaultError(403, "Forbidden", f"Caller is not authorized to perform action on resource. If role "
-                                 f"assignments were recently changed, they apply now; check them. Caller: {who}; "
-                                 f"Action: '{op.data_action}'; Resource: '{scope.lower()}'; Vault: {vault.name}.",
-                                 "ForbiddenByRbac")
+            if not decide(
+                self._assignments_of(caller.object_id), caller.object_id, op.data_action, scope, data=True
+            ).allowed:
+                raise VaultError(
+                    403,
+                    "Forbidden",
+                    f"Caller is not authorized to perform action on resource. If role "
+                    f"assignments were recently changed, they apply now; check them. Caller: {who}; "
+                    f"Action: '{op.data_action}'; Resource: '{scope.lower()}'; Vault: {vault.name}.",
+                    "ForbiddenByRbac",
+                )
             return
         for policy in vault.policies:
-            if (str(policy.get("objectId", "")).lower() == caller.object_id
-                    and str(policy.get("tenantId", "")).lower() == caller.tenant_id):
+            if (
+                str(policy.get("objectId", "")).lower() == caller.object_id
+                and str(policy.get("tenantId", "")).lower() == caller.tenant_id
+            ):
                 granted = {str(p).lower() for p in (policy.get("permissions") or {}).get("secrets") or []}
                 if op.permission in granted or "all" in granted:
                     return
-        raise VaultError(403, "Forbidden", f"The user, group or application '{who}' does not have secrets "
-                         f"{op.permission} permission on key vault '{vault.name}'. To enable access, add an access "
-                         "policy granting this permission.", "AccessDenied")
+        raise VaultError(
+            403,
+            "Forbidden",
+            f"The user, group or application '{who}' does not have secrets "
+            f"{op.permission} permission on key vault '{vault.name}'. To enable access, add an access "
+            "policy granting this permission.",
+            "AccessDenied",
+        )
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -156,15 +175,29 @@ class VaultService:
                 value = self.barrier.open(v.sealed_value, context=self._context(vault, v.name_key, v.version)).decode()
             except CryptoError as exc:
                 raise VaultError(500, "InternalError", "The secret value could not be decrypted.") from exc
-        return SecretVersion(name, v.version, value, v.content_type, v.tags, v.enabled, v.not_before, v.expires,
-                             int(v.created), int(v.updated))
+        return SecretVersion(
+            name,
+            v.version,
+            value,
+            v.content_type,
+            v.tags,
+            v.enabled,
+            v.not_before,
+            v.expires,
+            int(v.created),
+            int(v.updated),
+        )
 
     def _live_name(self, s: Any, vault: Vault, name: str) -> vault_repo.NameRecord:
         record = vault_repo.get_name(s, vault.key, check_secret_name(name).lower())
         if record is None or record.deleted_at is not None:
-            raise VaultError(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault. "
-                             "If you recently deleted this secret you may be able to recover it using the correct "
-                             "recovery command.")
+            raise VaultError(
+                404,
+                "SecretNotFound",
+                f"A secret with (name/id) {name} was not found in this key vault. "
+                "If you recently deleted this secret you may be able to recover it using the correct "
+                "recovery command.",
+            )
         return record
 
     def _latest(self, s: Any, vault: Vault, record: vault_repo.NameRecord) -> vault_repo.VersionRecord:
@@ -173,8 +206,9 @@ class VaultService:
             raise VaultError(404, "SecretNotFound", f"A secret with (name/id) {record.name} was not found.")
         return found[-1]
 
-    def _bundle(self, vault: Vault, s: Any, record: vault_repo.NameRecord, v: vault_repo.VersionRecord, *,
-                with_value: bool) -> dict[str, Any]:
+    def _bundle(
+        self, vault: Vault, s: Any, record: vault_repo.NameRecord, v: vault_repo.VersionRecord, *, with_value: bool
+    ) -> dict[str, Any]:
         version = self._version(vault, record.name, v, with_value=with_value)
         return secret_bundle(vault.base_url, version, vault.recovery_level, vault.days, with_value=with_value)
 
@@ -190,13 +224,26 @@ class VaultService:
         with self.store.session() as s:
             existing = vault_repo.get_name(s, vault.key, name_key)
             if existing is not None and existing.deleted_at is not None:
-                raise VaultError(409, "Conflict", f"Secret {name} is currently in a deleted but recoverable state, "
-                                 "and its name cannot be reused; in this state, the secret can only be recovered or "
-                                 "purged.")
+                raise VaultError(
+                    409,
+                    "Conflict",
+                    f"Secret {name} is currently in a deleted but recoverable state, "
+                    "and its name cannot be reused; in this state, the secret can only be recovered or "
+                    "purged.",
+                )
             vault_repo.put_name(s, vault.key, name_key, existing.name if existing else name)
             record = vault_repo.VersionRecord(
-                name_key, version, self.barrier.seal(value.encode(), context=self._context(vault, name_key, version)),
-                content_type, tags, attrs.get("enabled", True), attrs.get("nbf"), attrs.get("exp"), now, now)
+                name_key,
+                version,
+                self.barrier.seal(value.encode(), context=self._context(vault, name_key, version)),
+                content_type,
+                tags,
+                attrs.get("enabled", True),
+                attrs.get("nbf"),
+                attrs.get("exp"),
+                now,
+                now,
+            )
             vault_repo.add_version(s, vault.key, record)
             named = vault_repo.get_name(s, vault.key, name_key)
             assert named is not None
@@ -208,18 +255,23 @@ class VaultService:
             record = self._live_name(s, vault, name)
             v = self._find_version(s, vault, record, version)
             if not v.enabled:
-                raise VaultError(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
-                                 "SecretDisabled")
+                raise VaultError(
+                    403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
+                )
             return self._bundle(vault, s, record, v, with_value=True)
 
-    def _find_version(self, s: Any, vault: Vault, record: vault_repo.NameRecord, version: str | None
-                      ) -> vault_repo.VersionRecord:
+    def _find_version(
+        self, s: Any, vault: Vault, record: vault_repo.NameRecord, version: str | None
+    ) -> vault_repo.VersionRecord:
         if not version:
             return self._latest(s, vault, record)
         found = vault_repo.get_version(s, vault.key, record.name_key, version.lower())
         if found is None:
-            raise VaultError(404, "SecretNotFound", f"A secret with (name/id) {record.name}/{version[:40]} was not "
-                             "found in this key vault.")
+            raise VaultError(
+                404,
+                "SecretNotFound",
+                f"A secret with (name/id) {record.name}/{version[:40]} was not found in this key vault.",
+            )
         return found
 
     def update(self, vault: Vault, caller: Caller, name: str, version: str | None, body: Any) -> dict[str, Any]:
@@ -231,11 +283,17 @@ class VaultService:
             record = self._live_name(s, vault, name)
             v = self._find_version(s, vault, record, version)
             vault_repo.update_version(
-                s, vault.key, record.name_key, v.version,
+                s,
+                vault.key,
+                record.name_key,
+                v.version,
                 content_type=content_type if "contentType" in body else v.content_type,
-                tags=tags if "tags" in body else v.tags, enabled=attrs.get("enabled", v.enabled),
-                not_before=attrs.get("nbf", v.not_before), expires=attrs.get("exp", v.expires),
-                updated=self.clock.now())
+                tags=tags if "tags" in body else v.tags,
+                enabled=attrs.get("enabled", v.enabled),
+                not_before=attrs.get("nbf", v.not_before),
+                expires=attrs.get("exp", v.expires),
+                updated=self.clock.now(),
+            )
             fresh = vault_repo.get_version(s, vault.key, record.name_key, v.version)
             assert fresh is not None
             return self._bundle(vault, s, record, fresh, with_value=False)
@@ -245,20 +303,35 @@ class VaultService:
         with self.store.session() as s:
             names = vault_repo.names(s, vault.key, deleted=False)
             page = names[skip : skip + top]
-            items = [secret_item(vault.base_url, self._version(vault, n.name, self._latest(s, vault, n),
-                                                               with_value=False), vault.recovery_level, vault.days)
-                     for n in page]
+            items = [
+                secret_item(
+                    vault.base_url,
+                    self._version(vault, n.name, self._latest(s, vault, n), with_value=False),
+                    vault.recovery_level,
+                    vault.days,
+                )
+                for n in page
+            ]
         return items, skip + top < len(names)
 
-    def list_versions(self, vault: Vault, caller: Caller, name: str, skip: int, top: int
-                      ) -> tuple[list[dict[str, Any]], bool]:
+    def list_versions(
+        self, vault: Vault, caller: Caller, name: str, skip: int, top: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         self.authorize(vault, caller, "list", name)
         with self.store.session() as s:
             record = self._live_name(s, vault, name)
             found = vault_repo.versions(s, vault.key, record.name_key)
             page = found[skip : skip + top]
-            items = [secret_item(vault.base_url, self._version(vault, record.name, v, with_value=False),
-                                 vault.recovery_level, vault.days, versioned=True) for v in page]
+            items = [
+                secret_item(
+                    vault.base_url,
+                    self._version(vault, record.name, v, with_value=False),
+                    vault.recovery_level,
+                    vault.days,
+                    versioned=True,
+                )
+                for v in page
+            ]
         return items, skip + top < len(found)
 
     def delete(self, vault: Vault, caller: Caller, name: str) -> dict[str, Any]:
@@ -297,8 +370,12 @@ class VaultService:
             names = vault_repo.names(s, vault.key, deleted=True)
             items = []
             for n in names[skip : skip + top]:
-                item = secret_item(vault.base_url, self._version(vault, n.name, self._latest(s, vault, n),
-                                                                 with_value=False), vault.recovery_level, vault.days)
+                item = secret_item(
+                    vault.base_url,
+                    self._version(vault, n.name, self._latest(s, vault, n), with_value=False),
+                    vault.recovery_level,
+                    vault.days,
+                )
                 assert n.deleted_at is not None and n.purge_at is not None
                 item.update(deleted_fields(vault.base_url, n.name, int(n.deleted_at), int(n.purge_at)))
                 items.append(item)
@@ -307,8 +384,12 @@ class VaultService:
     def purge(self, vault: Vault, caller: Caller, name: str) -> None:
         self.authorize(vault, caller, "purge", name)
         if vault.purge_protection:
-            raise VaultError(403, "Forbidden", "Operation 'purge' is not allowed because purge protection is "
-                             "enabled for this vault.", "PurgeProtected")
+            raise VaultError(
+                403,
+                "Forbidden",
+                "Operation 'purge' is not allowed because purge protection is enabled for this vault.",
+                "PurgeProtected",
+            )
         with self.store.session() as s:
             record = self._deleted_name(s, vault, name)
             vault_repo.purge(s, vault.key, record.name_key)
@@ -326,12 +407,23 @@ class VaultService:
         self.authorize(vault, caller, "backup", name)
         with self.store.session() as s:
             record = self._live_name(s, vault, name)
-            versions = [{"version": v.version, "value": self._version(vault, record.name, v, with_value=True).value,
-                         "contentType": v.content_type, "tags": v.tags, "enabled": v.enabled, "nbf": v.not_before,
-                         "exp": v.expires, "created": v.created, "updated": v.updated}
-                        for v in vault_repo.versions(s, vault.key, record.name_key)]
-        blob = self.barrier.seal(orjson.dumps({"name": record.name, "versions": versions}),
-                                 context=f"secret-backup:{vault.tenant_id}")
+            versions = [
+                {
+                    "version": v.version,
+                    "value": self._version(vault, record.name, v, with_value=True).value,
+                    "contentType": v.content_type,
+                    "tags": v.tags,
+                    "enabled": v.enabled,
+                    "nbf": v.not_before,
+                    "exp": v.expires,
+                    "created": v.created,
+                    "updated": v.updated,
+                }
+                for v in vault_repo.versions(s, vault.key, record.name_key)
+            ]
+        blob = self.barrier.seal(
+            orjson.dumps({"name": record.name, "versions": versions}), context=f"secret-backup:{vault.tenant_id}"
+        )
         return {"value": base64.urlsafe_b64encode(blob).rstrip(b"=").decode()}
 
     def restore(self, vault: Vault, caller: Caller, body: Any) -> dict[str, Any]:
@@ -341,21 +433,35 @@ class VaultService:
             raw = base64.urlsafe_b64decode(body["value"] + "=" * (-len(body["value"]) % 4))
             doc = orjson.loads(self.barrier.open(raw, context=f"secret-backup:{vault.tenant_id}"))
         except (ValueError, CryptoError) as exc:
-            raise VaultError(400, "BadParameter", "The backup blob is corrupt or was not made by this platform "
-                             "for this tenant.") from exc
+            raise VaultError(
+                400, "BadParameter", "The backup blob is corrupt or was not made by this platform for this tenant."
+            ) from exc
         name = check_secret_name(str(doc["name"]))
         self.authorize(vault, caller, "restore", name)
         name_key = name.lower()
         with self.store.session() as s:
             if vault_repo.get_name(s, vault.key, name_key) is not None:
-                raise VaultError(409, "Conflict", f"Secret {name} already exists (or is deleted but recoverable) in "
-                                 "this vault.")
+                raise VaultError(
+                    409, "Conflict", f"Secret {name} already exists (or is deleted but recoverable) in this vault."
+                )
             vault_repo.put_name(s, vault.key, name_key, name)
             for v in doc["versions"]:
-                vault_repo.add_version(s, vault.key, vault_repo.VersionRecord(
-                    name_key, v["version"],
-                    self.barrier.seal(v["value"].encode(), context=self._context(vault, name_key, v["version"])),
-                    v["contentType"], v["tags"], v["enabled"], v["nbf"], v["exp"], v["created"], v["updated"]))
+                vault_repo.add_version(
+                    s,
+                    vault.key,
+                    vault_repo.VersionRecord(
+                        name_key,
+                        v["version"],
+                        self.barrier.seal(v["value"].encode(), context=self._context(vault, name_key, v["version"])),
+                        v["contentType"],
+                        v["tags"],
+                        v["enabled"],
+                        v["nbf"],
+                        v["exp"],
+                        v["created"],
+                        v["updated"],
+                    ),
+                )
             record = vault_repo.get_name(s, vault.key, name_key)
             assert record is not None
             return self._bundle(vault, s, record, self._latest(s, vault, record), with_value=False)
