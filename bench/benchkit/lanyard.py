@@ -68,12 +68,17 @@ class StartTiming:
 
 
 def start_platform(
-    home: Path, logdir: Path, core: int | str = SERVER_CORE, require_agent: bool = True
+    home: Path,
+    logdir: Path,
+    core: int | str = SERVER_CORE,
+    require_agent: bool = True,
+    log_name: str = "lanyard",
 ) -> tuple[Server, dict[str, Any], StartTiming]:
     """`lanyard up` on `core` (the agent it forks inherits it), waited for until ready."""
     # A file left by a process that died uncleanly must never look like readiness.
     (home / "endpoints.json").unlink(missing_ok=True)
-    server = Server("lanyard", [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"], logdir / "lanyard.log", core=core)
+    cmd = [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"]
+    server = Server("lanyard", cmd, logdir / f"{log_name}.log", core=core)
     started = time.perf_counter()
     server.start()
     try:

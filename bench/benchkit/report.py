@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,24 @@ class RatioSpec:
 
 
 @dataclass(frozen=True)
+class LimitSpec:
+    """A figure where lower is better (a latency, a start-up time, a share of a time budget), judged
+    against fixed limits. `figure` names a list of values, one per repetition, passed to evaluate().
+    No target/floor means informational."""
+
+    label: str
+    figure: str
+    unit: str
+    target: float | None = None
+    floor: float | None = None
+
+
+@dataclass(frozen=True)
 class GoalSpec:
     id: str
     title: str
-    ratios: Sequence[RatioSpec]
+    ratios: Sequence[RatioSpec] = ()
+    limits: Sequence[LimitSpec] = ()
 
 
 @dataclass(frozen=True)
@@ -49,17 +63,35 @@ class RatioResult:
 
 
 @dataclass(frozen=True)
+class LimitResult:
+    spec: LimitSpec
+    value: Spread | None
+    verdict: str
+    beyond_twice_floor: bool  # a lower-is-better figure's "below half its floor"
+
+
+@dataclass(frozen=True)
 class GoalResult:
     spec: GoalSpec
     ratios: list[RatioResult]
+    limits: list[LimitResult] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
-        """A goal is only as good as its worst required ratio; unmeasured parts leave it open."""
+        """A goal is only as good as its worst required figure; unmeasured parts leave it open."""
         graded = [r.verdict for r in self.ratios if r.spec.floor is not None]
+        graded += [r.verdict for r in self.limits if r.spec.floor is not None]
         if not graded or NOT_MEASURED in graded:
             return NOT_MEASURED
         return max(graded, key=_RANK.__getitem__)
+
+    @property
+    def under_half_strength(self) -> bool:
+        """Below half a floor (for a ratio) or beyond twice a floor (for a lower-is-better figure):
+        what --smoke fails on, since a noisy CI machine easily costs a factor below two."""
+        required = [r.below_half_floor for r in self.ratios if r.spec.floor is not None]
+        required += [r.beyond_twice_floor for r in self.limits if r.spec.floor is not None]
+        return any(required)
 
 
 def invalid_targets(samples: Mapping[str, Sequence[Sample]]) -> dict[str, str]:
@@ -73,9 +105,34 @@ def invalid_targets(samples: Mapping[str, Sequence[Sample]]) -> dict[str, str]:
     return bad
 
 
-def evaluate(goals: Sequence[GoalSpec], samples: Mapping[str, Sequence[Sample]]) -> list[GoalResult]:
+def evaluate(
+    goals: Sequence[GoalSpec],
+    samples: Mapping[str, Sequence[Sample]],
+    figures: Mapping[str, Sequence[float]] | None = None,
+) -> list[GoalResult]:
     void = invalid_targets(samples)
-    return [GoalResult(goal, [_ratio(spec, samples, void) for spec in goal.ratios]) for goal in goals]
+    figures = figures or {}
+    return [
+        GoalResult(
+            goal,
+            [_ratio(spec, samples, void) for spec in goal.ratios],
+            [_limit(spec, figures) for spec in goal.limits],
+        )
+        for goal in goals
+    ]
+
+
+def _limit(spec: LimitSpec, figures: Mapping[str, Sequence[float]]) -> LimitResult:
+    values = figures.get(spec.figure, [])
+    if not values:
+        return LimitResult(spec, None, NOT_MEASURED, False)
+    value = spread(values)
+    if spec.floor is None or spec.target is None:
+        return LimitResult(spec, value, INFO, False)
+    verdict = (
+        MEETS_TARGET if value.median <= spec.target else MEETS_FLOOR if value.median <= spec.floor else BELOW_FLOOR
+    )
+    return LimitResult(spec, value, verdict, value.median > 2 * spec.floor)
 
 
 def _ratio(spec: RatioSpec, samples: Mapping[str, Sequence[Sample]], void: Mapping[str, str]) -> RatioResult:
@@ -142,8 +199,29 @@ def goal_rows(results: Sequence[GoalResult]) -> list[list[str]]:
     return rows
 
 
+def limit_rows(results: Sequence[GoalResult]) -> list[list[str]]:
+    rows = []
+    for goal in results:
+        for r in goal.limits:
+            v = r.value
+            rows.append(
+                [
+                    goal.spec.id,
+                    r.spec.label,
+                    _fmt(v.median if v else None, 3),
+                    f"{_fmt(v.low, 3)} - {_fmt(v.high, 3)}" if v else "-",
+                    r.spec.unit,
+                    _fmt(r.spec.target, 2),
+                    _fmt(r.spec.floor, 2),
+                    r.verdict,
+                ]
+            )
+    return rows
+
+
 TARGET_HEADER = ["target", "req/s (median)", "min - max", "p50 ms", "p99 ms", "errors"]
 GOAL_HEADER = ["goal", "ratio", "median", "min - max", "target", "floor", "verdict"]
+LIMIT_HEADER = ["goal", "figure (lower is better)", "median", "min - max", "unit", "target", "floor", "verdict"]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -166,6 +244,8 @@ def to_json(
     results: Sequence[GoalResult],
     notes: Sequence[str],
     failures: Sequence[str],
+    figures: Mapping[str, Sequence[float]] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "meta": dict(meta),
@@ -193,9 +273,23 @@ def to_json(
                     }
                     for r in g.ratios
                 ],
+                "limits": [
+                    {
+                        "label": r.spec.label,
+                        "figure": r.spec.figure,
+                        "unit": r.spec.unit,
+                        "target": r.spec.target,
+                        "floor": r.spec.floor,
+                        "value": r.value.as_dict() if r.value else None,
+                        "verdict": r.verdict,
+                    }
+                    for r in g.limits
+                ],
             }
             for g in results
         ],
+        "figures": {name: list(values) for name, values in (figures or {}).items()},
+        "details": dict(details or {}),
         "notes": list(notes),
         "correctness_failures": list(failures),
     }
@@ -207,8 +301,10 @@ def to_markdown(
     results: Sequence[GoalResult],
     notes: Sequence[str],
     failures: Sequence[str],
+    title: str = "Lanyard token-minting benchmark",
+    details: Mapping[str, Any] | None = None,
 ) -> str:
-    parts = [f"# Lanyard token-minting benchmark ({meta.get('mode')})", ""]
+    parts = [f"# {title} ({meta.get('mode')})", ""]
     parts += [f"- **{k}**: {v}" for k, v in meta.items()]
     parts += ["", "## Verdicts", ""]
     parts += [f"- **{g.spec.id}** {g.spec.title}: **{g.verdict}**" for g in results]
@@ -218,11 +314,12 @@ def to_markdown(
         "",
         markdown_table(GOAL_HEADER, goal_rows(results)),
         "",
-        "## Targets",
-        "",
-        markdown_table(TARGET_HEADER, target_rows(samples)),
-        "",
     ]
+    if any(g.limits for g in results):
+        parts += ["## Figures (median and min - max over repetitions)", "", markdown_table(LIMIT_HEADER, limit_rows(results)), ""]
+    parts += ["## Targets", "", markdown_table(TARGET_HEADER, target_rows(samples)), ""]
+    if details:
+        parts += ["## Details", "", *(f"- **{k}**: {v}" for k, v in details.items()), ""]
     if failures:
         parts += ["## Correctness failures", "", *(f"- {f}" for f in failures), ""]
     if notes:
