@@ -9,7 +9,10 @@ need: plain-http GET on loopback, a Content-Length body, keep-alive.
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import Mapping
+from typing import BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 from benchkit.harness import assert_loopback
@@ -59,3 +62,30 @@ async def simultaneous(url: str, requests: list[bytes], timeout_s: float) -> lis
     finally:
         for _, writer in connections:
             writer.close()
+
+
+def timed_get(url: str, request: bytes, timeout_s: float = 5.0) -> tuple[int, float]:
+    """One request on a new connection, blocking: (status, seconds from connect to the full answer).
+    A new connection each time, as the SDKs' IMDS probe opens one; a blocking socket keeps the
+    client's own overhead to a few microseconds."""
+    assert_loopback(url)
+    parts = urlsplit(url)
+    start = time.perf_counter()
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        with sock.makefile("rb") as stream:
+            status = _read_sync(stream)
+        return status, time.perf_counter() - start
+
+
+def _read_sync(stream: BinaryIO) -> int:
+    status_line = stream.readline()
+    status = int(status_line.split(b" ", 2)[1])
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    stream.read(min(length, MAX_BODY))
+    return status
