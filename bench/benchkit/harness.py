@@ -316,7 +316,8 @@ def _lua_script(target: HttpTarget) -> str:
         lines.append(f"wrk.body = {_lua_quote(target.body())}")
     if target.content_type:
         lines.append(f'wrk.headers["Content-Type"] = "{target.content_type}"')
-    lines += [f"wrk.headers[{_lua_quote(name)}] = {_lua_quote(value)}" for name, value in target.headers]
+    # The spaces matter: "[[==[" would open a Lua long bracket.
+    lines += [f"wrk.headers[ {_lua_quote(name)} ] = {_lua_quote(value)}" for name, value in target.headers]
     if target.expect_status == 200:
         status = _LUA_STATUS_BY_WRK
     else:

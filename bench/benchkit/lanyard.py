@@ -115,9 +115,7 @@ def start_lanyard(home: Path, logdir: Path) -> Lanyard:
     return Lanyard(server, endpoints, service)
 
 
-def _watch_start(
-    home: Path, server: Server, started: float, require_agent: bool
-) -> tuple[dict[str, Any], StartTiming]:
+def _watch_start(home: Path, server: Server, started: float, require_agent: bool) -> tuple[dict[str, Any], StartTiming]:
     """Poll every 2 ms (a small cost next to a ~1 s start) for readiness and the milestones on the
     way. The endpoints file is written atomically, but it must name this process: a stale one
     from an earlier start of the same home does not count."""

@@ -22,7 +22,7 @@ from benchkit.tokens import CheckFailed, json_body, verify_rs256
 ARM = "https://management.azure.com"
 APP_SERVICE_VERSION = "2019-08-01"
 IMDS_VERSION = "2018-02-01"
-IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"  # noqa: S105 - a URL path
+IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"
 RESPONSE_FIELDS = {"access_token", "expires_on", "expires_in", "resource", "token_type", "client_id", "not_before"}
 
 

@@ -56,9 +56,7 @@ async def simultaneous(url: str, requests: list[bytes], timeout_s: float) -> lis
     try:
         for (_, writer), request in zip(connections, requests, strict=True):
             writer.write(request)
-        return await asyncio.wait_for(
-            asyncio.gather(*(read_response(reader) for reader, _ in connections)), timeout_s
-        )
+        return await asyncio.wait_for(asyncio.gather(*(read_response(reader) for reader, _ in connections)), timeout_s)
     finally:
         for _, writer in connections:
             writer.close()

@@ -316,7 +316,12 @@ def to_markdown(
         "",
     ]
     if any(g.limits for g in results):
-        parts += ["## Figures (median and min - max over repetitions)", "", markdown_table(LIMIT_HEADER, limit_rows(results)), ""]
+        parts += [
+            "## Figures (median and min - max over repetitions)",
+            "",
+            markdown_table(LIMIT_HEADER, limit_rows(results)),
+            "",
+        ]
     parts += ["## Targets", "", markdown_table(TARGET_HEADER, target_rows(samples)), ""]
     if details:
         parts += ["## Details", "", *(f"- **{k}**: {v}" for k, v in details.items()), ""]

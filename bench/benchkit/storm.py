@@ -69,7 +69,7 @@ async def _worker(spec: StormSpec, todo: Iterator[int], answers: dict[int, tuple
             writer.write(get_request(spec.url, {**spec.params, "resource": spec.resource(index)}, spec.headers))
             status, body = await asyncio.wait_for(read_response(reader), spec.timeout_s)
             answers[index] = (str(status), body)
-        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
             answers[index] = (f"error:{type(exc).__name__}", b"")
             if connection is not None:
                 connection[1].close()

@@ -435,3 +435,36 @@ def test_run_errors(platform: RunningPlatform) -> None:
         platform.home, "webapp", "run", "-g", "mi-rg", "-n", "mi-app", "--", "/nonexistent/binary", check=False
     )
     assert bad_command.returncode == 1 and "cannot start" in bad_command.stderr
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="Arc key files live in /var/opt/azcmagent/tokens (root)")
+
+
+@needs_root
+def test_arc_challenge_protocol(platform: RunningPlatform, apps: dict[str, Any]) -> None:
+    """IDENTITY_ENDPOINT + IMDS_ENDPOINT: the 401 Basic-realm key-file challenge, then the token."""
+    uai = apps["uai"]
+    base = {"kind": "raw", "base_env": "IDENTITY_ENDPOINT", "headers": {"Metadata": "true"}}
+    actions = [
+        {"kind": "env", "names": ["IDENTITY_ENDPOINT", "IMDS_ENDPOINT", "IDENTITY_HEADER"]},
+        {"kind": "azid-sync", "scope": f"{ARM}/.default"},
+        {"kind": "azid-async", "scope": f"{ARM}/.default", "kwargs": {"client_id": uai["clientId"]}},
+        {"kind": "msal", "resource": ARM},
+        {**base, "path": f"?api-version=2020-06-01&resource={ARM}"},
+        {
+            **base,
+            "path": f"?api-version=2020-06-01&resource={ARM}",
+            "headers": {"Metadata": "true", "Authorization": "Basic guessed"},
+        },
+    ]
+    code, results, stderr = run_probe(platform, vm("--arc"), actions)
+    assert code == 0, stderr
+    env, sync_token, async_token, msal_token, first, guessed = ok_values(results)
+    assert env["IDENTITY_ENDPOINT"].endswith("/metadata/identity/oauth2/token") and env["IMDS_ENDPOINT"]
+    assert env["IDENTITY_HEADER"] is None
+    vm_oid = apps["vm"]["identity"]["principalId"]
+    assert claims_of(platform, sync_token, ARM)["oid"] == vm_oid
+    assert claims_of(platform, async_token, ARM)["oid"] == uai["principalId"]
+    assert claims_of(platform, msal_token, ARM)["oid"] == vm_oid
+    assert first["status"] == 401 and guessed["status"] == 401
+    assert not list(Path("/var/opt/azcmagent/tokens").glob("*.key"))  # keys are one-use and cleaned up

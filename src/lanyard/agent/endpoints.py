@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from lanyard.agent.bindings import BindingsState
+from lanyard.agent.bindings import BindingsState, Identity
 from lanyard.agent.cache import TokenCache
 from lanyard.agent.guards import headers_of, refusal
 from lanyard.agent.upstream import Upstream, UpstreamError
@@ -63,6 +63,9 @@ class TokenService:
         self.upstream = upstream
 
     async def issue(self, resource_id: str, request: TokenRequest) -> IssuedToken:
+        return (await self.issue_for(resource_id, request))[0]
+
+    async def issue_for(self, resource_id: str, request: TokenRequest) -> tuple[IssuedToken, Identity]:
         workload = self.state.workload(resource_id)
         if workload is None:
             raise MsiError(
@@ -86,7 +89,7 @@ class TokenService:
         current = self.state.workload(resource_id)
         if current is None or identity.object_id not in {i.object_id for i in current.identities}:
             raise MsiError(400, "Unable to load the proper Managed Identity.")
-        return token
+        return token, identity
 
 
 class AppServiceEndpoint:
@@ -157,3 +160,109 @@ class ImdsEndpoint:
             await send_json(send, exc.status, exc.imds_body())
             return
         await send_json(send, 200, imds_body(token, request, time.time()))
+
+
+class ArcEndpoint:
+    """The Azure Arc (HIMDS) protocol for one machine: a first request is answered 401 with
+    `WWW-Authenticate: Basic realm=<path>.key`; only a process that can read that file can answer the
+    challenge, so file permissions prove local privilege (SECURITY.md T1). Each key is good once."""
+
+    KEY_DIR = "/var/opt/azcmagent/tokens"  # azure-identity accepts key files only here (on Linux)
+    KEY_TTL = 60.0
+
+    def __init__(
+        self, service: TokenService, resource_id: str, allowed_hosts: frozenset[bytes], owner: tuple[int, int] | None
+    ) -> None:
+        self.service = service
+        self.resource_id = resource_id
+        self.allowed_hosts = allowed_hosts
+        self.owner = owner
+        self._keys: dict[str, tuple[str, float]] = {}  # secret -> (file, expiry)
+
+    def _challenge(self) -> str:
+        import os
+        import secrets as pysecrets
+
+        os.makedirs(self.KEY_DIR, mode=0o755, exist_ok=True)
+        secret = pysecrets.token_urlsafe(32)
+        path = f"{self.KEY_DIR}/{pysecrets.token_hex(16)}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret)
+        if self.owner is not None:
+            os.chown(path, *self.owner)
+        self._expire()
+        self._keys[secret] = (path, time.monotonic() + self.KEY_TTL)
+        return path
+
+    def _expire(self) -> None:
+        import contextlib
+        import os
+
+        now = time.monotonic()
+        for secret, (path, expiry) in list(self._keys.items()):
+            if expiry < now:
+                del self._keys[secret]
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _redeem(self, authorization: bytes) -> bool:
+        import contextlib
+        import hmac
+        import os
+
+        scheme, _, value = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        self._expire()
+        for secret in list(self._keys):
+            if hmac.compare_digest(secret.encode(), value.strip().encode()):
+                path, _ = self._keys.pop(secret)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return True
+        return False
+
+    def close(self) -> None:
+        for secret in list(self._keys):
+            self._keys[secret] = (self._keys[secret][0], 0.0)
+        self._expire()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = headers_of(scope["headers"])
+        try:
+            if headers.get(b"metadata", b"").lower() != b"true":
+                raise MsiError(400, "Required metadata header not specified")
+            reason = refusal(headers, self.allowed_hosts)
+            if reason:
+                raise MsiError(400, reason)
+            if scope["method"] != "GET":
+                raise MsiError(405, "The request method is not supported; use GET.", "method_not_allowed")
+            if scope["path"] != IMDS_TOKEN_PATH:
+                raise MsiError(400, "The requested metadata path is not supported.")
+            request = parse_imds(query_of(scope))
+            if not self._redeem(headers.get(b"authorization", b"")):
+                realm = self._challenge()
+                await send_json(
+                    send,
+                    401,
+                    {
+                        "error": "unauthorized",
+                        "error_description": "Read the key file named "
+                        "in WWW-Authenticate and send its content as Basic credentials.",
+                    },
+                    [(b"www-authenticate", f"Basic realm={realm}".encode())],
+                )
+                return
+            token, identity = await self.service.issue_for(self.resource_id, request)
+        except MsiError as exc:
+            if exc.status == 400 and exc.message.startswith("Unable to load"):
+                exc = MsiError(400, "Identity not found")
+            await send_json(send, exc.status, exc.imds_body())
+            return
+        body = imds_body(token, request, time.time())
+        # Clients check that a user-assigned answer names the identity they asked for.
+        body.update({"object_id": identity.object_id, "msi_res_id": identity.resource_id})
+        await send_json(send, 200, body)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from lanyard.agent.bindings import BindingsState
 from lanyard.agent.cache import TokenCache
-from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ImdsEndpoint, TokenService
+from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEndpoint, ImdsEndpoint, TokenService
 from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
@@ -206,10 +206,32 @@ class Agent:
 
             return f"http://127.0.0.1:{imds_port}", close
 
+        async def open_arc(
+            resource_id: str, owner: tuple[int, int] | None
+        ) -> tuple[str, Callable[[], Awaitable[None]]]:
+            arc_sock = _tcp_socket("127.0.0.1", 0)
+            arc_port = arc_sock.getsockname()[1]
+            endpoint = ArcEndpoint(service, resource_id, allowed_hosts_for(arc_port), owner)
+            listener = await server.add_listener(arc_sock, endpoint)
+
+            async def close() -> None:
+                listener.close()
+                endpoint.close()
+                with contextlib.suppress(ValueError):
+                    server.servers.remove(listener)
+
+            return f"http://127.0.0.1:{arc_port}", close
+
         control = ControlServer(
             self.options.home / "control.sock",
             RunContext(
-                self.state, self.workloads, appservice_url, self.options.ca_bundle, self.options.ca_file, open_imds
+                self.state,
+                self.workloads,
+                appservice_url,
+                self.options.ca_bundle,
+                self.options.ca_file,
+                open_imds,
+                open_arc,
             ),
         )
         await control.start()

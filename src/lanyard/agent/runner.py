@@ -55,6 +55,7 @@ class RunContext:
     ca_bundle: str
     ca_cert: str
     open_imds: Callable[[str, str | None], Any]  # (resource_id, netns) -> awaitable (url, closer)
+    open_arc: Callable[[str, tuple[int, int] | None], Any]  # (resource_id, key owner) -> awaitable (url, closer)
 
 
 def _truthy(value: str | None) -> bool:
@@ -209,6 +210,8 @@ class ControlServer:
                         "MSI_SECRET": header,
                     }
                 )
+        elif request.get("kind") == "arc" and imds_url is not None:
+            env.update({"IDENTITY_ENDPOINT": f"{imds_url}/metadata/identity/oauth2/token", "IMDS_ENDPOINT": imds_url})
         elif imds_url is not None:
             env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds_url
         return env
@@ -218,8 +221,8 @@ class ControlServer:
         resource_id = str(request["resourceId"])
         kind = request.get("kind")
         argv = request.get("argv")
-        if kind not in ("appservice", "imds") or not isinstance(argv, list) or not argv:
-            raise ValueError("kind must be appservice or imds, and argv a non-empty list")
+        if kind not in ("appservice", "imds", "arc") or not isinstance(argv, list) or not argv:
+            raise ValueError("kind must be appservice, imds or arc, and argv a non-empty list")
         bound = self.ctx.state.workload(resource_id)
         if bound is None:
             self._send(conn, {"error": f"{resource_id} is not placed on this host"})
@@ -235,6 +238,14 @@ class ControlServer:
                 if bound.identities and not disabled:
                     registration = self.ctx.workloads.start(resource_id, "appservice")
                     header = registration.header
+            elif kind == "arc":
+                if os.getuid() != 0:
+                    self._send(
+                        conn, {"error": "Arc mode needs a root agent: its key files live in /var/opt/azcmagent/tokens"}
+                    )
+                    return
+                owner = (uid, gid) if uid != 0 else None
+                imds_url, closer = await self.ctx.open_arc(resource_id, owner)
             else:
                 if request.get("netns"):
                     netns = await loop.run_in_executor(None, create_netns)

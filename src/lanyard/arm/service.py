@@ -390,31 +390,27 @@ class ControlPlane:
                 providers.resource_type(ref)
                 return self._list_type(s, ref, None, query, caller)
             raise not_found("The requested path is not an ARM resource path.", "NotFound")
-        group = self._require_group(s, ref.subscription, ref.resource_group)
         if ref.types[-1].lower() == "config" and ref.parent is not None:
             return self._config(s, method, ref, action, body, caller)
         type_ = providers.resource_type(ref)
+        verbs = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+        if method not in verbs or (ref.is_collection and method != "GET"):
+            raise ArmError("The requested method is not allowed here.", code="MethodNotAllowed", status=405)
+        # Authorize before looking anything up, so a caller without rights learns nothing about what exists.
+        scope = ref.scope if ref.is_collection and ref.parent is None else ref.id
+        self.authorize(s, caller, f"{type_.full_type}/{verbs[method]}", scope)
+        group = self._require_group(s, ref.subscription, ref.resource_group)
         if ref.is_collection:
-            if method != "GET":
-                raise ArmError(
-                    "The requested method is not allowed on a collection.", code="MethodNotAllowed", status=405
-                )
             return self._list_type(s, ref, group, query, caller)
-        base_action = type_.full_type
         if method == "GET":
-            self.authorize(s, caller, f"{base_action}/read", ref.id)
             return Reply(200, self.resource_json(s, self._require_resource(s, ref)))
         if method in ("PUT", "PATCH"):
-            self.authorize(s, caller, f"{base_action}/write", ref.id)
             return self._write_resource(s, method, ref, type_, group, _json_object(body, "body"), caller)
-        if method == "DELETE":
-            self.authorize(s, caller, f"{base_action}/delete", ref.id)
-            record = repo.get_resource(s, resource_key(ref.id))
-            if record is None:
-                return Reply(204)
-            self._delete_resource_tree(s, record)
-            return Reply(200)
-        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        record = repo.get_resource(s, resource_key(ref.id))
+        if record is None:
+            return Reply(204)
+        self._delete_resource_tree(s, record)
+        return Reply(200)
 
     def _list_type(
         self, s: Any, ref: ResourceRef, group: repo.GroupRecord | None, query: dict[str, str], caller: Caller
@@ -644,8 +640,12 @@ class ControlPlane:
             raise not_found("Only sites and slots have config resources.", "NotFound")
         if ref.name.lower() != "appsettings":
             raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings'.", "NotFound")
+        config_type = f"{providers.resource_type(parent_ref).full_type}/config"
+        reading = (method == "POST" and action == "list") or method == "GET"
+        if not reading and method != "PUT":
+            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        self.authorize(s, caller, f"{config_type}/{'list/action' if reading else 'write'}", parent_ref.id)
         site = self._require_resource(s, parent_ref)
-        config_type = f"{site.type}/config"
         config_id = f"{site.id}/config/appsettings"
 
         def shaped(settings: dict[str, str]) -> dict[str, Any]:
@@ -657,19 +657,14 @@ class ControlPlane:
                 "properties": settings,
             }
 
-        current = dict(site.properties.get(APPSETTINGS_KEY, {}))
-        if (method == "POST" and action == "list") or method == "GET":
-            self.authorize(s, caller, f"{config_type}/list/action", site.id)
-            return Reply(200, shaped(current))
-        if method == "PUT":
-            self.authorize(s, caller, f"{config_type}/write", site.id)
-            settings = _json_object(_json_object(body, "body").get("properties"), "properties")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
-                raise bad_request("App settings must map names to string values.", "InvalidRequestContent")
-            props = {**site.properties, APPSETTINGS_KEY: settings}
-            repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
-            return Reply(200, shaped(settings))
-        raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        if reading:
+            return Reply(200, shaped(dict(site.properties.get(APPSETTINGS_KEY, {}))))
+        settings = _json_object(_json_object(body, "body").get("properties"), "properties")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
+            raise bad_request("App settings must map names to string values.", "InvalidRequestContent")
+        props = {**site.properties, APPSETTINGS_KEY: settings}
+        repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
+        return Reply(200, shaped(settings))
 
     # -- role assignments and definitions -----------------------------------------------------
 

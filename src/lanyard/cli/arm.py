@@ -419,9 +419,17 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--resource-group", "-g", required=True)
     @click.option("--name", "-n", required=True)
     @click.option("--slot", "-s")
+    @click.option("--agent-home", help="Run on the agent with this home folder (default: the platform's own).")
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     @click.pass_context
-    def run(ctx: click.Context, resource_group: str, name: str, slot: str | None, command: tuple[str, ...]) -> None:
+    def run(
+        ctx: click.Context,
+        resource_group: str,
+        name: str,
+        slot: str | None,
+        agent_home: str | None,
+        command: tuple[str, ...],
+    ) -> None:
         """Run COMMAND as this app on this host, with the environment App Service gives it."""
         from lanyard.cli.run import place_here, run_workload
 
@@ -429,7 +437,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         path = site_path(profile, resource_group, name, slot)
         site = arm(profile, "GET", path, "web")
         settings = arm(profile, "POST", f"{path}/config/appsettings/list", "web")["properties"]
-        socket_path = place_here(profile, site["id"])
+        socket_path = place_here(profile, site["id"], agent_home)
         run_workload(
             socket_path,
             {
@@ -569,16 +577,36 @@ def vm_delete(ctx: click.Context, resource_group: str, name: str, yes: bool) -> 
     is_flag=True,
     help="Run in a network namespace where the metadata service answers at http://169.254.169.254 (Linux, root).",
 )
+@click.option("--agent-home", help="Run on the agent with this home folder (default: the platform's own).")
+@click.option(
+    "--arc",
+    is_flag=True,
+    help="Speak the Azure Arc protocol (IDENTITY_ENDPOINT + IMDS_ENDPOINT, the "
+    "401 key-file challenge) instead of IMDS (Linux, root).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def vm_run(ctx: click.Context, resource_group: str, name: str, netns: bool, command: tuple[str, ...]) -> None:
+def vm_run(
+    ctx: click.Context,
+    resource_group: str,
+    name: str,
+    netns: bool,
+    agent_home: str | None,
+    arc: bool,
+    command: tuple[str, ...],
+) -> None:
     """Run COMMAND as this VM on this host, with a metadata service (IMDS) of its own."""
     from lanyard.cli.run import place_here, run_workload
 
     profile = _profile(ctx)
     record = arm(profile, "GET", vm_path(profile, resource_group, name), "compute")
-    socket_path = place_here(profile, record["id"])
-    run_workload(socket_path, {"kind": "imds", "resourceId": record["id"], "argv": list(command), "netns": netns})
+    socket_path = place_here(profile, record["id"], agent_home)
+    if arc and netns:
+        fail("--arc and --netns cannot be combined")
+    run_workload(
+        socket_path,
+        {"kind": "arc" if arc else "imds", "resourceId": record["id"], "argv": list(command), "netns": netns},
+    )
 
 
 @vm.group("identity")
@@ -785,4 +813,38 @@ def assignment_delete(
         arm(profile, "DELETE", target, "authorization")
 
 
-COMMANDS: list[Callable[..., Any]] = [group, appservice, webapp, functionapp, identity, vm, role]
+# -- hosts (agents) ---------------------------------------------------------------------------------
+
+
+@click.group("host")
+def host() -> None:
+    """Manage host agents."""
+
+
+@host.command("list")
+@click.pass_context
+def host_list(ctx: click.Context) -> None:
+    profile = _profile(ctx)
+    base = profile.endpoints["arm"].rstrip("/")
+    print_json(profile.call("GET", f"{base}/lanyard/v1/hosts", resource="https://management.azure.com")["value"])
+
+
+@host.group("join-token")
+def join_token() -> None:
+    """One-time tokens for new agents."""
+
+
+@join_token.command("create")
+@click.option("--name", help="The host the token is meant for (informational).")
+@click.pass_context
+def join_token_create(ctx: click.Context, name: str | None) -> None:
+    """A token for `lanyard agent --join TOKEN --server URL --ca FILE` on another machine (one use, 1 hour)."""
+    profile = _profile(ctx)
+    base = profile.endpoints["arm"].rstrip("/")
+    created = profile.call(
+        "POST", f"{base}/lanyard/v1/joinTokens", resource="https://management.azure.com", body={"name": name}
+    )
+    print_json({**created, "server": profile.endpoints["authority"], "caCert": profile.endpoints["ca_cert"]})
+
+
+COMMANDS: list[Callable[..., Any]] = [group, appservice, webapp, functionapp, identity, vm, role, host]

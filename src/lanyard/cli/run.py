@@ -13,13 +13,20 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lanyard.cli.context import Profile, fail
 
 
-def place_here(profile: Profile, resource_id: str) -> str:
-    agent = profile.endpoints.get("agent")
+def place_here(profile: Profile, resource_id: str, agent_home: str | None = None) -> str:
+    """Place the workload on the chosen agent's host; returns that agent's control socket."""
+    agent: Any = profile.endpoints.get("agent")
+    if agent_home:
+        try:
+            agent = json.loads((Path(agent_home).expanduser() / "agent.json").read_text())
+        except (OSError, ValueError):
+            fail(f"no agent is running with home {agent_home}")
     if not agent:
         fail("no host agent is running on this platform (was it started with --no-agent?)")
     host_id = str(agent["hostId"])

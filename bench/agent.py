@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+"""Host-agent benchmark: goals G1, G2, G4, G5 and G9 of shared/PERFORMANCE.md.
+
+    python bench/agent.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
+    python bench/agent.py --full  [--out DIR]   # ~9 minutes: longer rounds, the figures to quote
+
+Measured in one run, against one `lanyard up` and workloads started with `lanyard webapp run` and
+`lanyard vm run` exactly as a user would:
+  G9  `lanyard up` start to ready on a warm home (second and later starts); the IMDS probe's 400
+  G4  simultaneous first requests for a fresh (identity, resource) get one token; repeats, and the
+      cached token after all the load, are that same token (no signing on a hit)
+  G1  cached-token req/s from the agent, App Service and IMDS shapes, c32, / a bare Starlette app
+  G2  cached-token service time at one connection (p50, p99)
+  G5  boot storm: 1,000 distinct cold (identity, resource) pairs at once / the RSA-sign time budget
+
+Pinning (see bench/README.md for why): the agent and the reference app on core 0; `lanyard up`'s
+server process, wrk, the storm client and this script on core 1.
+
+Exit status: 1 on a correctness failure (a wrong or failed answer, a second token where one was
+due, errors under load, a process dying) or, in --smoke, a required figure worse than half its floor
+(twice it, for a time); in --full, 2 when a goal is below its floor. A missing wrk is noted, never failed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from benchkit.venv import use_repo_venv
+
+use_repo_venv()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+
+from benchkit import report  # noqa: E402
+from benchkit.harness import (  # noqa: E402
+    BENCH_DIR,
+    LOAD_CORE,
+    SERVER_CORE,
+    HttpTarget,
+    Sample,
+    Server,
+    Target,
+    all_cores,
+    can_pin,
+    ensure_wrk,
+    free_port,
+    loaded_libraries,
+    log,
+    pin_process,
+    pinned,
+    run_rounds,
+    run_wrk,
+    wait_http,
+)
+from benchkit.lanyard import StartTiming, cli, lanyard_binary, start_platform  # noqa: E402
+from benchkit.msi import ARM, Shape, app_service_shape, exactness, fetch, imds_shape, probe_target  # noqa: E402
+from benchkit.rawhttp import timed_get  # noqa: E402
+from benchkit.storm import StormResult, StormSpec  # noqa: E402
+from benchkit.tokens import CheckFailed  # noqa: E402
+from benchkit.workloads import Workload, start_workload  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    warm_up_s: float
+    rounds: int
+    seconds: float
+    warm_starts: int  # G9: starts of the already-initialised home, each timed
+    racing: int  # G4: simultaneous first requests per shape
+    probes: int  # G9: header-less IMDS probes, each on a new connection
+    storms: int  # G5: repetitions of the 1,000-pair storm, each with fresh resources
+    rsa_s: float  # G5: seconds of RSA signing to size the budget
+    context: bool  # extra reference targets (bare app at c1 and on the stdlib event loop)
+
+
+MODES = {
+    "smoke": Mode("smoke", 1, 2, 2, warm_starts=2, racing=64, probes=200, storms=1, rsa_s=2, context=False),
+    "full": Mode("full", 3, 5, 10, warm_starts=5, racing=256, probes=1000, storms=3, rsa_s=5, context=True),
+}
+CONNECTIONS = 32
+STORM_PAIRS = 1000
+STORM_CONCURRENCY = 200  # as many workloads booting at once; each has its own connection
+PROCESS_TIMEOUT_S = 600
+
+# Target names (wrk runs), used by the goal definitions below.
+BARE = "bare starlette http"
+BARE_STDLIB = "bare starlette http (stdlib asyncio loop)"
+BARE_C1 = "bare starlette http c1"
+AS32, IMDS32 = "agent app service c32", "agent imds c32"
+AS1, IMDS1 = "agent app service c1", "agent imds c1"
+PROBE1 = "imds probe (no Metadata) c1, keep-alive"
+
+# Figure names (lists of values, one per repetition).
+F_READY = "G9 warm start to ready (s)"
+F_SERVER_BOOT = "G9 of which server boot, to agent spawned (s)"
+F_AGENT_BOOT = "G9 of which agent boot, spawned to agent.json (s)"
+F_ANNOUNCE = "G9 of which announcing, agent.json to endpoints.json (s)"
+F_COLD = "G9 first (cold) start to ready (s)"
+F_PROBE_P99 = "G9 probe p99, new connection each (ms)"
+F_PROBE_P50 = "G9 probe p50, new connection each (ms)"
+F_PROBE_KA_P99 = "G9 probe p99, keep-alive (ms)"
+F_AS_P99, F_AS_P50 = "G2 app service p99 at c1 (ms)", "G2 app service p50 at c1 (ms)"
+F_IMDS_P99, F_IMDS_P50 = "G2 imds p99 at c1 (ms)", "G2 imds p50 at c1 (ms)"
+F_BARE_P99 = "bare starlette p99 at c1 (ms)"
+F_EXTRA = "G4 extra signatures (tokens beyond one per pair)"
+F_STORM_SHARE = "G5 storm elapsed / budget"
+F_STORM_S = "G5 storm elapsed (s)"
+F_BUDGET_S = "G5 budget 1000 / (0.5 x sign/s) (s)"
+F_STORM_CPU = "G5 storm client CPU (s)"
+
+
+def goals() -> list[report.GoalSpec]:
+    ms, s = "ms", "s"
+    return [
+        report.GoalSpec(
+            "G1",
+            "cached token from the host agent, c32",
+            ratios=[
+                report.RatioSpec(f"app service / {BARE}", AS32, BARE, target=0.80, floor=0.50),
+                report.RatioSpec(f"imds / {BARE}", IMDS32, BARE, target=0.80, floor=0.50),
+                report.RatioSpec(f"app service / {BARE_STDLIB}", AS32, BARE_STDLIB),
+                report.RatioSpec(f"{BARE_STDLIB} / {BARE} (cost of no uvloop)", BARE_STDLIB, BARE),
+            ],
+        ),
+        report.GoalSpec(
+            "G2",
+            "cached token service time at 1 connection",
+            limits=[
+                report.LimitSpec("app service p99", F_AS_P99, ms, target=1.0, floor=2.0),
+                report.LimitSpec("imds p99", F_IMDS_P99, ms, target=1.0, floor=2.0),
+                report.LimitSpec("app service p50", F_AS_P50, ms),
+                report.LimitSpec("imds p50", F_IMDS_P50, ms),
+                report.LimitSpec("bare starlette p99 (context)", F_BARE_P99, ms),
+            ],
+        ),
+        report.GoalSpec(
+            "G4",
+            "one signature per (identity, resource): coalesced misses, no signing on a hit",
+            limits=[report.LimitSpec("extra signatures", F_EXTRA, "tokens", target=0, floor=0)],
+        ),
+        report.GoalSpec(
+            "G5",
+            f"boot storm: {STORM_PAIRS} distinct cold pairs at once",
+            limits=[
+                report.LimitSpec("elapsed / budget", F_STORM_SHARE, "x", target=1.0, floor=2.0),
+                report.LimitSpec("elapsed", F_STORM_S, s),
+                report.LimitSpec("budget", F_BUDGET_S, s),
+                report.LimitSpec("storm client CPU", F_STORM_CPU, s),
+            ],
+        ),
+        report.GoalSpec(
+            "G9",
+            "start-up on a warm home, and the IMDS probe",
+            limits=[
+                report.LimitSpec("lanyard up to ready (agent included)", F_READY, s, target=0.6, floor=1.5),
+                # PERFORMANCE.md gives the probe a target only; it is used as the floor as well.
+                report.LimitSpec("header-less probe p99, new connection", F_PROBE_P99, ms, target=2.0, floor=2.0),
+                report.LimitSpec("of which server boot", F_SERVER_BOOT, s),
+                report.LimitSpec("of which agent boot", F_AGENT_BOOT, s),
+                report.LimitSpec("of which announcing the agent", F_ANNOUNCE, s),
+                report.LimitSpec("first (cold) start", F_COLD, s),
+                report.LimitSpec("probe p50, new connection", F_PROBE_P50, ms),
+                report.LimitSpec("probe p99, keep-alive", F_PROBE_KA_P99, ms),
+            ],
+        ),
+    ]
+
+
+@dataclass
+class Run:
+    """Everything one invocation accumulates: targets to rotate, processes to stop, findings."""
+
+    mode: Mode
+    wrk: str | None
+    workdir: Path
+    logdir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    targets: list[Target] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    workloads: list[Workload] = field(default_factory=list)
+    figures: dict[str, list[float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add_http(self, name: str, target: HttpTarget, connections: int = CONNECTIONS) -> None:
+        if self.wrk is None:
+            return
+        wrk, workdir = self.wrk, self.workdir
+        self.targets.append(Target(name, lambda seconds: run_wrk(wrk, target, seconds, connections, workdir)))
+
+    def figure(self, name: str, value: float) -> None:
+        self.figures.setdefault(name, []).append(value)
+
+
+@dataclass(frozen=True)
+class Platform:
+    server: Server
+    endpoints: dict[str, Any]
+    home: Path
+
+    @property
+    def agent_pid(self) -> int:
+        return int(self.endpoints["agent"]["pid"])
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.endpoints['authority'].rstrip('/')}/{self.endpoints['tenant_id']}/discovery/v2.0/keys"
+
+
+@dataclass(frozen=True)
+class Identities:
+    """The principals the tokens must name: the web app's and the VM's system identities, and one
+    user-assigned identity also attached to the web app (picked by client_id)."""
+
+    app_principal: str
+    vm_principal: str
+    uai_client: str
+
+
+# ---------------------------------------------------------------------------------- references
+
+
+def setup_references(run: Run) -> None:
+    """The bare Starlette app, on uvicorn's defaults ("auto": uvloop and httptools when installed,
+    the stack the agent is meant to run on), plus in --full the same app on the stdlib loop."""
+    run.add_http(BARE, HttpTarget(start_reference(run, BARE, [])))
+    if run.mode.context:
+        run.add_http(BARE_C1, HttpTarget(start_reference(run, BARE_C1, [])), connections=1)
+        run.add_http(BARE_STDLIB, HttpTarget(start_reference(run, BARE_STDLIB, ["--loop", "asyncio"])))
+
+
+def start_reference(run: Run, name: str, options: list[str]) -> str:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "uvicorn", "benchkit.refapp:app", "--app-dir", str(BENCH_DIR)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log", *options]
+    server = Server(name, cmd, run.logdir / f"{name.replace(' ', '-')}.log").start()
+    run.servers.append(server)
+    wait_http(url, 30, server)
+    if httpx.get(url).json().get("status") != "ok":
+        raise CheckFailed(f"{name}: unexpected answer")
+    run.meta[f"{name}: native modules loaded"] = loaded_libraries(server.pid, ["uvloop", "httptools"])
+    return url
+
+
+# ------------------------------------------------------------------------------------ platform
+
+
+def start_and_time(run: Run, home: Path) -> Platform:
+    """G9. The first start initialises the home (keys, database, the agent's join) and is only
+    reported; every later start is timed against the goal. Starts are unpinned, as on a user's
+    machine; the last one stays up for everything else."""
+    server: Server | None = None
+    for index in range(run.mode.warm_starts + 1):
+        if server is not None:
+            server.stop()
+            run.servers.remove(server)
+        log(f"lanyard up: start {index + 1} of {run.mode.warm_starts + 1}")
+        server, endpoints, timing = start_platform(home, run.logdir, all_cores(), log_name=f"lanyard-start{index}")
+        run.servers.append(server)
+        record_start(run, timing, cold=index == 0)
+    assert server is not None
+    return Platform(server, endpoints, home)
+
+
+def record_start(run: Run, timing: StartTiming, cold: bool) -> None:
+    log(f"  ready in {timing.ready_s:.3f}s (agent spawned {timing.agent_spawned_s}, ready {timing.agent_ready_s})")
+    if cold:
+        run.figure(F_COLD, timing.ready_s)
+        return
+    run.figure(F_READY, timing.ready_s)
+    if timing.agent_spawned_s is not None:
+        run.figure(F_SERVER_BOOT, timing.agent_spawned_s)
+    if timing.agent_spawned_s is not None and timing.agent_ready_s is not None:
+        run.figure(F_AGENT_BOOT, timing.agent_ready_s - timing.agent_spawned_s)
+    if timing.agent_ready_s is not None:
+        # `lanyard up` learns the agent is ready by polling for agent.json every 50 ms.
+        run.figure(F_ANNOUNCE, timing.ready_s - timing.agent_ready_s)
+
+
+def pin_platform(run: Run, platform_: Platform) -> None:
+    """The agent is the process under test: it gets the server core to itself, like the reference.
+    `lanyard up`'s server is idle while cached tokens are served (the agent only long-polls it),
+    so it shares the load core; in the storm it signs tokens while the agent signs assertions."""
+    agent_ok = pin_process(platform_.agent_pid, SERVER_CORE)
+    server_ok = pin_process(platform_.server.pid, LOAD_CORE)
+    run.meta["pinning"] = (
+        f"agent core {SERVER_CORE}, lanyard up server core {LOAD_CORE}, reference core {SERVER_CORE}, "
+        f"wrk/storm client/this script core {LOAD_CORE}"
+        if agent_ok and server_ok
+        else "NOT pinned (no taskset or < 2 cores)"
+    )
+    native = loaded_libraries(platform_.agent_pid, ["uvloop", "httptools"])
+    run.meta["agent: native modules loaded"] = native
+    if "uvloop" not in native:
+        run.notes.append(
+            "the agent runs on the stdlib asyncio loop, not uvloop (asyncio.run ignores uvicorn's loop "
+            "setting); the reference runs on uvloop"
+        )
+
+
+def provision(home: Path) -> Identities:
+    """The resources a user would create: a group, a user-assigned identity, a web app holding its
+    system identity and the user-assigned one, and a VM with a system identity."""
+    cli(home, "group", "create", "-n", "bench", "-l", "westus")
+    uai = cli(home, "identity", "create", "-g", "bench", "-n", "bench-uai")
+    app = cli(home, "webapp", "create", "-g", "bench", "-n", "bench-app", "--assign-identity", "[system]", "bench-uai")
+    vm = cli(home, "vm", "create", "-g", "bench", "-n", "bench-vm", "--assign-identity", "[system]")
+    return Identities(str(app["identity"]["principalId"]), str(vm["identity"]["principalId"]), str(uai["clientId"]))
+
+
+def start_workloads(run: Run, home: Path, ids: Identities) -> tuple[Shape, Shape, Shape]:
+    """App Service and IMDS workloads; the shapes: system identity, user-assigned, IMDS."""
+    log_path = run.logdir / "workloads.log"
+    webapp = start_workload(home, "webapp", "bench", "bench-app", run.workdir, log_path)
+    run.workloads.append(webapp)
+    vm = start_workload(home, "vm", "bench", "bench-vm", run.workdir, log_path)
+    run.workloads.append(vm)
+    return (
+        app_service_shape(webapp.env, ids.app_principal),
+        app_service_shape(webapp.env, ids.app_principal, ids.uai_client),
+        imds_shape(vm.env, ids.vm_principal),
+    )
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def verified_tokens(platform_: Platform, shapes: tuple[Shape, ...]) -> dict[str, str]:
+    """One ARM token per shape, its signature verified against the platform's JWKS. These warm the
+    cache, and are compared with what the agent serves after all the load (G4, hits never sign)."""
+    ca = str(platform_.endpoints["ca_cert"])
+    jwks = httpx.get(platform_.jwks_url, verify=ca, timeout=10).json()
+    tokens = {shape.label: fetch(shape, ARM, jwks) for shape in shapes}
+    log(f"tokens verified for {', '.join(tokens)}")
+    return tokens
+
+
+def check_exactness(run: Run, shapes: tuple[Shape, ...]) -> int:
+    """G4: per shape, a fresh resource raced by `racing` simultaneous requests, then as many repeats."""
+    extra = 0
+    for index, shape in enumerate(shapes):
+        result = exactness(shape, f"api://exact-{run.run_id}-{index}", run.mode.racing, run.mode.racing)
+        log(result.describe())
+        run.details[f"G4 {shape.label}"] = result.describe()
+        extra += result.extra_signatures
+        if result.failed:
+            run.failures.append(f"G4 {result.describe()}")
+    return extra
+
+
+def check_hits_after_load(run: Run, shapes: tuple[Shape, ...], before: dict[str, str]) -> int:
+    """The cached token after all the load must still be the first one: any other means a hit signed."""
+    changed = [shape.label for shape in shapes if fetch(shape, ARM) != before[shape.label]]
+    run.details["G4 cached token unchanged after the load"] = "yes" if not changed else f"NO: {changed}"
+    return len(changed)
+
+
+def measure_probe(run: Run, imds: Shape) -> None:
+    """G9: the SDK's probe (no Metadata header) on a new connection each, as the SDKs send it."""
+    request = probe_request(imds)
+    timings: list[float] = []
+    for _ in range(run.mode.probes):
+        status, seconds = timed_get(imds.url, request)
+        if status != 400:
+            run.failures.append(f"G9 header-less IMDS probe answered {status}, expected 400")
+            return
+        timings.append(seconds * 1000)
+    cuts = statistics.quantiles(timings, n=100)
+    run.figure(F_PROBE_P50, statistics.median(timings))
+    run.figure(F_PROBE_P99, cuts[98])
+
+
+def probe_request(imds: Shape) -> bytes:
+    return Shape(imds.label, imds.url, imds.params, {}, imds.identity_claim).raw_request(ARM)
+
+
+# -------------------------------------------------------------------------------------- storm
+
+
+def storm_budget(run: Run) -> float:
+    """1000 / (0.5 x RSA-2048 sign/s), the sign rate measured on the agent's core in this run."""
+    done = subprocess.run(
+        pinned([sys.executable, "-m", "benchkit.rsa_ceiling", str(run.mode.rsa_s)], SERVER_CORE),
+        capture_output=True,
+        text=True,
+        timeout=run.mode.rsa_s + 60,
+        check=True,
+        cwd=BENCH_DIR,
+    )
+    rate = float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+    run.details["G5 RSA-2048 sign/s on the agent's core"] = round(rate)
+    return STORM_PAIRS / (0.5 * rate)
+
+
+def run_storms(run: Run, shape: Shape, budget_s: float) -> None:
+    for index in range(run.mode.storms):
+        spec = StormSpec(
+            shape.url,
+            {**shape.params, **shape.extra},
+            shape.headers,
+            f"api://storm-{run.run_id}-{index}-",
+            STORM_PAIRS,
+            STORM_CONCURRENCY,
+            timeout_s=120,
+        )
+        result = storm_once(spec)
+        log(f"storm {index + 1}: {result.elapsed_s:.2f}s (budget {budget_s:.2f}s) statuses {result.statuses}")
+        run.details[f"G5 storm {index + 1}"] = result.to_json()
+        run.figure(F_STORM_S, result.elapsed_s)
+        run.figure(F_BUDGET_S, budget_s)
+        run.figure(F_STORM_SHARE, result.elapsed_s / budget_s)
+        run.figure(F_STORM_CPU, result.client_cpu_s)
+        if result.statuses != {"200": STORM_PAIRS} or result.tokens != STORM_PAIRS:
+            run.failures.append(
+                f"G5 storm: {result.statuses}, {result.tokens} of {STORM_PAIRS} answers carried the right token"
+            )
+
+
+def storm_once(spec: StormSpec) -> StormResult:
+    done = subprocess.run(
+        pinned([sys.executable, "-m", "benchkit.storm", spec.to_json()], LOAD_CORE),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+        check=False,
+        cwd=BENCH_DIR,
+    )
+    if done.returncode != 0:
+        raise CheckFailed(f"the storm client failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return StormResult.from_json(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+def add_agent_targets(run: Run, app: Shape, imds: Shape) -> None:
+    run.add_http(AS32, app.http_target())
+    run.add_http(IMDS32, imds.http_target())
+    run.add_http(AS1, app.http_target(), connections=1)
+    run.add_http(IMDS1, imds.http_target(), connections=1)
+    run.add_http(PROBE1, probe_target(imds), connections=1)
+
+
+def figures_from_samples(run: Run, samples: dict[str, list[Sample]]) -> None:
+    """G2 and the keep-alive probe come from wrk's per-round latency percentiles."""
+    for target, figure, attribute in (
+        (AS1, F_AS_P99, "p99_ms"),
+        (AS1, F_AS_P50, "p50_ms"),
+        (IMDS1, F_IMDS_P99, "p99_ms"),
+        (IMDS1, F_IMDS_P50, "p50_ms"),
+        (BARE_C1, F_BARE_P99, "p99_ms"),
+        (PROBE1, F_PROBE_KA_P99, "p99_ms"),
+    ):
+        for sample in samples.get(target, []):
+            value = getattr(sample, attribute)
+            if value is not None:
+                run.figure(figure, value)
+
+
+def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
+    """Every step in order; a CheckFailed (a wrong answer) is a correctness failure. Processes are
+    stopped by the caller whatever happens here."""
+    try:
+        setup_references(run)
+        platform_ = start_and_time(run, home)
+        pin_platform(run, platform_)
+        shapes = start_workloads(run, home, provision(home))
+        before = verified_tokens(platform_, shapes)
+        extra = check_exactness(run, shapes)
+        measure_probe(run, shapes[2])
+        add_agent_targets(run, shapes[0], shapes[2])
+        samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+        run.figure(F_EXTRA, extra + check_hits_after_load(run, shapes, before))
+        run_storms(run, shapes[0], storm_budget(run))
+    except (CheckFailed, RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        run.failures.append(f"{type(exc).__name__}: {exc}")
+        return {}
+    if run.wrk is None:
+        run.notes.append("wrk unavailable: G1 and G2 were not measured")
+    figures_from_samples(run, samples)
+    for server in run.servers[-1:]:
+        if not server.alive():
+            run.failures.append(f"lanyard up died during the run:\n{server.log_tail()}")
+    return samples
+
+
+def stop_everything(run: Run) -> None:
+    """Workloads first (their CLI asks the agent to stop them), then servers, newest first."""
+    for workload in reversed(run.workloads):
+        workload.stop()
+    for server in reversed(run.servers):
+        server.stop()
+
+
+# -------------------------------------------------------------------------------- meta, verdict
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def describe(run: Run) -> dict[str, Any]:
+    mode = run.mode
+    packages = ("starlette", "uvicorn", "uvloop", "httptools", "httpx", "orjson", "cryptography")
+    return {
+        "mode": mode.name,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "load": f"wrk -t1 -c{CONNECTIONS} (and -c1 for latency), warm-up {mode.warm_up_s:g}s, "
+        f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
+        "lanyard": str(lanyard_binary()),
+        # Other work on a shared 2-core machine shows up in every timing; this says how much there was.
+        "load average at start (1, 5, 15 min)": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "python": platform.python_version(),
+        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
+    }
+
+
+def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
+    """Turn findings into an exit status (see the module docstring)."""
+    for name, why in report.invalid_targets(samples).items():
+        run.failures.append(f"{name}: {why}")
+    if any(goal.spec.id == "G4" and goal.verdict == report.BELOW_FLOOR for goal in results):
+        run.failures.append("G4: a (identity, resource) pair was signed more than once")
+    if run.failures:
+        return 1
+    if run.mode.name == "smoke" and any(g.under_half_strength for g in results):
+        return 1
+    if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
+        return 2
+    return 0
+
+
+def print_summary(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> None:
+    print()
+    print(report.text_table(report.TARGET_HEADER, report.target_rows(samples)))
+    print()
+    print(report.text_table(report.GOAL_HEADER, report.goal_rows(results)))
+    print()
+    print(report.text_table(report.LIMIT_HEADER, report.limit_rows(results)))
+    print()
+    for goal in results:
+        print(f"{goal.spec.id} {goal.spec.title}: {goal.verdict}")
+    for line in run.notes:
+        print(f"note: {line}")
+    for line in run.failures:
+        print(f"FAILURE: {line}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
+    which.add_argument("--full", action="store_const", const="full", dest="mode")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where JSON + Markdown go")
+    parser.add_argument("--rounds", type=int, help="override the mode's number of measured rounds")
+    parser.add_argument("--seconds", type=float, help="override the mode's seconds per measurement")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    base = MODES[args.mode]
+    mode = replace(base, rounds=args.rounds or base.rounds, seconds=args.seconds or base.seconds)
+    if can_pin():
+        # This script is load, not server: keep its own work (G4 races, probes) off the agent's core.
+        os.sched_setaffinity(0, {LOAD_CORE})
+    out_dir: Path = args.out.resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-agent-"))
+    run = Run(mode, ensure_wrk(), workdir, out_dir / "logs" / "agent")
+    run.meta.update(describe(run))
+    try:
+        samples = measure(run, workdir / "lanyard-home")
+    finally:  # also on Ctrl-C: no process outlives the run
+        stop_everything(run)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results = report.evaluate(goals(), samples, run.figures)
+    status = judge(run, samples, results)
+    print_summary(run, samples, results)
+    payload = report.to_json(run.meta, samples, results, run.notes, run.failures, run.figures, run.details)
+    markdown = report.to_markdown(
+        run.meta, samples, results, run.notes, run.failures, "Lanyard host-agent benchmark", run.details
+    )
+    json_path, md_path = report.write(out_dir, f"agent-{mode.name}", payload, markdown)
+    print(f"\nwrote {json_path} and {md_path}; exit {status}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
