@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 STARTUP_TIMEOUT = 60.0
@@ -160,4 +161,22 @@ def credential_for(platform: RunningPlatform, app: dict[str, Any]) -> Any:
 
     return ClientSecretCredential(
         platform.tenant_id, app["appId"], app["password"], authority=platform.authority, disable_instance_discovery=True
+    )
+
+
+def verify_with_discovery(platform: RunningPlatform, token: str, audience: str) -> dict[str, Any]:
+    """Verify the way a resource server would: the discovery document's jwks_uri and nothing else."""
+    with platform.http() as http:
+        doc = http.get(f"{platform.authority}/{platform.tenant_id}/v2.0/.well-known/openid-configuration").json()
+    client = jwt.PyJWKClient(doc["jwks_uri"], ssl_context=ssl.create_default_context(cafile=platform.ca_cert))
+    key = client.get_signing_key_from_jwt(token)
+    return dict(
+        jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=f"{platform.authority}/{platform.tenant_id}/",
+            options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub"]},
+        )
     )

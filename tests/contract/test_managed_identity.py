@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, run_cli
+from tests.conftest import RunningPlatform, cli_json, run_cli, verify_with_discovery
 
 PROBE = str(Path(__file__).parents[1] / "workloads" / "probe.py")
 ARM = "https://management.azure.com"
@@ -72,21 +71,7 @@ def vm(*extra: str) -> list[str]:
     return ["vm", "run", "-g", "mi-rg", "-n", "mi-vm", *extra]
 
 
-def claims_of(platform: RunningPlatform, token: str, audience: str) -> dict[str, Any]:
-    import ssl
-
-    jwks_uri = f"{platform.authority}/{platform.tenant_id}/discovery/v2.0/keys"
-    client = jwt.PyJWKClient(jwks_uri, ssl_context=ssl.create_default_context(cafile=platform.ca_cert))
-    key = client.get_signing_key_from_jwt(token)
-    return dict(
-        jwt.decode(
-            token,
-            key.key,
-            algorithms=["RS256"],
-            audience=audience,
-            issuer=f"{platform.authority}/{platform.tenant_id}/",
-        )
-    )
+claims_of = verify_with_discovery
 
 
 def ok_values(results: list[dict[str, Any]]) -> list[Any]:

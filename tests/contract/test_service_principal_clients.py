@@ -5,18 +5,16 @@ Trust comes from the platform's CA bundle through REQUESTS_CA_BUNDLE, as an app 
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Any
 
-import jwt
 import msal
 import pytest
 from azure.identity import CertificateCredential, ClientSecretCredential
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import RunningPlatform
+from tests.conftest import RunningPlatform, verify_with_discovery
 
 ARM = "https://management.azure.com"
 
@@ -26,24 +24,6 @@ def trust_platform(platform: RunningPlatform, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", platform.endpoints["ca_bundle"])
     monkeypatch.setenv("SSL_CERT_FILE", platform.endpoints["ca_bundle"])
     monkeypatch.setenv("NO_PROXY", "*")
-
-
-def verify_with_discovery(platform: RunningPlatform, token: str, audience: str) -> dict[str, Any]:
-    """Verify the way a resource server would: the discovery document's jwks_uri and nothing else."""
-    with platform.http() as http:
-        doc = http.get(f"{platform.authority}/{platform.tenant_id}/v2.0/.well-known/openid-configuration").json()
-    client = jwt.PyJWKClient(doc["jwks_uri"], ssl_context=ssl.create_default_context(cafile=platform.ca_cert))
-    key = client.get_signing_key_from_jwt(token)
-    return dict(
-        jwt.decode(
-            token,
-            key.key,
-            algorithms=["RS256"],
-            audience=audience,
-            issuer=f"{platform.authority}/{platform.tenant_id}/",
-            options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub"]},
-        )
-    )
 
 
 def assert_v1_profile(claims: dict[str, Any], platform: RunningPlatform, app_id: str, appidacr: str) -> None:

@@ -123,6 +123,18 @@ class AppServiceEndpoint:
         await send_json(send, 200, app_service_body(token, request, time.time()))
 
 
+def check_metadata_request(scope: Scope, headers: dict[bytes, bytes], allowed_hosts: frozenset[bytes]) -> None:
+    """What IMDS and Arc both demand before anything else. The header check comes first and is cheap:
+    the SDK's probe (no Metadata header) must get its 400 at once."""
+    if headers.get(b"metadata", b"").lower() != b"true":
+        raise MsiError(400, "Required metadata header not specified")
+    reason = refusal(headers, allowed_hosts)
+    if reason:
+        raise MsiError(400, reason)
+    if scope["method"] != "GET":
+        raise MsiError(405, "The request method is not supported; use GET.", "method_not_allowed")
+
+
 class ImdsEndpoint:
     def __init__(self, service: TokenService, resource_id: str, allowed_hosts: frozenset[bytes]) -> None:
         self.service = service
@@ -134,14 +146,7 @@ class ImdsEndpoint:
             return
         headers = headers_of(scope["headers"])
         try:
-            # The header check comes first and is cheap: the SDK probe (no Metadata) must get 400 at once.
-            if headers.get(b"metadata", b"").lower() != b"true":
-                raise MsiError(400, "Required metadata header not specified")
-            reason = refusal(headers, self.allowed_hosts)
-            if reason:
-                raise MsiError(400, reason)
-            if scope["method"] != "GET":
-                raise MsiError(405, "The request method is not supported; use GET.", "method_not_allowed")
+            check_metadata_request(scope, headers, self.allowed_hosts)
             if scope["path"] == "/metadata/instance":
                 await send_json(
                     send,
@@ -233,13 +238,7 @@ class ArcEndpoint:
             return
         headers = headers_of(scope["headers"])
         try:
-            if headers.get(b"metadata", b"").lower() != b"true":
-                raise MsiError(400, "Required metadata header not specified")
-            reason = refusal(headers, self.allowed_hosts)
-            if reason:
-                raise MsiError(400, reason)
-            if scope["method"] != "GET":
-                raise MsiError(405, "The request method is not supported; use GET.", "method_not_allowed")
+            check_metadata_request(scope, headers, self.allowed_hosts)
             if scope["path"] != IMDS_TOKEN_PATH:
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))

@@ -14,7 +14,7 @@ from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
 from lanyard.protocol.arm import check_api_version, parse_path
-from lanyard.protocol.bearer import InvalidToken, normalize_audience
+from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 
 MAX_BODY = 4 * 1024 * 1024
 MANAGEMENT_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
@@ -47,9 +47,8 @@ class ArmRoutes:
         )
 
     def caller(self, request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
             raise ArmError(
                 "The request does not contain a valid authentication token: a Bearer token for "
                 "https://management.azure.com/ is required.",
@@ -57,7 +56,7 @@ class ArmRoutes:
                 status=401,
             )
         try:
-            claims = self.directory.validate(token.strip(), self.audiences)
+            claims = self.directory.validate(token, self.audiences)
         except InvalidToken as exc:
             raise ArmError(
                 f"The access token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from lanyard.core.errors import GraphError
 from lanyard.directory.service import Directory, iso
-from lanyard.protocol.bearer import InvalidToken, normalize_audience
+from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 from lanyard.storage import directory_repo as repo
 
 MAX_BODY = 256 * 1024
@@ -132,12 +132,11 @@ class GraphRoutes:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _authorize(self, request: Request) -> dict[str, Any]:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
             raise GraphError("Access token is empty.", code="InvalidAuthenticationToken", status=401)
         try:
-            claims = self.directory.validate(token.strip(), self.audiences)
+            claims = self.directory.validate(token, self.audiences)
         except InvalidToken as exc:
             raise GraphError(
                 f"Access token validation failure: {exc}.", code="InvalidAuthenticationToken", status=401

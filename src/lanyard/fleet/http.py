@@ -16,7 +16,7 @@ from lanyard.arm.http import ArmRoutes, arm_response
 from lanyard.core.errors import ArmError
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import AGENT_AUDIENCE, Fleet
-from lanyard.protocol.bearer import InvalidToken
+from lanyard.protocol.bearer import InvalidToken, bearer_token
 
 MAX_WAIT = 30.0
 
@@ -93,12 +93,11 @@ class FleetRoutes:
 
     async def bindings(self, request: Request) -> Response:
         try:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
+            token = bearer_token(request.headers.get("authorization"))
+            if token is None:
                 raise ArmError("A host agent token is required.", code="AuthenticationFailed", status=401)
             try:
-                claims = self.fleet.directory.validate(token.strip(), self.agent_audiences)
+                claims = self.fleet.directory.validate(token, self.agent_audiences)
             except InvalidToken as exc:
                 raise ArmError(
                     f"The host agent token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401

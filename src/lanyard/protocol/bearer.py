@@ -23,6 +23,13 @@ class InvalidToken(ValueError):
     """Reject this token. The message names the failed rule and never includes the token."""
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def normalize_audience(value: str) -> str:
     """Clients send both `X` and `X/` for the same resource (PROTOCOLS.md §1.2)."""
     return value[:-1] if value.endswith("/") else value

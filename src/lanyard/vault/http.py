@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lanyard.directory.service import Directory
-from lanyard.protocol.bearer import InvalidToken, normalize_audience
+from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 from lanyard.protocol.keyvault import VaultError, challenge, check_api_version
 from lanyard.vault.service import Caller, Vault, VaultService
 
@@ -53,11 +53,9 @@ class VaultApp:
         await send({"type": "http.response.body", "body": payload})
 
     def _caller(self, headers: dict[bytes, bytes]) -> Caller:
-        raw = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = raw.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        if token is None:
             raise VaultError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
-        token = token.strip()
         now = self.service.clock.now()
         cached = self._validated.get(token)
         if cached is not None and cached[0] > now:
