@@ -191,3 +191,23 @@ def test_role_assignments(platform: RunningPlatform, clients: dict[str, Any], se
     with pytest.raises(HttpResponseError) as gone:
         as_reader.resource_groups.get("rbac-rg")  # permission changes apply to the very next request
     assert gone.value.status_code == 403
+
+
+def test_paging_follows_next_link(clients: dict[str, Any]) -> None:
+    """More than one page: the SDK follows nextLink verbatim (PROTOCOLS.md §4.1 paging)."""
+    clients["resources"].resource_groups.create_or_update("page-rg", {"location": "westus"})
+    msi = clients["msi"]
+    for i in range(105):
+        msi.user_assigned_identities.create_or_update("page-rg", f"page-uai-{i:03d}", {"location": "westus"})
+    names = [i.name for i in msi.user_assigned_identities.list_by_resource_group("page-rg")]
+    assert len(names) == 105 and len(set(names)) == 105
+    clients["resources"].resource_groups.begin_delete("page-rg").result()
+
+
+def test_metadata_endpoints_for_az_cloud_register(platform: RunningPlatform) -> None:
+    with platform.http() as http:
+        doc = http.get(f"{platform.endpoints['arm']}/metadata/endpoints?api-version=2022-09-01").json()
+    assert doc["authentication"]["loginEndpoint"].rstrip("/") == platform.authority
+    assert doc["authentication"]["audiences"][0] == "https://management.core.windows.net/"
+    assert doc["resourceManager"].rstrip("/") == platform.endpoints["arm"]
+    assert doc["suffixes"]["keyVaultDns"] == "." + platform.endpoints["vault_suffix"]  # az concatenates it

@@ -119,7 +119,7 @@ class ArmRoutes:
                     "tenant": "common",
                     "identityProvider": "AAD",
                 },
-                "suffixes": {"keyVaultDns": f".vault.{self.control.zone}", "storage": self.control.zone},
+                "suffixes": {"keyVaultDns": f".{self.control.vault_suffix}", "storage": self.control.zone},
             },
         )
 
