@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class Store:
         event.listen(self._sessions, "after_flush", _mark_write)
         event.listen(self._sessions, "do_orm_execute", _mark_dml)
         self.generation = 0
+        self._generation_lock = threading.Lock()
         self._on_commit: list[Callable[[int], None]] = []
 
     def on_commit(self, callback: Callable[[int], None]) -> None:
@@ -102,9 +104,11 @@ class Store:
         with self._sessions.begin() as session:
             yield session
         if session.info.pop("wrote", False):
-            self.generation += 1
+            with self._generation_lock:  # commits run on many threads; never lose a bump
+                self.generation += 1
+                generation = self.generation
             for callback in self._on_commit:
-                callback(self.generation)
+                callback(generation)
 
     def close(self) -> None:
         self.engine.dispose()
