@@ -222,7 +222,7 @@ class VaultService:
         name_key = name.lower()
         version = pysecrets.token_hex(16)
         with self.store.session() as s:
-            existing = vault_repo.get_name(s, vault.key, name_key)
+            existing = self._purge_if_due(s, vault, vault_repo.get_name(s, vault.key, name_key))
             if existing is not None and existing.deleted_at is not None:
                 raise VaultError(
                     409,
@@ -349,8 +349,15 @@ class VaultService:
                 vault_repo.purge(s, vault.key, record.name_key)
         return body
 
+    def _purge_if_due(self, s: Any, vault: Vault, record: vault_repo.NameRecord | None) -> vault_repo.NameRecord | None:
+        """A soft-deleted secret past its scheduled purge date is gone, as if the service had purged it."""
+        if record is not None and record.purge_at is not None and record.purge_at <= self.clock.now():
+            vault_repo.purge(s, vault.key, record.name_key)
+            return None
+        return record
+
     def _deleted_name(self, s: Any, vault: Vault, name: str) -> vault_repo.NameRecord:
-        record = vault_repo.get_name(s, vault.key, check_secret_name(name).lower())
+        record = self._purge_if_due(s, vault, vault_repo.get_name(s, vault.key, check_secret_name(name).lower()))
         if record is None or record.deleted_at is None:
             raise VaultError(404, "SecretNotFound", f"Deleted Secret not found: {name}")
         return record
@@ -367,7 +374,7 @@ class VaultService:
     def list_deleted(self, vault: Vault, caller: Caller, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
         self.authorize(vault, caller, "list")
         with self.store.session() as s:
-            names = vault_repo.names(s, vault.key, deleted=True)
+            names = [n for n in vault_repo.names(s, vault.key, deleted=True) if self._purge_if_due(s, vault, n)]
             items = []
             for n in names[skip : skip + top]:
                 item = secret_item(
@@ -440,7 +447,7 @@ class VaultService:
         self.authorize(vault, caller, "restore", name)
         name_key = name.lower()
         with self.store.session() as s:
-            if vault_repo.get_name(s, vault.key, name_key) is not None:
+            if self._purge_if_due(s, vault, vault_repo.get_name(s, vault.key, name_key)) is not None:
                 raise VaultError(
                     409, "Conflict", f"Secret {name} already exists (or is deleted but recoverable) in this vault."
                 )
