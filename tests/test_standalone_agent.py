@@ -162,3 +162,62 @@ def test_agent_refuses_unplaced_workloads(platform: RunningPlatform, second_agen
         os.close(devnull)
         sock.close()
     assert "not placed on this host" in reply["error"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workloads_do_not_outlive_their_agent(platform: RunningPlatform, tmp_path: Path) -> None:
+    import time
+
+    token = cli_json(platform.home, "host", "join-token", "create")["token"]
+    home = tmp_path / "short-lived"
+    agent = start_agent(platform, home, token)
+    wait_ready(home, agent)
+    cli_json(platform.home, "group", "create", "-n", "outlive-rg", "-l", "westus")
+    cli_json(platform.home, "webapp", "create", "-g", "outlive-rg", "-n", "outlive-app")
+    pid_file = tmp_path / "pid"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lanyard",
+            "--home",
+            str(platform.home),
+            "webapp",
+            "run",
+            "-g",
+            "outlive-rg",
+            "-n",
+            "outlive-app",
+            "--agent-home",
+            str(home),
+            "--",
+            "sh",
+            "-c",
+            f"echo $$ > {pid_file}; exec sleep 600",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        workload = int(pid_file.read_text())
+        os.kill(workload, 0)  # alive
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while alive(workload):
+            assert time.monotonic() < deadline, "the workload outlived its agent"
+            time.sleep(0.05)
+    finally:
+        runner.kill()
+        if agent.poll() is None:
+            agent.kill()

@@ -122,7 +122,9 @@ class _Server(uvicorn.Server):
         yield  # the agent installs its own handlers
 
     async def add_listener(self, sock: socket.socket, app: Any) -> asyncio.base_events.Server:
-        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, server_header=False)
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, server_header=False, proxy_headers=False
+        )
         config.load()
 
         def factory(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
@@ -178,6 +180,7 @@ class Agent:
             access_log=False,
             server_header=False,
             timeout_keep_alive=30,
+            proxy_headers=False,
             timeout_graceful_shutdown=2,
         )
         server = _Server(config)

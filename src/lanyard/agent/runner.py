@@ -109,6 +109,7 @@ class ControlServer:
         self.ctx = ctx
         self._sock: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._processes: set[asyncio.subprocess.Process] = set()
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -135,6 +136,14 @@ class ControlServer:
             task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        """Workloads do not outlive their agent: SIGTERM, a grace period, then SIGKILL."""
+        running = [p for p in self._processes if p.returncode is None]
+        for process in running:
+            self._signal(process, signal.SIGTERM)
+        if running:
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running], timeout=5.0)
+            for process in running:
+                self._signal(process, signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
         if self._sock is not None:
@@ -267,8 +276,12 @@ class ControlServer:
             )
             if registration is not None:
                 registration.pid = process.pid
-            self._send(conn, {"pid": process.pid})
-            code = await self._supervise(conn, process)
+            self._processes.add(process)
+            try:
+                self._send(conn, {"pid": process.pid})
+                code = await self._supervise(conn, process)
+            finally:
+                self._processes.discard(process)
             self._send(conn, {"exit": code})
         except FileNotFoundError as exc:
             self._send(conn, {"error": f"cannot start {argv[0]}: {exc.strerror}"})

@@ -42,8 +42,11 @@ class Upstream:
             verify=ssl.create_default_context(cafile=ca_file),
             timeout=35.0,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
+        # Mints in flight: beyond this, queueing here is cheaper than in httpx's pool (a boot storm
+        # of 1,000 misses otherwise spends most of its CPU on pool bookkeeping and new TLS handshakes).
+        self._in_flight = asyncio.Semaphore(32)
         self._host_token: tuple[str, float] | None = None
         self._host_lock = asyncio.Lock()
 
@@ -57,7 +60,8 @@ class Upstream:
             "scope": f"{resource}/.default",
         }
         try:
-            response = await self._http.post(self.token_url, data=form)
+            async with self._in_flight:
+                response = await self._http.post(self.token_url, data=form)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"the directory is unreachable ({type(exc).__name__})") from exc
         try:

@@ -70,7 +70,12 @@ def up(
 @click.option("--server", help="The platform's HTTPS base URL (its authority).")
 @click.option("--ca", "ca_file", required=True, help="The platform CA certificate (PEM).")
 @click.option("--ca-bundle", help="Public roots plus the platform CA, for workloads (default: --ca).")
-@click.option("--join", "join_token", help="A one-time join token (first start only).")
+@click.option(
+    "--join",
+    "join_token",
+    envvar="LANYARD_JOIN_TOKEN",
+    help="A one-time join token (first start only; or $LANYARD_JOIN_TOKEN, which `ps` does not show).",
+)
 @click.option("--port", type=int, default=0, show_default=True, help="Port of the local token endpoint.")
 @click.option("--name", default=None, help="This host's name (default: the hostname).")
 def agent_command(

@@ -71,6 +71,15 @@ def bind_all(hosts: list[str], port: int, attempts: int = 20) -> list[socket.soc
     raise ConfigError("could not find a free port on every loopback address")
 
 
+def event_loop_runner() -> asyncio.Runner:
+    """uvloop when installed: asyncio.run() would ignore uvicorn's loop setting."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
 def warn_if_vault_names_do_not_resolve(zone: str) -> None:
     try:
         socket.getaddrinfo(f"probe.vault.{zone}", 443)
@@ -182,6 +191,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         lifespan="off",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=3,
+        proxy_headers=False,  # nothing sits in front of us; never trust X-Forwarded-For
         server_header=False,
         date_header=True,
     )
@@ -215,7 +225,8 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
 
     server = _Server(config, ready, stopping)
     try:
-        asyncio.run(server.serve(sockets=socks))
+        with event_loop_runner() as runner:
+            runner.run(server.serve(sockets=socks))
     finally:
         with contextlib.suppress(FileNotFoundError):
             endpoints_path.unlink()
@@ -256,13 +267,14 @@ class LocalAgent:
             "--name",
             socket.gethostname(),
         ]
+        env = dict(os.environ)
         if not (self.home / "host.json").exists():
-            # One use, two minutes, passed only to our own child.
-            argv += ["--join", self.fleet.create_join_token(None, "local", ttl=120)]
+            # One use, two minutes, passed only to our own child, in its environment (not argv: `ps` shows that).
+            env["LANYARD_JOIN_TOKEN"] = self.fleet.create_join_token(None, "local", ttl=120)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
             (self.home / AGENT_FILE).unlink()
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
         process = self.process
 
         def wait() -> None:
