@@ -17,8 +17,8 @@ Pinning (see bench/README.md for why): the agent and the reference app on core 0
 server process, wrk, the storm client and this script on core 1.
 
 Exit status: 1 on a correctness failure (a wrong or failed answer, a second token where one was
-due, errors under load, a process dying) or, in --smoke, a required figure worse than half its floor
-(twice it, for a time); in --full, 2 when a goal is below its floor. A missing wrk is noted, never failed.
+due, errors under load, a process dying); 3 in --smoke when a required figure is worse than half its
+floor (twice it, for a time); in --full, 2 when a goal is below its floor. A missing wrk is noted, never failed.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from benchkit.venv import use_repo_venv
 use_repo_venv()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
@@ -39,8 +40,10 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -63,6 +66,7 @@ from benchkit.harness import (  # noqa: E402
     log,
     pin_process,
     pinned,
+    run_queue_wait_s,
     run_rounds,
     run_wrk,
     wait_http,
@@ -123,6 +127,15 @@ F_STORM_SHARE = "G5 storm elapsed / budget"
 F_STORM_S = "G5 storm elapsed (s)"
 F_BUDGET_S = "G5 budget 1000 / (0.5 x sign/s) (s)"
 F_STORM_CPU = "G5 storm client CPU (s)"
+F_WAIT_C1 = "agent run-queue wait during c1 runs (% of wall time)"
+F_WAIT_C32 = "agent run-queue wait during c32 runs (% of wall time)"
+F_WAIT_BARE = "reference run-queue wait during its runs (% of wall time)"
+F_WAIT_PROBE = "agent run-queue wait during the probes (% of wall time)"
+F_WAIT_START = "server + agent run-queue wait during start-up (% of time to ready)"
+# A time measured while the processes under test waited this share of it for a CPU held by some
+# other process measures the machine, not Lanyard: --smoke notes such a figure, never fails it.
+CONTENDED_PCT = 1.0
+CONTENTION_OF = {F_AS_P99: F_WAIT_C1, F_IMDS_P99: F_WAIT_C1, F_PROBE_P99: F_WAIT_PROBE, F_READY: F_WAIT_START}
 
 
 def goals() -> list[report.GoalSpec]:
@@ -137,6 +150,10 @@ def goals() -> list[report.GoalSpec]:
                 report.RatioSpec(f"app service / {BARE_STDLIB}", AS32, BARE_STDLIB),
                 report.RatioSpec(f"{BARE_STDLIB} / {BARE} (cost of no uvloop)", BARE_STDLIB, BARE),
             ],
+            limits=[
+                report.LimitSpec("agent run-queue wait, c32 runs", F_WAIT_C32, "%"),
+                report.LimitSpec("reference run-queue wait", F_WAIT_BARE, "%"),
+            ],
         ),
         report.GoalSpec(
             "G2",
@@ -147,6 +164,7 @@ def goals() -> list[report.GoalSpec]:
                 report.LimitSpec("app service p50", F_AS_P50, ms),
                 report.LimitSpec("imds p50", F_IMDS_P50, ms),
                 report.LimitSpec("bare starlette p99 (context)", F_BARE_P99, ms),
+                report.LimitSpec("agent run-queue wait, c1 runs", F_WAIT_C1, "%"),
             ],
         ),
         report.GoalSpec(
@@ -177,6 +195,8 @@ def goals() -> list[report.GoalSpec]:
                 report.LimitSpec("first (cold) start", F_COLD, s),
                 report.LimitSpec("probe p50, new connection", F_PROBE_P50, ms),
                 report.LimitSpec("probe p99, keep-alive", F_PROBE_KA_P99, ms),
+                report.LimitSpec("agent run-queue wait, probes", F_WAIT_PROBE, "%"),
+                report.LimitSpec("run-queue wait, warm starts", F_WAIT_START, "%"),
             ],
         ),
     ]
@@ -200,11 +220,32 @@ class Run:
     failures: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def add_http(self, name: str, target: HttpTarget, connections: int = CONNECTIONS) -> None:
+    def add_http(
+        self, name: str, target: HttpTarget, connections: int = CONNECTIONS, watch: tuple[int, str] | None = None
+    ) -> None:
+        """A wrk target; `watch` = (pid, figure) records that process's run-queue wait per run."""
         if self.wrk is None:
             return
         wrk, workdir = self.wrk, self.workdir
-        self.targets.append(Target(name, lambda seconds: run_wrk(wrk, target, seconds, connections, workdir)))
+
+        def measure(seconds: float) -> Sample:
+            return run_wrk(wrk, target, seconds, connections, workdir)
+
+        self.targets.append(Target(name, measure if watch is None else self.watched(measure, *watch)))
+
+    def watched(self, measure: Callable[[float], Sample], pid: int, figure: str) -> Callable[[float], Sample]:
+        def wrapped(seconds: float) -> Sample:
+            with self.contention(pid, figure):
+                return measure(seconds)
+
+        return wrapped
+
+    @contextlib.contextmanager
+    def contention(self, pid: int, figure: str) -> Iterator[None]:
+        """Record the share of the block's wall time the process spent waiting for a CPU."""
+        waited, start = run_queue_wait_s(pid), time.perf_counter()
+        yield
+        self.figure(figure, 100 * (run_queue_wait_s(pid) - waited) / (time.perf_counter() - start))
 
     def figure(self, name: str, value: float) -> None:
         self.figures.setdefault(name, []).append(value)
@@ -239,15 +280,18 @@ class Identities:
 
 
 def setup_references(run: Run) -> None:
-    """The bare Starlette app, on uvicorn's defaults ("auto": uvloop and httptools when installed,
-    the stack the agent is meant to run on), plus in --full the same app on the stdlib loop."""
-    run.add_http(BARE, HttpTarget(start_reference(run, BARE, [])))
+    """The bare Starlette app on uvicorn's defaults ("auto": uvloop and httptools when installed, the
+    stack the agent is meant to run on), at c32 and, for G2's context, at c1; in --full also the
+    same app on the stdlib event loop, to show what uvloop is worth here."""
+    url, pid = start_reference(run, BARE, [])
+    run.add_http(BARE, HttpTarget(url), watch=(pid, F_WAIT_BARE))
+    run.add_http(BARE_C1, HttpTarget(url), connections=1)
     if run.mode.context:
-        run.add_http(BARE_C1, HttpTarget(start_reference(run, BARE_C1, [])), connections=1)
-        run.add_http(BARE_STDLIB, HttpTarget(start_reference(run, BARE_STDLIB, ["--loop", "asyncio"])))
+        url, pid = start_reference(run, BARE_STDLIB, ["--loop", "asyncio"])
+        run.add_http(BARE_STDLIB, HttpTarget(url))
 
 
-def start_reference(run: Run, name: str, options: list[str]) -> str:
+def start_reference(run: Run, name: str, options: list[str]) -> tuple[str, int]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     cmd = [sys.executable, "-m", "uvicorn", "benchkit.refapp:app", "--app-dir", str(BENCH_DIR)]
@@ -258,7 +302,7 @@ def start_reference(run: Run, name: str, options: list[str]) -> str:
     if httpx.get(url).json().get("status") != "ok":
         raise CheckFailed(f"{name}: unexpected answer")
     run.meta[f"{name}: native modules loaded"] = loaded_libraries(server.pid, ["uvloop", "httptools"])
-    return url
+    return url, server.pid
 
 
 # ------------------------------------------------------------------------------------ platform
@@ -287,6 +331,7 @@ def record_start(run: Run, timing: StartTiming, cold: bool) -> None:
         run.figure(F_COLD, timing.ready_s)
         return
     run.figure(F_READY, timing.ready_s)
+    run.figure(F_WAIT_START, 100 * timing.run_queue_wait_s / timing.ready_s)
     if timing.agent_spawned_s is not None:
         run.figure(F_SERVER_BOOT, timing.agent_spawned_s)
     if timing.agent_spawned_s is not None and timing.agent_ready_s is not None:
@@ -368,7 +413,8 @@ def check_exactness(run: Run, shapes: tuple[Shape, ...]) -> int:
 
 
 def check_hits_after_load(run: Run, shapes: tuple[Shape, ...], before: dict[str, str]) -> int:
-    """The cached token after all the load must still be the first one: any other means a hit signed."""
+    """The cached token after all the load must still be the first one: any other means a hit signed.
+    (A legitimate refresh starts only past half a token's hour of life; a run is far shorter.)"""
     changed = [shape.label for shape in shapes if fetch(shape, ARM) != before[shape.label]]
     run.details["G4 cached token unchanged after the load"] = "yes" if not changed else f"NO: {changed}"
     return len(changed)
@@ -424,7 +470,7 @@ def run_storms(run: Run, shape: Shape, budget_s: float) -> None:
         )
         result = storm_once(spec)
         log(f"storm {index + 1}: {result.elapsed_s:.2f}s (budget {budget_s:.2f}s) statuses {result.statuses}")
-        run.details[f"G5 storm {index + 1}"] = result.to_json()
+        run.details[f"G5 storm {index + 1}"] = asdict(result)
         run.figure(F_STORM_S, result.elapsed_s)
         run.figure(F_BUDGET_S, budget_s)
         run.figure(F_STORM_SHARE, result.elapsed_s / budget_s)
@@ -452,11 +498,11 @@ def storm_once(spec: StormSpec) -> StormResult:
 # ---------------------------------------------------------------------------------------- run
 
 
-def add_agent_targets(run: Run, app: Shape, imds: Shape) -> None:
-    run.add_http(AS32, app.http_target())
-    run.add_http(IMDS32, imds.http_target())
-    run.add_http(AS1, app.http_target(), connections=1)
-    run.add_http(IMDS1, imds.http_target(), connections=1)
+def add_agent_targets(run: Run, agent_pid: int, app: Shape, imds: Shape) -> None:
+    run.add_http(AS32, app.http_target(), watch=(agent_pid, F_WAIT_C32))
+    run.add_http(IMDS32, imds.http_target(), watch=(agent_pid, F_WAIT_C32))
+    run.add_http(AS1, app.http_target(), connections=1, watch=(agent_pid, F_WAIT_C1))
+    run.add_http(IMDS1, imds.http_target(), connections=1, watch=(agent_pid, F_WAIT_C1))
     run.add_http(PROBE1, probe_target(imds), connections=1)
 
 
@@ -486,8 +532,9 @@ def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
         shapes = start_workloads(run, home, provision(home))
         before = verified_tokens(platform_, shapes)
         extra = check_exactness(run, shapes)
-        measure_probe(run, shapes[2])
-        add_agent_targets(run, shapes[0], shapes[2])
+        with run.contention(platform_.agent_pid, F_WAIT_PROBE):
+            measure_probe(run, shapes[2])
+        add_agent_targets(run, platform_.agent_pid, shapes[0], shapes[2])
         samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
         run.figure(F_EXTRA, extra + check_hits_after_load(run, shapes, before))
         run_storms(run, shapes[0], storm_budget(run))
@@ -538,6 +585,11 @@ def describe(run: Run) -> dict[str, Any]:
     }
 
 
+# Exit status for a smoke run whose figures fall below half a floor: distinct from a correctness failure
+# (1), so CI can fail on wrong answers and report, loudly, a performance shortfall.
+SHORTFALL = 3
+
+
 def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
     """Turn findings into an exit status (see the module docstring)."""
     for name, why in report.invalid_targets(samples).items():
@@ -546,11 +598,32 @@ def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalR
         run.failures.append("G4: a (identity, resource) pair was signed more than once")
     if run.failures:
         return 1
-    if run.mode.name == "smoke" and any(g.under_half_strength for g in results):
-        return 1
+    if run.mode.name == "smoke" and half_strength_failures(run, results):
+        return SHORTFALL
     if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
         return 2
     return 0
+
+
+def half_strength_failures(run: Run, results: list[report.GoalResult]) -> list[str]:
+    """What --smoke fails on: ratios below half their floor, figures beyond twice theirs, except
+    times measured while the processes under test were kept off the CPU by others (noted instead)."""
+    failing = [f"{g.spec.id} {r.spec.label}" for g in results for r in g.ratios if r.below_half_floor]
+    for goal in results:
+        for limit in goal.limits:
+            if not limit.beyond_twice_floor:
+                continue
+            waited = max(run.figures.get(CONTENTION_OF.get(limit.spec.figure, ""), []), default=0.0)
+            if waited > CONTENDED_PCT:
+                run.notes.append(
+                    f"{goal.spec.id} {limit.spec.label} is beyond twice its floor, but was measured while the "
+                    f"processes under test waited for a CPU up to {waited:.1f}% of the time: noted, not failed"
+                )
+                continue
+            failing.append(f"{goal.spec.id} {limit.spec.label}")
+    for item in failing:
+        run.notes.append(f"--smoke fails on: {item} (worse than half its floor)")
+    return failing
 
 
 def print_summary(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> None:

@@ -94,6 +94,19 @@ def assert_loopback(url: str) -> None:
         raise ValueError(f"refusing to benchmark a non-loopback address: {url}")
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds a process's threads have spent runnable but waiting for a CPU (the second field of
+    /proc/PID/task/TID/schedstat). Growth during a measurement means another process took the
+    core: on a shared machine, the usual reason for a p99 far above the p50."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that exited meanwhile
+    return total / 1e9
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

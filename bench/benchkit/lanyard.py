@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchkit.harness import REPO_DIR, SERVER_CORE, Server, wait_http
+from benchkit.harness import REPO_DIR, SERVER_CORE, Server, run_queue_wait_s, wait_http
 from benchkit.services import TokenService
 from benchkit.tokens import CertCredential, CheckFailed
 
@@ -65,6 +65,9 @@ class StartTiming:
     ready_s: float  # endpoints.json names this process and its agent
     agent_spawned_s: float | None  # the agent child process exists: the server is listening
     agent_ready_s: float | None  # the agent wrote its agent.json
+    # Time the server and the agent spent runnable but without a CPU while starting: other work on
+    # a shared machine, not the start-up's own.
+    run_queue_wait_s: float = 0.0
 
 
 def start_platform(
@@ -131,7 +134,9 @@ def _watch_start(home: Path, server: Server, started: float, require_agent: bool
             agent_ready = time.perf_counter() - started
         endpoints = _read_json(home / "endpoints.json")
         if endpoints.get("pid") == server.pid and ("agent" in endpoints or not require_agent):
-            return endpoints, StartTiming(time.perf_counter() - started, spawned, agent_ready)
+            ready = time.perf_counter() - started
+            waited = run_queue_wait_s(server.pid) + run_queue_wait_s(int(endpoints.get("agent", {}).get("pid", 0)))
+            return endpoints, StartTiming(ready, spawned, agent_ready, waited)
         time.sleep(0.002)
     raise CheckFailed(f"lanyard up was not ready within {READY_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
 

