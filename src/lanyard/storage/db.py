@@ -34,7 +34,8 @@ def make_engine(url: str) -> Engine:
     except Exception as exc:
         raise ConfigError(f"database URL is not valid: {parsed_name(url)}") from exc
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        # As many pooled connections as worker threads, so busy moments do not open and close connections.
+        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=16, max_overflow=32)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":

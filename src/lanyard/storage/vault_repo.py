@@ -125,6 +125,16 @@ def versions(s: Session, vault_key: str, name_key: str) -> list[VersionRecord]:
     return [_version(r) for r in rows]
 
 
+def latest_version(s: Session, vault_key: str, name_key: str) -> VersionRecord | None:
+    row = s.scalars(
+        select(m.SecretVersionRow)
+        .where(m.SecretVersionRow.vault_key == vault_key, m.SecretVersionRow.name_key == name_key)
+        .order_by(m.SecretVersionRow.created.desc(), m.SecretVersionRow.version.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _version(row)
+
+
 def get_version(s: Session, vault_key: str, name_key: str, version: str) -> VersionRecord | None:
     row = s.get(m.SecretVersionRow, (vault_key, name_key, version))
     return None if row is None else _version(row)

@@ -101,6 +101,10 @@ class VaultApp:
             if vault is None:
                 raise VaultError(404, "VaultNotFound", f"The vault '{vault_name[:64]}' does not exist.")
             method = scope["method"]
+            fast = self._cached_read(vault, caller, method, scope["path"])
+            if fast is not None:
+                await self._send(send, 200, fast)
+                return
             body = await self._body(receive) if method in ("PUT", "PATCH", "POST") else None
             status, result = await run_in_threadpool(
                 self._dispatch, vault, caller, method, scope["path"], body, query, api_version
@@ -111,6 +115,16 @@ class VaultApp:
             await self._send(send, exc.status, exc.body(), challenge=exc.status == 401)
             return
         await self._send(send, status, result)
+
+    def _cached_read(self, vault: Vault, caller: Caller, method: str, path: str) -> dict[str, Any] | None:
+        """The hot path, GET /secrets/{name}[/{version}], answered on the event loop when nothing in it
+        needs storage: no thread hop, no GIL contention between pool threads."""
+        if method != "GET":
+            return None
+        parts = [p for p in path.split("/") if p]
+        if len(parts) not in (2, 3) or parts[0].lower() != "secrets" or (len(parts) == 3 and parts[2] == "versions"):
+            return None
+        return self.service.cached_get(vault, caller, parts[1], parts[2] if len(parts) == 3 else None)
 
     def _page(
         self,

@@ -95,6 +95,10 @@ class VaultService:
         self.zone_suffix = zone_suffix  # vault.{zone}:{port}
         self._vaults: tuple[int, dict[str, Vault]] = (-1, {})
         self._assignments: dict[str, tuple[int, list[Assignment]]] = {}
+        # Reads and RBAC decisions, valid until the next committed write in this process (the same
+        # rule as every other cache here): a policy, role or secret change applies to the next request.
+        self._reads: dict[tuple[str, str, str], tuple[int, vault_repo.NameRecord, vault_repo.VersionRecord]] = {}
+        self._decisions: dict[tuple[int, str, str, str], bool] = {}
 
     # -- lookups, cached until the next committed write -------------------------------------
 
@@ -125,6 +129,20 @@ class VaultService:
 
     # -- authorization ------------------------------------------------------------------------
 
+    def _rbac_allows(self, object_id: str, action: str, scope: str) -> bool:
+        key = (self.store.generation, object_id, action, scope.lower())
+        allowed = self._decisions.get(key)
+        if allowed is None:
+            allowed = decide(self._assignments_of(object_id), object_id, action, scope, data=True).allowed
+            if len(self._decisions) > 50_000:
+                self._decisions.clear()
+            self._decisions[key] = allowed
+        return allowed
+
+    def _assignments_cached(self, object_id: str) -> bool:
+        cached = self._assignments.get(object_id)
+        return cached is not None and cached[0] == self.store.generation
+
     def authorize(self, vault: Vault, caller: Caller, operation: str, secret: str | None = None) -> None:
         op = OPERATIONS[operation]
         who = f"appid={caller.app_id};oid={caller.object_id}"
@@ -134,9 +152,7 @@ class VaultService:
             )
         if vault.rbac:
             scope = f"{vault.id}/secrets/{secret}" if secret else vault.id
-            if not decide(
-                self._assignments_of(caller.object_id), caller.object_id, op.data_action, scope, data=True
-            ).allowed:
+            if not self._rbac_allows(caller.object_id, op.data_action, scope):
                 raise VaultError(
                     403,
                     "Forbidden",
@@ -201,10 +217,10 @@ class VaultService:
         return record
 
     def _latest(self, s: Any, vault: Vault, record: vault_repo.NameRecord) -> vault_repo.VersionRecord:
-        found = vault_repo.versions(s, vault.key, record.name_key)
-        if not found:
+        found = vault_repo.latest_version(s, vault.key, record.name_key)
+        if found is None:
             raise VaultError(404, "SecretNotFound", f"A secret with (name/id) {record.name} was not found.")
-        return found[-1]
+        return found
 
     def _bundle(
         self, vault: Vault, s: Any, record: vault_repo.NameRecord, v: vault_repo.VersionRecord, *, with_value: bool
@@ -251,14 +267,31 @@ class VaultService:
 
     def get(self, vault: Vault, caller: Caller, name: str, version: str | None) -> dict[str, Any]:
         self.authorize(vault, caller, "get", name)
+        generation = self.store.generation
         with self.store.session() as s:
             record = self._live_name(s, vault, name)
             v = self._find_version(s, vault, record, version)
-            if not v.enabled:
-                raise VaultError(
-                    403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
-                )
-            return self._bundle(vault, s, record, v, with_value=True)
+        if len(self._reads) > 50_000:
+            self._reads.clear()
+        self._reads[(vault.key, record.name_key, (version or "").lower())] = (generation, record, v)
+        return self._readable(vault, record, v)
+
+    def _readable(self, vault: Vault, record: vault_repo.NameRecord, v: vault_repo.VersionRecord) -> dict[str, Any]:
+        if not v.enabled:
+            raise VaultError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+        version = self._version(vault, record.name, v, with_value=True)
+        return secret_bundle(vault.base_url, version, vault.recovery_level, vault.days, with_value=True)
+
+    def cached_get(self, vault: Vault, caller: Caller, name: str, version: str | None) -> dict[str, Any] | None:
+        """A read served from memory, or None when it needs storage (then call `get` off the event loop).
+        The value is still decrypted on every read; only storage round-trips are saved."""
+        entry = self._reads.get((vault.key, name.lower(), (version or "").lower()))
+        if entry is None or entry[0] != self.store.generation:
+            return None
+        if vault.rbac and not self._assignments_cached(caller.object_id):
+            return None
+        self.authorize(vault, caller, "get", name)
+        return self._readable(vault, entry[1], entry[2])
 
     def _find_version(
         self, s: Any, vault: Vault, record: vault_repo.NameRecord, version: str | None
