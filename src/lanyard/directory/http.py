@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lanyard.core.errors import InvalidRequest, OAuthError
 from lanyard.directory.service import Directory
@@ -135,3 +136,35 @@ class DirectoryRoutes:
             Route("/{tenant}/discovery/keys", self.keys, methods=["GET"]),
             Route("/{tenant}/discovery/v2.0/keys", self.keys, methods=["GET"]),
         ]
+
+
+class StaticDocuments:
+    """Discovery documents and key sets for every tenant, serialized once and answered before any
+    routing: verifiers and clients fetch them constantly, and they change only when keys do."""
+
+    def __init__(self, app: ASGIApp, routes: DirectoryRoutes, tenants: list[str]) -> None:
+        self.app = app
+        authority = routes.authority
+        jwks = routes.directory.keys.jwks_body()
+        self.documents: dict[str, bytes] = {}
+        for tenant in [*tenants, "common", "organizations"]:
+            shown = tenant if tenant in tenants else "{tenantid}"
+            v2 = discovery.openid_configuration_v2(authority, tenant)
+            v2["issuer"] = discovery.openid_configuration_v2(authority, shown)["issuer"]
+            v1 = discovery.openid_configuration_v1(authority, tenant)
+            v1["issuer"] = discovery.openid_configuration_v1(authority, shown)["issuer"]
+            self.documents[f"/{tenant}/v2.0/.well-known/openid-configuration"] = orjson.dumps(v2)
+            self.documents[f"/{tenant}/.well-known/openid-configuration"] = orjson.dumps(v1)
+            self.documents[f"/{tenant}/discovery/keys"] = jwks
+            self.documents[f"/{tenant}/discovery/v2.0/keys"] = jwks
+        self.headers = [(b"content-type", b"application/json"), (b"cache-control", CACHEABLE["Cache-Control"].encode())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            body = self.documents.get(scope["path"])
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*self.headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -17,7 +17,7 @@ from lanyard.arm.http import ArmRoutes
 from lanyard.arm.service import ControlPlane
 from lanyard.core.clock import Clock
 from lanyard.directory.graph import GraphRoutes
-from lanyard.directory.http import DirectoryRoutes
+from lanyard.directory.http import DirectoryRoutes, StaticDocuments
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
@@ -132,6 +132,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
             token_lifetime=platform.settings.token_lifetime,
         ),
     )
+    directory_routes = DirectoryRoutes(directory)
     graph = GraphRoutes(directory, urls.graph, frozenset({platform.identity.admin_object_id}))
     control = ControlPlane(
         platform.store,
@@ -152,11 +153,12 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
             Mount("/graph/v1.0", routes=graph.routes()),
             *FleetRoutes(fleet, hub, arm).routes(),
             *arm.routes(),
-            *DirectoryRoutes(directory).routes(),
+            *directory_routes.routes(),
         ],
         exception_handlers={HTTPException: _http_exception},
     )
     vaults = VaultService(platform.store, platform.barrier, clock, urls.vault_suffix)
     vault_app = VaultApp(vaults, directory, urls.vault_audience, f"{urls.authority}/{platform.identity.tenant_id}")
-    routed = HostRouter(app, vault_app, platform.settings.dns_zone, urls.port)
+    documents = StaticDocuments(app, directory_routes, [platform.identity.tenant_id])
+    routed = HostRouter(documents, vault_app, platform.settings.dns_zone, urls.port)
     return CatchAll(routed), fleet, hub
