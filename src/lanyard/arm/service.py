@@ -62,6 +62,8 @@ class PrincipalService(Protocol):
 
     def delete_managed_identity(self, s: Any, object_id: str) -> None: ...
 
+    def revoke_identity_credentials(self, s: Any, object_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -579,6 +581,8 @@ class ControlPlane:
                 self.authorize(s, caller, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", uai.id)
             if uai.key not in user_keys:
                 user_keys.append(uai.key)
+        for detached in set(record.user_identity_keys) - set(user_keys):
+            self._revoke_uai(s, detached)
         system_id = record.system_principal_id
         if request.system and not system_id:
             sp = self.principals.create_managed_identity(
@@ -600,6 +604,19 @@ class ControlPlane:
             user_identity_keys=tuple(sorted(user_keys)),
         )
 
+    def _revoke_uai(self, s: Any, uai_key: str) -> None:
+        uai = repo.get_resource(s, uai_key)
+        principal_id = uai.properties.get("principalId") if uai else None
+        if principal_id:
+            self.principals.revoke_identity_credentials(s, str(principal_id))
+
+    def revoke_workload_identities(self, s: Any, record: repo.ResourceRecord) -> None:
+        """Every identity a workload's host may hold stops working: for unplacing and deleting."""
+        if record.system_principal_id:
+            self.principals.revoke_identity_credentials(s, record.system_principal_id)
+        for uai_key in record.user_identity_keys:
+            self._revoke_uai(s, uai_key)
+
     def _drop_principal(self, s: Any, object_id: str) -> None:
         repo.delete_assignments_for_principal(s, object_id)
         self.principals.delete_managed_identity(s, object_id)
@@ -607,6 +624,8 @@ class ControlPlane:
     def _delete_resource_tree(self, s: Any, record: repo.ResourceRecord) -> None:
         for child in repo.children(s, record.key):
             self._delete_resource_tree(s, child)
+        for uai_key in record.user_identity_keys:
+            self._revoke_uai(s, uai_key)
         if record.system_principal_id:
             self._drop_principal(s, record.system_principal_id)
         if record.type.lower() == UAI_TYPE:

@@ -163,8 +163,13 @@ class StaticDocuments:
         if scope["type"] == "http" and scope["method"] == "GET":
             body = self.documents.get(scope["path"])
             if body is not None:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [*self.headers, (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [*self.headers, (b"content-length", str(len(body)).encode())],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

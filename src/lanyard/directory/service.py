@@ -316,6 +316,13 @@ class Directory:
     def delete_managed_identity(self, s: repo.Session, object_id: str) -> None:
         repo.delete_principal(s, object_id)
 
+    def revoke_identity_credentials(self, s: repo.Session, object_id: str) -> None:
+        """An identity left a host (detached, unplaced, or its workload deleted): the key that host
+        holds must stop working at once, so the platform's key for it is replaced."""
+        principal = repo.get_principal(s, object_id=object_id)
+        if principal is not None and principal.kind == "ManagedIdentity":
+            repo.delete_platform_credentials(s, principal.app_id)
+
     def identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> tuple[str, str]:
         """The platform-held certificate of a managed identity (made on first use), as PEM
         (certificate, private key). Only host agents that run the identity's workload receive it."""

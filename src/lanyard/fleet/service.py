@@ -126,7 +126,8 @@ class Fleet:
             # Placing a workload hands its identities to the host: it takes write access to the workload.
             self.control.authorize(s, caller, f"{record.type}/write", record.id)
             if remove:
-                fleet_repo.unplace(s, host.id, record.key)
+                if fleet_repo.unplace(s, host.id, record.key):
+                    self.control.revoke_workload_identities(s, record)
             else:
                 fleet_repo.place(s, host.id, record.key, self.clock.now())
         return {"hostId": host.id, "resourceId": record.id, "placed": not remove}

@@ -290,6 +290,11 @@ def list_credentials(s: Session, app_id: str, kind: str | None = None) -> list[C
     return [_credential(r) for r in s.scalars(q.order_by(m.Credential.created_at))]
 
 
+def delete_platform_credentials(s: Session, app_id: str) -> None:
+    """Forget every platform-held key of an identity; the next host to need one gets a new one."""
+    s.execute(delete(m.Credential).where(m.Credential.app_id == app_id, m.Credential.sealed_private_key.is_not(None)))
+
+
 def delete_credential(s: Session, app_id: str, key_id: str) -> bool:
     result = s.execute(delete(m.Credential).where(m.Credential.app_id == app_id, m.Credential.key_id == key_id))
     return bool(getattr(result, "rowcount", 0))
