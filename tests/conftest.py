@@ -107,7 +107,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    running = start_platform(tmp_path_factory.mktemp("home"))
+    """The shared platform. LANYARD_TEST_DATABASE (an empty PostgreSQL database's URL, e.g.
+    postgresql+psycopg://user@127.0.0.1:5432/db) runs it on PostgreSQL instead of SQLite."""
+    database = os.environ.get("LANYARD_TEST_DATABASE")
+    extra = ("--database", database) if database else ()
+    running = start_platform(tmp_path_factory.mktemp("home"), *extra)
     yield running
     running.stop()
 
