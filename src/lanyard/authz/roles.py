@@ -157,7 +157,6 @@ BUILT_IN: tuple[RoleDefinition, ...] = (
 
 BY_ID = {r.id: r for r in BUILT_IN}
 BY_NAME = {r.name.lower(): r for r in BUILT_IN}
-OWNER = BY_NAME["owner"]
 
 
 def find_role(reference: str) -> RoleDefinition | None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import uuid
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -47,10 +45,6 @@ def thumbprint_sha1(der: bytes) -> str:
 
 def thumbprint_sha256(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest().upper()
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _name(common_name: str) -> x509.Name:
@@ -144,7 +138,3 @@ def self_signed(key: rsa.RSAPrivateKey, common_name: str, now: dt.datetime, days
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(signer, hashes.SHA256())
     )
-
-
-def new_key_id() -> str:
-    return str(uuid.uuid4())

@@ -95,11 +95,6 @@ class Fleet:
             "name": host.name,
         }
 
-    def register_local_host(self, name: str, cert_der: bytes) -> dict[str, Any]:
-        """The agent `lanyard up` starts joins with a token it never has to show anyone."""
-        token = self.create_join_token(None, name, ttl=60)
-        return self.join(token, name, base64.b64encode(cert_der).decode())
-
     def host_for_principal(self, principal_id: str) -> fleet_repo.HostRecord | None:
         with self.store.session() as s:
             return fleet_repo.host_by_principal(s, principal_id)

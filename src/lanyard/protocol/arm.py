@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from lanyard.core.errors import ArmError
 
@@ -215,27 +214,10 @@ def parse_path(path: str) -> ArmPath:
 
 # -- the identity block -----------------------------------------------------------------------
 
-CANONICAL_TYPES = {
-    frozenset(): "None",
-    frozenset({"systemassigned"}): "SystemAssigned",
-    frozenset({"userassigned"}): "UserAssigned",
-    frozenset({"systemassigned", "userassigned"}): "SystemAssigned, UserAssigned",
-}
-
-
 @dataclass(frozen=True)
 class IdentityRequest:
     system: bool
     user_assigned: tuple[str, ...]  # resource ids as given
-
-    @property
-    def type_name(self) -> str:
-        kinds = set()
-        if self.system:
-            kinds.add("systemassigned")
-        if self.user_assigned:
-            kinds.add("userassigned")
-        return CANONICAL_TYPES[frozenset(kinds)]
 
 
 def parse_identity_type(value: object) -> frozenset[str]:
@@ -307,7 +289,3 @@ def check_user_identity_id(raw_id: str) -> ResourceRef:
             "InvalidIdentity",
         )
     return ref
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}

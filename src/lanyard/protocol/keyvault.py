@@ -46,10 +46,6 @@ def check_secret_name(name: str) -> str:
     return name
 
 
-def valid_vault_name(name: str) -> bool:
-    return bool(_VAULT_NAME.match(name))
-
-
 def challenge(authorization_uri: str, resource: str) -> str:
     """The SDK splits on ',' then '=': neither may appear inside a value (PROTOCOLS.md §4.2)."""
     return f'Bearer authorization="{authorization_uri}", resource="{resource}"'

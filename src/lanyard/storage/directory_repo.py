@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 __all__ = ["Session"]
@@ -253,10 +253,6 @@ def delete_principal(s: Session, object_id: str) -> bool:
     s.execute(delete(m.Credential).where(m.Credential.app_id == row.app_id))
     s.delete(row)
     return True
-
-
-def count_principals(s: Session) -> int:
-    return int(s.scalar(select(func.count()).select_from(m.ServicePrincipal)) or 0)
 
 
 # -- credentials ------------------------------------------------------------------------------
