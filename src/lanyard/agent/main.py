@@ -270,6 +270,19 @@ def run_agent(options: AgentOptions) -> int:
         raise SystemExit(f"ERROR: {exc}") from exc
 
 
+def read_server_file(path: Path, timeout: float = 60.0) -> str:
+    """Wait for the server that started us to say where it listens; give up if it is gone."""
+    parent = os.getppid()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and os.getppid() == parent:
+        with contextlib.suppress(OSError):
+            url = path.read_text().strip()
+            if url:
+                return url
+        time.sleep(0.01)
+    raise SystemExit("ERROR: the server never said where it listens")
+
+
 def wait_for_agent(home: Path, pid: int, timeout: float = 60.0) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     path = home / AGENT_FILE

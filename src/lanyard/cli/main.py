@@ -48,8 +48,6 @@ def up(
     no_agent: bool,
 ) -> None:
     """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
-    from lanyard.server.up import serve
-
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = str(up_home or ctx.find_root().obj["home"])
     settings = load_settings(
@@ -62,12 +60,20 @@ def up(
         agent=not no_agent,
         agent_port=agent_port,
     )
-    sys.exit(serve(settings))
+    early = None
+    if settings.agent:
+        from lanyard.server.agent_launch import start_early
+
+        early = start_early(settings.home, settings.agent_port)  # boots while the server imports
+    from lanyard.server.up import serve
+
+    sys.exit(serve(settings, early_agent=early))
 
 
 @cli.command("agent")
 @click.option("--home", "agent_home", required=True, help="The agent's own folder (host key, control socket).")
 @click.option("--server", help="The platform's HTTPS base URL (its authority).")
+@click.option("--server-file", help="Read --server from this file once it appears (used by `lanyard up`).")
 @click.option("--ca", "ca_file", required=True, help="The platform CA certificate (PEM).")
 @click.option("--ca-bundle", help="Public roots plus the platform CA, for workloads (default: --ca).")
 @click.option(
@@ -81,6 +87,7 @@ def up(
 def agent_command(
     agent_home: str,
     server: str | None,
+    server_file: str | None,
     ca_file: str,
     ca_bundle: str | None,
     join_token: str | None,
@@ -90,10 +97,12 @@ def agent_command(
     """Run a host agent: the local token service and workload runner for this machine."""
     import socket
 
-    from lanyard.agent.main import AgentOptions, run_agent
+    from lanyard.agent.main import AgentOptions, read_server_file, run_agent
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = Path(agent_home).expanduser().resolve()
+    if server_file:
+        server = read_server_file(Path(server_file))
     sys.exit(
         run_agent(
             AgentOptions(

@@ -214,6 +214,7 @@ def parse_path(path: str) -> ArmPath:
 
 # -- the identity block -----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class IdentityRequest:
     system: bool

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from lanyard.config import Settings
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import ConfigError
 from lanyard.fleet.service import Fleet
+from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
 from lanyard.server.app import Urls, build_app, urls_for
 from lanyard.server.bootstrap import Platform, bootstrap
 
@@ -114,16 +114,18 @@ def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
     }
 
 
+def write_private_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def write_endpoints(home: Path, document: dict[str, Any]) -> Path:
     """Atomic and private: readers see the whole file or none, and only its owner can read it."""
     path = home / ENDPOINTS_FILE
-    tmp = home / f".{ENDPOINTS_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(document, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_private_text(path, json.dumps(document, indent=2))
     return path
 
 
@@ -170,7 +172,7 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings, clock: Clock | None = None) -> int:
+def serve(settings: Settings, clock: Clock | None = None, early_agent: subprocess.Popen[bytes] | None = None) -> int:
     clock = clock or SystemClock()
     endpoints_path = settings.home / ENDPOINTS_FILE
     with contextlib.suppress(FileNotFoundError):
@@ -180,6 +182,8 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
     socks = bind_all(settings.listen_hosts, settings.port)
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port, settings.dns_zone)
+    # An agent started early (warm home) is waiting to learn where we listen.
+    write_private_text(settings.home / SERVER_URL_FILE, urls.authority)
     app, fleet, hub = build_app(platform, urls, clock)
     config = uvicorn.Config(
         app,
@@ -215,7 +219,7 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         if not settings.agent:
             announce(None)
             return
-        agent = LocalAgent(settings, platform, fleet, urls)
+        agent = LocalAgent(settings, platform, fleet, urls, early_agent)
         agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
 
     def stopping() -> None:
@@ -228,10 +232,14 @@ def serve(settings: Settings, clock: Clock | None = None) -> int:
         with event_loop_runner() as runner:
             runner.run(server.serve(sockets=socks))
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            endpoints_path.unlink()
+        for done in (endpoints_path, settings.home / SERVER_URL_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                done.unlink()
         if agent is not None:
             agent.stop()
+        elif early_agent is not None and early_agent.poll() is None:
+            early_agent.terminate()
+            early_agent.wait(timeout=10)
         platform.store.close()
     return 0
 
@@ -240,42 +248,26 @@ class LocalAgent:
     """The host agent `lanyard up` runs for this machine: a child process that talks to the server
     over HTTPS like any other agent, joined with a token it never shows anyone."""
 
-    def __init__(self, settings: Settings, platform: Platform, fleet: Fleet, urls: Urls) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        platform: Platform,
+        fleet: Fleet,
+        urls: Urls,
+        early: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         self.settings = settings
         self.platform = platform
         self.fleet = fleet
         self.urls = urls
         self.home = settings.home / "agent"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = early
 
     def start(self, on_ready: Callable[[dict[str, Any]], None], on_failure: Callable[[], None]) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "lanyard",
-            "agent",
-            "--home",
-            str(self.home),
-            "--server",
-            self.urls.authority,
-            "--ca",
-            str(self.platform.tls.ca_cert),
-            "--ca-bundle",
-            str(self.platform.tls.ca_bundle),
-            "--port",
-            str(self.settings.agent_port),
-            "--name",
-            socket.gethostname(),
-        ]
-        env = dict(os.environ)
-        if not (self.home / "host.json").exists():
-            # One use, two minutes, passed only to our own child, in its environment (not argv: `ps` shows that).
-            env["LANYARD_JOIN_TOKEN"] = self.fleet.create_join_token(None, "local", ttl=120)
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            (self.home / AGENT_FILE).unlink()
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
+        if self.process is None:
+            self._spawn()
         process = self.process
+        assert process is not None
 
         def wait() -> None:
             info = wait_for_agent(self.home, process.pid)
@@ -286,6 +278,17 @@ class LocalAgent:
             on_ready(info)
 
         threading.Thread(target=wait, name="agent-start", daemon=True).start()
+
+    def _spawn(self) -> None:
+        argv = [*agent_argv(self.settings.home, self.settings.agent_port), "--server", self.urls.authority]
+        env = dict(os.environ)
+        if not (self.home / "host.json").exists():
+            # One use, two minutes, passed only to our own child, in its environment (not argv: `ps` shows that).
+            env["LANYARD_JOIN_TOKEN"] = self.fleet.create_join_token(None, "local", ttl=120)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            (self.home / AGENT_FILE).unlink()
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
