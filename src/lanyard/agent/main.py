@@ -31,6 +31,7 @@ from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
 from lanyard.agent.workloads import WorkloadRegistry
 from lanyard.client.assertion import CertificateKey
+from lanyard.core.loop import event_loop_runner
 from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
 
 log = logging.getLogger("lanyard.agent")
@@ -265,7 +266,8 @@ def run_agent(options: AgentOptions) -> int:
     with contextlib.suppress(FileNotFoundError):
         (options.home / AGENT_FILE).unlink()
     try:
-        return asyncio.run(Agent(options).run())
+        with event_loop_runner() as runner:
+            return runner.run(Agent(options).run())
     except (AgentError, UpstreamError) as exc:
         raise SystemExit(f"ERROR: {exc}") from exc
 

@@ -3,7 +3,7 @@
 The CLI passes its stdin/stdout/stderr over the unix socket (SCM_RIGHTS), so the workload is the
 agent's own child, writes straight to the user's terminal, and its environment is the platform's.
 The socket is 0600 and the peer's uid comes from the kernel (SO_PEERCRED): only the agent's own
-user, or root, may start workloads; a root agent runs a user's workload as that user.
+user, or root, may start workloads, and they run as the agent's user.
 """
 
 from __future__ import annotations
@@ -263,7 +263,6 @@ class ControlServer:
             command = [str(a) for a in argv]
             if netns:
                 command = ["ip", "netns", "exec", netns, *command]
-            drop = {"user": uid, "group": gid} if os.getuid() == 0 and uid != 0 else {}
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=fds[0],
@@ -272,7 +271,6 @@ class ControlServer:
                 env=env,
                 cwd=str(request.get("cwd") or "/"),
                 start_new_session=True,
-                **drop,  # type: ignore[arg-type]
             )
             if registration is not None:
                 registration.pid = process.pid

@@ -21,6 +21,7 @@ from lanyard.agent.main import AGENT_FILE, wait_for_agent
 from lanyard.config import Settings
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import ConfigError
+from lanyard.core.loop import event_loop_runner
 from lanyard.fleet.service import Fleet
 from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
 from lanyard.server.app import Urls, build_app, urls_for
@@ -69,15 +70,6 @@ def bind_all(hosts: list[str], port: int, attempts: int = 20) -> list[socket.soc
             if port != 0:
                 raise ConfigError(f"cannot listen on port {port}: {exc.strerror}") from exc
     raise ConfigError("could not find a free port on every loopback address")
-
-
-def event_loop_runner() -> asyncio.Runner:
-    """uvloop when installed: asyncio.run() would ignore uvicorn's loop setting."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def warn_if_vault_names_do_not_resolve(zone: str) -> None:
