@@ -29,27 +29,22 @@ from benchkit.venv import use_repo_venv
 
 use_repo_venv()
 
-import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import asdict, dataclass, field, replace  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 
-from benchkit import report  # noqa: E402
+from benchkit import report, script  # noqa: E402
 from benchkit.harness import (  # noqa: E402
     BENCH_DIR,
     LOAD_CORE,
@@ -66,6 +61,8 @@ from benchkit.harness import (  # noqa: E402
     log,
     pin_process,
     pinned,
+    pinned_json,
+    reference_command,
     run_queue_wait_s,
     run_rounds,
     run_wrk,
@@ -80,11 +77,7 @@ from benchkit.workloads import Workload, start_workload  # noqa: E402
 
 
 @dataclass(frozen=True)
-class Mode:
-    name: str
-    warm_up_s: float
-    rounds: int
-    seconds: float
+class Mode(script.Mode):
     warm_starts: int  # G9: starts of the already-initialised home, each timed
     racing: int  # G4: simultaneous first requests per shape
     probes: int  # G9: header-less IMDS probes, each on a new connection
@@ -203,22 +196,13 @@ def goals() -> list[report.GoalSpec]:
 
 
 @dataclass
-class Run:
-    """Everything one invocation accumulates: targets to rotate, processes to stop, findings."""
+class Run(script.BenchRun[Mode]):
+    """The shared run state, plus workloads to stop, figures and details, and a tag for fresh resources."""
 
-    mode: Mode
-    wrk: str | None
-    workdir: Path
-    logdir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    targets: list[Target] = field(default_factory=list)
-    servers: list[Server] = field(default_factory=list)
     workloads: list[Workload] = field(default_factory=list)
     figures: dict[str, list[float]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def add_http(
         self, name: str, target: HttpTarget, connections: int = CONNECTIONS, watch: tuple[int, str] | None = None
@@ -294,9 +278,7 @@ def setup_references(run: Run) -> None:
 def start_reference(run: Run, name: str, options: list[str]) -> tuple[str, int]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    cmd = [sys.executable, "-m", "uvicorn", "benchkit.refapp:app", "--app-dir", str(BENCH_DIR)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log", *options]
-    server = Server(name, cmd, run.logdir / f"{name.replace(' ', '-')}.log").start()
+    server = Server(name, reference_command(port, *options), run.logdir / f"{name.replace(' ', '-')}.log").start()
     run.servers.append(server)
     wait_http(url, 30, server)
     if httpx.get(url).json().get("status") != "ok":
@@ -444,15 +426,8 @@ def probe_request(imds: Shape) -> bytes:
 
 def storm_budget(run: Run) -> float:
     """1000 / (0.5 x RSA-2048 sign/s), the sign rate measured on the agent's core in this run."""
-    done = subprocess.run(
-        pinned([sys.executable, "-m", "benchkit.rsa_ceiling", str(run.mode.rsa_s)], SERVER_CORE),
-        capture_output=True,
-        text=True,
-        timeout=run.mode.rsa_s + 60,
-        check=True,
-        cwd=BENCH_DIR,
-    )
-    rate = float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+    cmd = [sys.executable, "-m", "benchkit.rsa_ceiling", str(run.mode.rsa_s)]
+    rate = float(pinned_json(cmd, SERVER_CORE, run.mode.rsa_s + 60)["rate"])
     run.details["G5 RSA-2048 sign/s on the agent's core"] = round(rate)
     return STORM_PAIRS / (0.5 * rate)
 
@@ -561,48 +536,29 @@ def stop_everything(run: Run) -> None:
 # -------------------------------------------------------------------------------- meta, verdict
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
 def describe(run: Run) -> dict[str, Any]:
     mode = run.mode
     packages = ("starlette", "uvicorn", "uvloop", "httptools", "httpx", "orjson", "cryptography")
     return {
         "mode": mode.name,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "started": script.started(),
+        "machine": script.machine(),
         "load": f"wrk -t1 -c{CONNECTIONS} (and -c1 for latency), warm-up {mode.warm_up_s:g}s, "
         f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
         "lanyard": str(lanyard_binary()),
         # Other work on a shared 2-core machine shows up in every timing; this says how much there was.
         "load average at start (1, 5, 15 min)": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "python": platform.python_version(),
-        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
+        "packages": script.versions(packages),
     }
-
-
-# Exit status for a smoke run whose figures fall below half a floor: distinct from a correctness failure
-# (1), so CI can fail on wrong answers and report, loudly, a performance shortfall.
-SHORTFALL = 3
 
 
 def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
     """Turn findings into an exit status (see the module docstring)."""
-    for name, why in report.invalid_targets(samples).items():
-        run.failures.append(f"{name}: {why}")
+    script.sort_invalid(run, samples)
     if any(goal.spec.id == "G4" and goal.verdict == report.BELOW_FLOOR for goal in results):
         run.failures.append("G4: a (identity, resource) pair was signed more than once")
-    if run.failures:
-        return 1
-    if run.mode.name == "smoke" and half_strength_failures(run, results):
-        return SHORTFALL
-    if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
-        return 2
-    return 0
+    return script.exit_status(run, results, lambda: bool(half_strength_failures(run, results)))
 
 
 def half_strength_failures(run: Run, results: list[report.GoalResult]) -> list[str]:
@@ -626,37 +582,9 @@ def half_strength_failures(run: Run, results: list[report.GoalResult]) -> list[s
     return failing
 
 
-def print_summary(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> None:
-    print()
-    print(report.text_table(report.TARGET_HEADER, report.target_rows(samples)))
-    print()
-    print(report.text_table(report.GOAL_HEADER, report.goal_rows(results)))
-    print()
-    print(report.text_table(report.LIMIT_HEADER, report.limit_rows(results)))
-    print()
-    for goal in results:
-        print(f"{goal.spec.id} {goal.spec.title}: {goal.verdict}")
-    for line in run.notes:
-        print(f"note: {line}")
-    for line in run.failures:
-        print(f"FAILURE: {line}")
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
-    which.add_argument("--full", action="store_const", const="full", dest="mode")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where JSON + Markdown go")
-    parser.add_argument("--rounds", type=int, help="override the mode's number of measured rounds")
-    parser.add_argument("--seconds", type=float, help="override the mode's seconds per measurement")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    base = MODES[args.mode]
-    mode = replace(base, rounds=args.rounds or base.rounds, seconds=args.seconds or base.seconds)
+    args = script.parse_args(argv, __doc__)
+    mode = script.chosen_mode(MODES, args)
     if can_pin():
         # This script is load, not server: keep its own work (G4 races, probes) off the agent's core.
         os.sched_setaffinity(0, {LOAD_CORE})
@@ -664,22 +592,18 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-agent-"))
     run = Run(mode, ensure_wrk(), workdir, out_dir / "logs" / "agent")
     run.meta.update(describe(run))
-    try:
-        samples = measure(run, workdir / "lanyard-home")
-    finally:  # also on Ctrl-C: no process outlives the run
-        stop_everything(run)
-        shutil.rmtree(workdir, ignore_errors=True)
+    samples = script.measure_and_clean_up(
+        run, lambda: measure(run, workdir / "lanyard-home"), lambda: stop_everything(run)
+    )
 
     results = report.evaluate(goals(), samples, run.figures)
     status = judge(run, samples, results)
-    print_summary(run, samples, results)
+    script.print_summary(run, samples, results)
     payload = report.to_json(run.meta, samples, results, run.notes, run.failures, run.figures, run.details)
     markdown = report.to_markdown(
         run.meta, samples, results, run.notes, run.failures, "Lanyard host-agent benchmark", run.details
     )
-    json_path, md_path = report.write(out_dir, f"agent-{mode.name}", payload, markdown)
-    print(f"\nwrote {json_path} and {md_path}; exit {status}")
-    return status
+    return script.write_results(out_dir, f"agent-{mode.name}", payload, markdown, status)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,8 @@ from benchkit.venv import use_repo_venv
 
 use_repo_venv()
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import importlib.metadata  # noqa: E402
 import ipaddress  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -50,19 +45,16 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import httpx  # noqa: E402
 
-from benchkit import report  # noqa: E402
+from benchkit import report, script  # noqa: E402
 from benchkit.harness import (  # noqa: E402
-    BENCH_DIR,
     HttpTarget,
     Sample,
     Server,
-    Target,
-    can_pin,
     ensure_wrk,
     free_port,
     loaded_libraries,
     log,
-    run_rounds,
+    reference_command,
     run_wrk,
     self_signed_tls,
     wait_http,
@@ -73,11 +65,7 @@ from benchkit.tokens import CheckFailed  # noqa: E402
 
 
 @dataclass(frozen=True)
-class Mode:
-    name: str
-    warm_up_s: float
-    rounds: int
-    seconds: float
+class Mode(script.Mode):
     connections: int
     probe_s: float  # the no-network-call probe, per Lanyard target
 
@@ -132,25 +120,13 @@ def goals() -> list[report.GoalSpec]:
 
 
 @dataclass
-class Run:
-    """Everything one invocation accumulates: targets to rotate, servers to stop, findings."""
+class Run(script.BenchRun[Mode]):
+    """The shared run state, plus the lower-is-better figures of the no-network-call probe."""
 
-    mode: Mode
-    wrk: str | None
-    workdir: Path
-    logdir: Path
-    targets: list[Target] = field(default_factory=list)
-    servers: list[Server] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, list[float]] = field(default_factory=dict)
 
     def add_http(self, name: str, target: HttpTarget) -> None:
-        if self.wrk is None:
-            return
-        wrk, workdir, connections = self.wrk, self.workdir, self.mode.connections
-        self.targets.append(Target(name, lambda seconds: run_wrk(wrk, target, seconds, connections, workdir)))
+        self.add_wrk(name, target, self.mode.connections)
 
 
 # -------------------------------------------------------------------------------------- reference
@@ -161,26 +137,7 @@ def setup_reference(run: Run) -> None:
     cert, key = self_signed_tls(run.workdir / "reference")
     port = free_port()
     url = f"https://127.0.0.1:{port}/"
-    # Uvicorn's defaults (loop/http "auto") on purpose, as in mint.py: whatever the venv offers Lanyard.
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "benchkit.refapp:app",
-        "--app-dir",
-        str(BENCH_DIR),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        "--ssl-certfile",
-        str(cert),
-        "--ssl-keyfile",
-        str(key),
-    ]
+    cmd = reference_command(port, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
     server = Server(BARE, cmd, run.logdir / "vault-bare-starlette-https.log").start()
     run.servers.append(server)
     wait_http(url, 30, server)
@@ -441,53 +398,16 @@ def setup_openbao(run: Run) -> None:
 # ------------------------------------------------------------------------------------------- meta
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-def _first_line(cmd: list[str]) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "absent"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
-
-
 def describe(run: Run) -> dict[str, Any]:
-    mode = run.mode
     packages = ("cryptography", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "sqlalchemy", "pyjwt")
-    pinning = "server core 0, wrk core 1 (taskset)" if can_pin() else "NOT pinned (no taskset or < 2 cores)"
     return {
-        "mode": mode.name,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "pinning": pinning,
-        "load": f"wrk -t1 -c{mode.connections}, warm-up {mode.warm_up_s:g}s, "
-        f"{mode.rounds} rotating rounds of {mode.seconds:g}s",
-        "wrk": _first_line([run.wrk, "--version"]) if run.wrk else "absent",
-        "python": platform.python_version(),
-        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
+        **script.describe_wrk_run(run, run.mode.connections, packages),
         "vault request": f"GET https://127.0.0.1:PORT/secrets/{SECRET}/?api-version={API_VERSION} with "
         "Host: {vault}.vault.lanyard.localhost:PORT and one bearer token for the whole run",
     }
 
 
 # ------------------------------------------------------------------------------------------- main
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--smoke", action="store_const", const="smoke", dest="mode")
-    which.add_argument("--full", action="store_const", const="full", dest="mode")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where JSON + Markdown go")
-    parser.add_argument("--rounds", type=int, help="override the mode's number of measured rounds")
-    parser.add_argument("--seconds", type=float, help="override the mode's seconds per measurement")
-    return parser.parse_args(argv)
 
 
 def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
@@ -509,73 +429,32 @@ def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
     if run.wrk is None:
         run.notes.append("wrk unavailable: only correctness was checked")
         return {}
-    try:
-        samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
-    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
-        run.failures.append(f"measurement failed: {exc}")
-        return {}
-    for server in run.servers:
-        if not server.alive():
-            run.failures.append(f"{server.name} died during the run:\n{server.log_tail()}")
-    return samples
-
-
-# Exit status for a smoke run whose figures fall below half a floor, distinct from a correctness
-# failure (1): CI fails on wrong answers and reports a performance shortfall (see .ci/run).
-SHORTFALL = 3
+    return script.rotate(run)
 
 
 def judge(run: Run, samples: dict[str, list[Sample]], results: list[report.GoalResult]) -> int:
-    """Turn findings into an exit status (see the module docstring)."""
-    for name, why in report.invalid_targets(samples).items():
-        (run.notes if name in PEERS else run.failures).append(f"{name}: {why}")
-    if run.failures:
-        return 1
-    if run.mode.name == "smoke" and any(g.under_half_strength for g in results):
-        return SHORTFALL
-    if run.mode.name == "full" and any(g.verdict == report.BELOW_FLOOR for g in results):
-        return 2
-    return 0
+    """Turn findings into an exit status (see the module docstring): --smoke fails on ratios and limits."""
+    script.sort_invalid(run, samples, informational=PEERS)
+    return script.exit_status(run, results, lambda: any(g.under_half_strength for g in results))
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    base = MODES[args.mode]
-    rounds, seconds = args.rounds or base.rounds, args.seconds or base.seconds
-    mode = Mode(base.name, base.warm_up_s, rounds, seconds, base.connections, base.probe_s)
+    args = script.parse_args(argv, __doc__)
+    mode = script.chosen_mode(MODES, args)
     out_dir: Path = args.out.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-vault-"))
     run = Run(mode, ensure_wrk(), workdir, out_dir / "logs")
     run.meta.update(describe(run))
-    try:
-        samples = measure(run, workdir / "lanyard-home")
-    finally:  # also on Ctrl-C: no server outlives the run
-        for server in reversed(run.servers):
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    samples = script.measure_and_clean_up(run, lambda: measure(run, workdir / "lanyard-home"))
 
     results = report.evaluate(goals(), samples, run.figures)
     status = judge(run, samples, results)
-    print()
-    print(report.text_table(report.TARGET_HEADER, report.target_rows(samples)))
-    print()
-    print(report.text_table(report.GOAL_HEADER, report.goal_rows(results)))
-    print()
-    print(report.text_table(report.LIMIT_HEADER, report.limit_rows(results)))
-    print()
-    for goal in results:
-        print(f"{goal.spec.id} {goal.spec.title}: {goal.verdict}")
-    for line in run.notes:
-        print(f"note: {line}")
-    for line in run.failures:
-        print(f"FAILURE: {line}")
+    script.print_summary(run, samples, results)
     payload = report.to_json(run.meta, samples, results, run.notes, run.failures, run.figures)
     markdown = report.to_markdown(
         run.meta, samples, results, run.notes, run.failures, title="Lanyard vault-read benchmark"
     )
-    json_path, md_path = report.write(out_dir, f"vault-{mode.name}", payload, markdown)
-    print(f"\nwrote {json_path} and {md_path}; exit {status}")
-    return status
+    return script.write_results(out_dir, f"vault-{mode.name}", payload, markdown, status)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -203,6 +205,36 @@ def wait_http(url: str, timeout: float, server: Server | None = None) -> None:
             return False
 
     wait_until(answered, timeout, f"{url} to answer")
+
+
+def reference_command(port: int, *options: str) -> list[str]:
+    """The bare Starlette reference app (benchkit/refapp.py) on uvicorn, on 127.0.0.1:port. Uvicorn's
+    defaults (loop/http "auto") on purpose: the reference uses whatever event loop and HTTP parser the
+    venv offers Lanyard. Access logging is off, as a production server would be."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchkit.refapp:app",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        *options,
+    ]
+
+
+def pinned_json(cmd: Sequence[str], core: int | str, timeout: float) -> dict[str, Any]:
+    """Run a probe pinned to a core (from the bench directory) and read the JSON object on its last line."""
+    done = subprocess.run(pinned(cmd, core), capture_output=True, text=True, timeout=timeout, check=True, cwd=BENCH_DIR)
+    value = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(value, dict)
+    return value
 
 
 def self_signed_tls(directory: Path, stem: str = "tls") -> tuple[Path, Path]:
