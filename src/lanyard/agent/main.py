@@ -31,6 +31,7 @@ from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
 from lanyard.agent.workloads import WorkloadRegistry
 from lanyard.client.assertion import CertificateKey
+from lanyard.core.files import write_atomically
 from lanyard.core.loop import event_loop_runner
 from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
 
@@ -52,14 +53,6 @@ class AgentOptions:
     join_token: str | None
     port: int
     name: str
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def load_or_join(options: AgentOptions) -> HostIdentity:
@@ -87,9 +80,9 @@ def load_or_join(options: AgentOptions) -> HostIdentity:
     if response.status_code != 200:
         raise AgentError(f"joining failed ({response.status_code}): {response.text[:300]}")
     joined = response.json()
-    _write_private(key_file, private_key_pem(private))
-    _write_private(cert_file, cert_pem(cert))
-    _write_private(
+    write_atomically(key_file, private_key_pem(private))
+    write_atomically(cert_file, cert_pem(cert))
+    write_atomically(
         host_file,
         json.dumps(
             {
@@ -245,7 +238,7 @@ class Agent:
             "hostId": identity.host_id,
             "pid": os.getpid(),
         }
-        _write_private(self.options.home / AGENT_FILE, json.dumps(info).encode())
+        write_atomically(self.options.home / AGENT_FILE, json.dumps(info).encode())
         log.info("agent ready at %s (host %s)", appservice_url, identity.host_id)
 
         loop = asyncio.get_running_loop()

@@ -8,7 +8,6 @@ have pinned or cached (tenant, CA, signing keys).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lanyard.config import Settings
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ConfigError
+from lanyard.core.files import write_atomically
 from lanyard.crypto.barrier import Barrier, load_kek
 from lanyard.crypto.pki import CertificateAuthority, cert_pem, load_private_key, private_key_pem
 from lanyard.directory.keys import KeyRing
@@ -65,7 +65,7 @@ def prepare_home(home: Path) -> None:
 
 
 def _first_start(s: repo.Session, barrier: Barrier, clock: Clock) -> None:
-    from lanyard.directory.service import new_client_secret
+    from lanyard.directory.service import add_password_credential, new_client_secret
 
     now = clock.now()
     tenant_id, sub_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -83,24 +83,7 @@ def _first_start(s: repo.Session, barrier: Barrier, clock: Clock) -> None:
         now=now,
     )
     secret = new_client_secret()
-    repo.add_credential(
-        s,
-        repo.CredentialRecord(
-            key_id=str(uuid.uuid4()),
-            app_id=app.app_id,
-            kind="password",
-            display_name="lanyard up",
-            secret_hash=barrier.secret_hash(secret),
-            hint=secret[:3],
-            thumbprint_sha1=None,
-            thumbprint_sha256=None,
-            cert_der=None,
-            sealed_private_key=None,
-            start_at=now,
-            end_at=now + 10 * 365 * 86400,
-        ),
-        now,
-    )
+    add_password_credential(s, barrier, app.app_id, "lanyard up", secret, now, now + 10 * 365 * 86400)
     ca = CertificateAuthority.create(dt.datetime.fromtimestamp(now, dt.UTC))
     for name, value in (
         ("tenant_id", tenant_id),
@@ -156,21 +139,6 @@ def server_names(settings: Settings) -> tuple[list[str], list[str]]:
     return names, ips
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _server_cert_current(path: Path, ca: CertificateAuthority, names: list[str], ips: list[str], now: float) -> bool:
     if not path.exists():
         return False
@@ -196,15 +164,15 @@ def ensure_tls(settings: Settings, ca: CertificateAuthority, barrier: Barrier, c
         server_key_password=barrier.derive("tls-server-key").hex(),
     )
     ca_pem = cert_pem(ca.cert)
-    _write_public(files.ca_cert, ca_pem)
+    write_atomically(files.ca_cert, ca_pem, mode=0o644)
     public_roots = Path(certifi.where()).read_bytes()
-    _write_public(files.ca_bundle, public_roots.rstrip(b"\n") + b"\n" + ca_pem)
+    write_atomically(files.ca_bundle, public_roots.rstrip(b"\n") + b"\n" + ca_pem, mode=0o644)
     names, ips = server_names(settings)
     now = clock.now()
     if not _server_cert_current(files.server_cert, ca, names, ips, now) or not files.server_key.exists():
         key, cert = ca.issue_server(dt.datetime.fromtimestamp(now, dt.UTC), names, ips)
-        _write_private(files.server_key, private_key_pem(key, files.server_key_password.encode()))
-        _write_public(files.server_cert, cert_pem(cert) + ca_pem)
+        write_atomically(files.server_key, private_key_pem(key, files.server_key_password.encode()))
+        write_atomically(files.server_cert, cert_pem(cert) + ca_pem, mode=0o644)
     return files
 
 

@@ -21,6 +21,7 @@ from lanyard.agent.main import AGENT_FILE, wait_for_agent
 from lanyard.config import Settings
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import ConfigError
+from lanyard.core.files import write_atomically
 from lanyard.core.loop import event_loop_runner
 from lanyard.fleet.service import Fleet
 from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
@@ -106,18 +107,10 @@ def endpoints_document(platform: Platform, urls: Urls) -> dict[str, Any]:
     }
 
 
-def write_private_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_endpoints(home: Path, document: dict[str, Any]) -> Path:
     """Atomic and private: readers see the whole file or none, and only its owner can read it."""
     path = home / ENDPOINTS_FILE
-    write_private_text(path, json.dumps(document, indent=2))
+    write_atomically(path, json.dumps(document, indent=2).encode())
     return path
 
 
@@ -175,7 +168,7 @@ def serve(settings: Settings, clock: Clock | None = None, early_agent: subproces
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port, settings.dns_zone)
     # An agent started early (warm home) is waiting to learn where we listen.
-    write_private_text(settings.home / SERVER_URL_FILE, urls.authority)
+    write_atomically(settings.home / SERVER_URL_FILE, urls.authority.encode())
     app, fleet, hub = build_app(platform, urls, clock)
     config = uvicorn.Config(
         app,
