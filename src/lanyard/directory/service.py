@@ -54,6 +54,27 @@ class DirectoryConfig:
     assertion_skew: float = 300.0
 
 
+def add_password_credential(
+    s: repo.Session, barrier: Barrier, app_id: str, display_name: str | None, secret: str, now: float, end: float
+) -> repo.CredentialRecord:
+    """Store a client secret as its peppered hash; the secret itself is returned to the caller once."""
+    record = repo.CredentialRecord(
+        key_id=str(uuid.uuid4()),
+        app_id=app_id,
+        kind="password",
+        display_name=display_name,
+        secret_hash=barrier.secret_hash(secret),
+        hint=secret[:3],
+        thumbprint_sha1=None,
+        thumbprint_sha256=None,
+        cert_der=None,
+        sealed_private_key=None,
+        start_at=now,
+        end_at=end,
+    )
+    return repo.add_credential(s, record, now)
+
+
 def new_client_secret() -> str:
     # 40 characters like Entra's; the first three are the hint shown in listings.
     return secrets.token_urlsafe(30)
@@ -246,21 +267,7 @@ class Directory:
         end = end_at if end_at is not None else now + SECRET_DEFAULT_YEARS * 365 * 86400
         if end <= now:
             raise GraphError("endDateTime must be in the future.", code="Request_BadRequest")
-        record = repo.CredentialRecord(
-            key_id=str(uuid.uuid4()),
-            app_id=app_id,
-            kind="password",
-            display_name=display_name,
-            secret_hash=self.barrier.secret_hash(secret),
-            hint=secret[:3],
-            thumbprint_sha1=None,
-            thumbprint_sha256=None,
-            cert_der=None,
-            sealed_private_key=None,
-            start_at=now,
-            end_at=end,
-        )
-        return repo.add_credential(s, record, now), secret
+        return add_password_credential(s, self.barrier, app_id, display_name, secret, now, end), secret
 
     def add_certificate(
         self, s: repo.Session, app_id: str, cert_der: bytes, display_name: str | None = None
