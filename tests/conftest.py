@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import jwt
 import pytest
 
 STARTUP_TIMEOUT = 60.0
+PROBE = str(Path(__file__).parent / "workloads" / "probe.py")
 
 
 @dataclass
@@ -184,3 +186,36 @@ def verify_with_discovery(platform: RunningPlatform, token: str, audience: str) 
             options={"require": ["exp", "iat", "nbf", "aud", "iss", "sub"]},
         )
     )
+
+
+def probe_command(home: Path, target: list[str], actions: list[dict[str, Any]]) -> list[str]:
+    """`lanyard … webapp|vm run … -- python probe.py ACTIONS`: the test workload, run by the agent."""
+    return [
+        sys.executable,
+        "-m",
+        "lanyard",
+        "--home",
+        str(home),
+        *target,
+        "--",
+        sys.executable,
+        PROBE,
+        json.dumps(actions),
+    ]
+
+
+def probe_results(stdout: str, stderr: str = "") -> list[dict[str, Any]]:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULTS ")]
+    if not lines:
+        raise AssertionError(f"the workload printed no results:\n{stdout}\n{stderr}")
+    return list(json.loads(lines[-1][len("RESULTS ") :]))
+
+
+@contextmanager
+def app_setting(home: Path, group: str, app: str, name: str, value: str) -> Iterator[None]:
+    """An app setting for the duration of a block (the shared apps outlive each test)."""
+    run_cli(home, "webapp", "config", "appsettings", "set", "-g", group, "-n", app, "--settings", f"{name}={value}")
+    try:
+        yield
+    finally:
+        run_cli(home, "webapp", "config", "appsettings", "delete", "-g", group, "-n", app, "--setting-names", name)

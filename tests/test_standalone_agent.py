@@ -16,8 +16,6 @@ import pytest
 
 from tests.conftest import RunningPlatform, cli_json, run_cli
 
-PROBE = str(Path(__file__).parent / "workloads" / "probe.py")
-
 
 def start_agent(platform: RunningPlatform, home: Path, token: str | None) -> subprocess.Popen[bytes]:
     argv = [

@@ -4,9 +4,7 @@ Access follows access policies or RBAC on the very next request."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from tests.conftest import RunningPlatform, cli_json, run_cli
+from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results, run_cli
 
-PROBE = str(Path(__file__).parents[1] / "workloads" / "probe.py")
+KV_APP = ["webapp", "run", "-g", "kv-rg", "-n", "kv-app"]
 
 
 @pytest.fixture(scope="module")
@@ -61,31 +59,8 @@ def vault_url(vault: dict[str, Any]) -> str:
 
 
 def run_app(platform: RunningPlatform, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lanyard",
-            "--home",
-            str(platform.home),
-            "webapp",
-            "run",
-            "-g",
-            "kv-rg",
-            "-n",
-            "kv-app",
-            "--",
-            sys.executable,
-            PROBE,
-            json.dumps(actions),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
-    assert lines, f"{result.stdout}\n{result.stderr}"
-    return list(json.loads(lines[-1][8:]))
+    result = subprocess.run(probe_command(platform.home, KV_APP, actions), capture_output=True, text=True, timeout=180)
+    return probe_results(result.stdout, result.stderr)
 
 
 def test_vault_resource_shape(kv: dict[str, Any], platform: RunningPlatform) -> None:
@@ -163,26 +138,7 @@ def test_rbac_changes_apply_to_the_very_next_request(
         get,
     ]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lanyard",
-            "--home",
-            str(home),
-            "webapp",
-            "run",
-            "-g",
-            "kv-rg",
-            "-n",
-            "kv-app",
-            "--",
-            sys.executable,
-            PROBE,
-            json.dumps(actions),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        probe_command(home, KV_APP, actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
     def wait_for(path: Path) -> None:
@@ -213,7 +169,7 @@ def test_rbac_changes_apply_to_the_very_next_request(
     finally:
         if process.poll() is None:
             process.kill()
-    results = json.loads([line for line in stdout.splitlines() if line.startswith("RESULTS ")][-1][8:])
+    results = probe_results(stdout)
     before, _, granted, _, revoked = results
     assert (not before["ok"] and "ForbiddenByRbac" in before["error"]) or "not authorized" in before["error"]
     assert granted == {"ok": True, "value": "pw-kv-rbac"}

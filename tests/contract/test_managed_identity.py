@@ -4,19 +4,25 @@ against the directory's JWKS with the identity's oid and xms_mirid."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, run_cli, verify_with_discovery
+from tests.conftest import (
+    RunningPlatform,
+    app_setting,
+    cli_json,
+    probe_command,
+    probe_results,
+    run_cli,
+    verify_with_discovery,
+)
 
-PROBE = str(Path(__file__).parents[1] / "workloads" / "probe.py")
 ARM = "https://management.azure.com"
 
 
@@ -36,30 +42,15 @@ def run_probe(
     target: list[str],
     actions: list[dict[str, Any]],
     env: dict[str, str] | None = None,
-    check: bool = True,
 ) -> tuple[int, list[dict[str, Any]], str]:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lanyard",
-            "--home",
-            str(platform.home),
-            *target,
-            "--",
-            sys.executable,
-            PROBE,
-            json.dumps(actions),
-        ],
+        probe_command(platform.home, target, actions),
         capture_output=True,
         text=True,
         timeout=180,
         env={**os.environ, **(env or {})},
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
-    if check and not lines:
-        raise AssertionError(f"no results (exit {result.returncode}): {result.stdout}\n{result.stderr}")
-    results = json.loads(lines[-1][len("RESULTS ") :]) if lines else []
+    results = probe_results(result.stdout, result.stderr)
     return result.returncode, results, result.stderr
 
 
@@ -121,37 +112,10 @@ def test_default_azure_credential_and_msal(platform: RunningPlatform, apps: dict
 
 
 def test_dac_with_azure_client_id_asks_for_the_user_assigned(platform: RunningPlatform, apps: dict[str, Any]) -> None:
-    run_cli(
-        platform.home,
-        "webapp",
-        "config",
-        "appsettings",
-        "set",
-        "-g",
-        "mi-rg",
-        "-n",
-        "mi-app",
-        "--settings",
-        f"AZURE_CLIENT_ID={apps['uai']['clientId']}",
-    )
-    try:
+    with app_setting(platform.home, "mi-rg", "mi-app", "AZURE_CLIENT_ID", apps["uai"]["clientId"]):
         _code, results, _stderr = run_probe(platform, webapp(), [{"kind": "dac-sync", "scope": f"{ARM}/.default"}])
-        (token,) = ok_values(results)
-        assert claims_of(platform, token, ARM)["oid"] == apps["uai"]["principalId"]
-    finally:
-        run_cli(
-            platform.home,
-            "webapp",
-            "config",
-            "appsettings",
-            "delete",
-            "-g",
-            "mi-rg",
-            "-n",
-            "mi-app",
-            "--setting-names",
-            "AZURE_CLIENT_ID",
-        )
+    (token,) = ok_values(results)
+    assert claims_of(platform, token, ARM)["oid"] == apps["uai"]["principalId"]
 
 
 def test_legacy_2017_protocol(platform: RunningPlatform, apps: dict[str, Any]) -> None:
@@ -174,19 +138,6 @@ def test_legacy_2017_protocol(platform: RunningPlatform, apps: dict[str, Any]) -
 
 
 def test_environment_output_and_exit_code(platform: RunningPlatform, apps: dict[str, Any]) -> None:
-    run_cli(
-        platform.home,
-        "webapp",
-        "config",
-        "appsettings",
-        "set",
-        "-g",
-        "mi-rg",
-        "-n",
-        "mi-app",
-        "--settings",
-        "GREETING=hello",
-    )
     names = [
         "IDENTITY_ENDPOINT",
         "IDENTITY_HEADER",
@@ -198,9 +149,13 @@ def test_environment_output_and_exit_code(platform: RunningPlatform, apps: dict[
         "SSL_CERT_FILE",
         "NODE_EXTRA_CA_CERTS",
     ]
-    code, results, _ = run_probe(
-        platform, webapp(), [{"kind": "env", "names": names}], env={"PROBE_EXIT": "7", "IDENTITY_HEADER": "smuggled"}
-    )
+    with app_setting(platform.home, "mi-rg", "mi-app", "GREETING", "hello"):
+        code, results, _ = run_probe(
+            platform,
+            webapp(),
+            [{"kind": "env", "names": names}],
+            env={"PROBE_EXIT": "7", "IDENTITY_HEADER": "smuggled"},
+        )
     assert code == 7
     (env,) = ok_values(results)
     assert env["WEBSITE_SITE_NAME"] == "mi-app" and env["GREETING"] == "hello"
@@ -218,36 +173,9 @@ def test_no_identity_env_without_identity_or_when_disabled(platform: RunningPlat
     _, results, _ = run_probe(platform, webapp("mi-bare"), [{"kind": "env", "names": names}])
     (env,) = ok_values(results)
     assert env["WEBSITE_SITE_NAME"] == "mi-bare" and env["IDENTITY_ENDPOINT"] is None
-    run_cli(
-        platform.home,
-        "webapp",
-        "config",
-        "appsettings",
-        "set",
-        "-g",
-        "mi-rg",
-        "-n",
-        "mi-app",
-        "--settings",
-        "WEBSITE_DISABLE_MSI=true",
-    )
-    try:
+    with app_setting(platform.home, "mi-rg", "mi-app", "WEBSITE_DISABLE_MSI", "true"):
         _, results, _ = run_probe(platform, webapp(), [{"kind": "env", "names": names}])
-        assert ok_values(results)[0]["IDENTITY_ENDPOINT"] is None
-    finally:
-        run_cli(
-            platform.home,
-            "webapp",
-            "config",
-            "appsettings",
-            "delete",
-            "-g",
-            "mi-rg",
-            "-n",
-            "mi-app",
-            "--setting-names",
-            "WEBSITE_DISABLE_MSI",
-        )
+    assert ok_values(results)[0]["IDENTITY_ENDPOINT"] is None
 
 
 def test_app_service_refusals(platform: RunningPlatform, apps: dict[str, Any]) -> None:
@@ -377,28 +305,12 @@ def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlat
     }
     actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lanyard",
-            "--home",
-            str(home),
-            *webapp("mi-revoke"),
-            "--",
-            sys.executable,
-            PROBE,
-            json.dumps(actions),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        probe_command(home, webapp("mi-revoke"), actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         for _ in range(600):
             if ready.exists():
                 break
-            import time
-
             time.sleep(0.05)
         assert ready.exists(), "the workload never got its first token"
         run_cli(home, "webapp", "identity", "remove", "-g", "mi-rg", "-n", "mi-revoke")
@@ -407,7 +319,7 @@ def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlat
     finally:
         if process.poll() is None:
             process.kill()
-    results = json.loads([line for line in stdout.splitlines() if line.startswith("RESULTS ")][-1][8:])
+    results = probe_results(stdout)
     first, _, second = ok_values(results)
     assert first["status"] == 200
     assert second["status"] == 400 and "Unable to load" in second["body"]["message"]
