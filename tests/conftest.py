@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,15 +10,20 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import jwt
 import pytest
+
+from tests.support import haproxy as haproxy_support
+from tests.support import postgres as postgres_support
+from tests.support.haproxy import Haproxy, HaproxyFactory
+from tests.support.postgres import PostgresServer
 
 STARTUP_TIMEOUT = 60.0
 PROBE = str(Path(__file__).parent / "workloads" / "probe.py")
@@ -98,7 +104,14 @@ def vault_names_resolve(zone: str = "lanyard.localhost") -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Vault tests need *.vault.<zone> to resolve (scripts/ensure-dns sets it up); say so when it can't."""
+    """Tests using the postgres/haproxy fixtures get those markers (so `-m "not postgres"` leaves them out).
+    Vault tests need *.vault.<zone> to resolve (scripts/ensure-dns sets it up); say so when it can't."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"postgres", "pg_database"}:
+            item.add_marker(pytest.mark.postgres)
+        if "haproxy_factory" in fixtures:
+            item.add_marker(pytest.mark.haproxy)
     if vault_names_resolve():
         return
     skip = pytest.mark.skip(reason="*.vault.lanyard.localhost does not resolve here: run scripts/ensure-dns as root")
@@ -116,6 +129,67 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     running = start_platform(tmp_path_factory.mktemp("home"), *extra)
     yield running
     running.stop()
+
+
+def _required(*flags: str) -> bool:
+    """CI=true, or any of the given LANYARD_REQUIRE_* variables set to 1, turns a skip into a failure."""
+    return os.environ.get("CI", "").lower() in ("true", "1") or any(os.environ.get(f) == "1" for f in flags)
+
+
+def _unavailable(what: str, reason: str, *flags: str) -> NoReturn:
+    message = f"{what} unavailable: {reason}"
+    if _required(*flags):
+        pytest.fail(f"{message} (required here: CI=true or {' / '.join(f'{f}=1' for f in flags)})", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the session (127.0.0.1, a free port, fsync on, max_connections 300,
+    superuser `lanyard`, trust auth). Skipped when the server binaries are missing, except under CI=true or
+    LANYARD_REQUIRE_POSTGRES=1, where that is a failure. `postgres.create_database()` -> SQLAlchemy URL."""
+    ok, reason = postgres_support.available()
+    if not ok:
+        _unavailable("PostgreSQL", reason, "LANYARD_REQUIRE_POSTGRES")
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:
+        server.cleanup()
+        _unavailable("PostgreSQL", f"the throwaway cluster did not start: {exc}", "LANYARD_REQUIRE_POSTGRES")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database's SQLAlchemy URL (postgresql+psycopg://lanyard@127.0.0.1:PORT/NAME),
+    dropped after the test (connections still open to it are terminated first)."""
+    url = postgres.create_database("t")
+    yield url
+    if postgres.running:
+        with contextlib.suppress(Exception):
+            postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def haproxy_factory() -> Iterator[HaproxyFactory]:
+    """`make(backends) -> Haproxy`: a real haproxy (TCP, round robin, health checks every 200 ms) on
+    127.0.0.1 in front of [(host, port), ...], started and ready; each one made is stopped at session end.
+    Skipped when haproxy is missing, except under CI=true or LANYARD_REQUIRE_HAPROXY=1 (a failure there)."""
+    ok, reason = haproxy_support.available()
+    if not ok:
+        _unavailable("haproxy", reason, "LANYARD_REQUIRE_HAPROXY")
+    made: list[Haproxy] = []
+
+    def make(backends: Sequence[tuple[str, int]], *, check_inter_ms: int = 200, redispatch: bool = True) -> Haproxy:
+        proxy = Haproxy(backends, check_inter_ms=check_inter_ms, redispatch=redispatch, start=False)
+        made.append(proxy)
+        return proxy.start()
+
+    yield make
+    for proxy in made:
+        proxy.stop()
 
 
 def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lanyard.core.errors import ConfigError
 
@@ -29,8 +30,12 @@ class Settings:
     token_lifetime: int = 3600
     dns_zone: str = DEFAULT_ZONE
     public_host: str | None = None
+    # The URL clients reach the platform by when nodes sit behind a balancer (https://host:port):
+    # the authority, issuer, ARM, Graph and vault URLs of every node derive from it.
+    public_url: str | None = None
     agent: bool = True
     agent_port: int = 0
+    workers: int = 1
 
     @property
     def database(self) -> str:
@@ -44,6 +49,10 @@ class Settings:
         return [self.host]
 
     def advertised_host(self) -> str:
+        if self.public_url:
+            host = urlsplit(self.public_url).hostname
+            if host:
+                return host
         if self.public_host:
             return self.public_host
         if self.host in LOOPBACK_HOSTS:
@@ -66,6 +75,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def check_public_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"public URL {raw[:200]!r} is not a valid URL") from exc
+    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"public URL must look like https://host[:port], got {raw[:200]!r}")
+    netloc = parts.netloc if port else f"{parts.netloc}:443"
+    return f"https://{netloc.lower()}"
+
+
 def resolve_home(home: str | None, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(home or env.get("LANYARD_HOME") or DEFAULT_HOME).expanduser().resolve()
@@ -81,6 +104,8 @@ def load_settings(
     public_host: str | None = None,
     agent: bool = True,
     agent_port: int | None = None,
+    public_url: str | None = None,
+    workers: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
@@ -91,6 +116,9 @@ def load_settings(
     resolved_port = port if port is not None else _int(env, "LANYARD_PORT", 8443)
     if not 0 <= resolved_port <= 65535:
         raise ConfigError(f"port {resolved_port} is out of range")
+    resolved_workers = workers if workers is not None else _int(env, "LANYARD_WORKERS", 1)
+    if not 1 <= resolved_workers <= 64:
+        raise ConfigError("workers must be 1 to 64")
     return Settings(
         home=resolve_home(home, env),
         host=host or env.get("LANYARD_HOST") or "127.0.0.1",
@@ -102,4 +130,6 @@ def load_settings(
         public_host=public_host or env.get("LANYARD_PUBLIC_HOST") or None,
         agent=agent,
         agent_port=agent_port if agent_port is not None else _int(env, "LANYARD_AGENT_PORT", 0),
+        public_url=check_public_url(public_url or env.get("LANYARD_PUBLIC_URL")),
+        workers=resolved_workers,
     )

@@ -9,72 +9,80 @@ import pytest
 from lanyard.agent.cache import REFRESH_MARGIN, TokenCache
 from lanyard.agent.guards import allowed_hosts_for, headers_of, refusal
 from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.core.clock import FrozenClock
 from lanyard.protocol.msi import IssuedToken, MsiError, parse_app_service, parse_imds
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_concurrent_misses_coalesce_and_hits_do_not_fetch() -> None:
-    clock = Clock()
+    clock = FrozenClock(1_000_000.0)
     cache = TokenCache(clock)
     calls = 0
+    started = asyncio.Event()
+    release = asyncio.Event()
 
     async def fetch() -> IssuedToken:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.01)
-        return IssuedToken(f"token-{calls}", int(clock.now) + 3600, int(clock.now), "client")
+        started.set()
+        await release.wait()
+        return IssuedToken(f"token-{calls}", int(clock.now()) + 3600, int(clock.now()), "client")
+
+    async def open_gate() -> None:
+        # The fetch task is scheduled after every getter task, so once it runs all 100 are waiting.
+        await started.wait()
+        release.set()
 
     async def scenario() -> list[IssuedToken]:
-        first = await asyncio.gather(*(cache.get("oid", "res", fetch) for _ in range(100)))
+        first = await asyncio.gather(*(cache.get("oid", "res", fetch) for _ in range(100)), open_gate())
         second = await asyncio.gather(*(cache.get("oid", "res", fetch) for _ in range(100)))
-        return [*first, *second]
+        return [*(t for t in first if t is not None), *second]
 
     tokens = asyncio.run(scenario())
     assert calls == 1 and cache.upstream_calls == 1
-    assert {t.access_token for t in tokens} == {"token-1"}
+    assert len(tokens) == 200 and {t.access_token for t in tokens} == {"token-1"}
     assert cache.hits == 100
 
 
 def test_distinct_keys_fetch_separately_and_failures_are_shared() -> None:
-    cache = TokenCache(Clock())
+    cache = TokenCache(FrozenClock(1_000_000.0))
     calls: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
 
     async def failing() -> IssuedToken:
         calls.append("x")
-        await asyncio.sleep(0.01)
+        started.set()
+        await release.wait()
         raise RuntimeError("directory down")
 
-    async def scenario() -> list[object]:
-        return await asyncio.gather(*(cache.get("oid", "res", failing) for _ in range(10)), return_exceptions=True)
+    async def open_gate() -> None:
+        await started.wait()
+        release.set()
 
-    results = asyncio.run(scenario())
+    async def scenario() -> list[object]:
+        getters = (cache.get("oid", "res", failing) for _ in range(10))
+        return await asyncio.gather(*getters, open_gate(), return_exceptions=True)
+
+    results = asyncio.run(scenario())[:10]
     assert len(calls) == 1 and all(isinstance(r, RuntimeError) for r in results)
 
 
 def test_refresh_ahead_and_expiry() -> None:
-    clock = Clock()
+    clock = FrozenClock(1_000_000.0)
     cache = TokenCache(clock)
     minted: list[int] = []
 
     async def fetch() -> IssuedToken:
         minted.append(1)
-        return IssuedToken(f"t{len(minted)}", int(clock.now) + 3600, int(clock.now), "c")
+        return IssuedToken(f"t{len(minted)}", int(clock.now()) + 3600, int(clock.now()), "c")
 
     async def scenario() -> None:
         assert (await cache.get("o", "r", fetch)).access_token == "t1"
-        clock.now += 1900  # past half life: served from cache while a refresh runs
+        clock.advance(1900)  # past half life: served from cache while a refresh runs
         assert (await cache.get("o", "r", fetch)).access_token == "t1"
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await cache.settle()
         assert (await cache.get("o", "r", fetch)).access_token == "t2"
-        clock.now += 3600 - REFRESH_MARGIN + 1  # too close to expiry to hand out: fetch
+        clock.advance(3600 - REFRESH_MARGIN + 1)  # too close to expiry to hand out: fetch
         assert (await cache.get("o", "r", fetch)).access_token == "t3"
 
     asyncio.run(scenario())
@@ -82,11 +90,11 @@ def test_refresh_ahead_and_expiry() -> None:
 
 
 def test_forget_drops_tokens_of_removed_identities() -> None:
-    clock = Clock()
+    clock = FrozenClock(1_000_000.0)
     cache = TokenCache(clock)
 
     async def fetch() -> IssuedToken:
-        return IssuedToken("t", int(clock.now) + 3600, int(clock.now), "c")
+        return IssuedToken("t", int(clock.now()) + 3600, int(clock.now()), "c")
 
     async def scenario() -> None:
         await cache.get("gone", "r", fetch)

@@ -120,7 +120,7 @@ class AppServiceEndpoint:
         except MsiError as exc:
             await send_json(send, exc.status, exc.app_service_body())
             return
-        await send_json(send, 200, app_service_body(token, request, time.time()))
+        await send_json(send, 200, app_service_body(token, request, self.service.cache.clock.now()))
 
 
 def check_metadata_request(scope: Scope, headers: dict[bytes, bytes], allowed_hosts: frozenset[bytes]) -> None:
@@ -164,7 +164,7 @@ class ImdsEndpoint:
                 exc = MsiError(400, "Identity not found")
             await send_json(send, exc.status, exc.imds_body())
             return
-        await send_json(send, 200, imds_body(token, request, time.time()))
+        await send_json(send, 200, imds_body(token, request, self.service.cache.clock.now()))
 
 
 class ArcEndpoint:
@@ -261,7 +261,7 @@ class ArcEndpoint:
                 exc = MsiError(400, "Identity not found")
             await send_json(send, exc.status, exc.imds_body())
             return
-        body = imds_body(token, request, time.time())
+        body = imds_body(token, request, self.service.cache.clock.now())
         # Clients check that a user-assigned answer names the identity they asked for.
         body.update({"object_id": identity.object_id, "msi_res_id": identity.resource_id})
         await send_json(send, 200, body)

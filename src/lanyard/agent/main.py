@@ -31,6 +31,7 @@ from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
 from lanyard.agent.workloads import WorkloadRegistry
 from lanyard.client.assertion import CertificateKey
+from lanyard.core.clock import SystemClock
 from lanyard.core.files import write_atomically
 from lanyard.core.loop import event_loop_runner
 from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
@@ -135,7 +136,7 @@ class Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
         self.state = BindingsState()
-        self.cache = TokenCache()
+        self.cache = TokenCache(SystemClock())
         self.workloads = WorkloadRegistry()
         self._stop = asyncio.Event()
 
@@ -157,7 +158,7 @@ class Agent:
 
     async def run(self) -> int:
         identity = await asyncio.get_running_loop().run_in_executor(None, load_or_join, self.options)
-        upstream = Upstream(identity, self.options.ca_file)
+        upstream = Upstream(identity, self.options.ca_file, self.cache.clock)
         first = await upstream.bindings(None, 0)
         if first is not None:
             self.state.apply(first)

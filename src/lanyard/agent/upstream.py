@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from cachetools import LRUCache
 
 from lanyard.client.assertion import ASSERTION_LIFETIME, CertificateKey
+from lanyard.core.clock import Clock, SystemClock
 from lanyard.protocol.msi import IssuedToken
 
 AGENT_AUDIENCE = "api://lanyard-host-agent"
@@ -35,8 +36,9 @@ class HostIdentity:
 
 
 class Upstream:
-    def __init__(self, host: HostIdentity, ca_file: str) -> None:
+    def __init__(self, host: HostIdentity, ca_file: str, clock: Clock | None = None) -> None:
         self.host = host
+        self.clock: Clock = clock or SystemClock()
         self.token_url = f"{host.authority}/{host.tenant_id}/oauth2/v2.0/token"
         context = ssl.create_default_context(cafile=ca_file)
         # Several small clients instead of one big one: httpcore's pool scans every connection against
@@ -55,7 +57,8 @@ class Upstream:
         self._http = self._clients[0]
         # Mints in flight: beyond this, queueing here is cheaper than in httpx's pool.
         self._in_flight = asyncio.Semaphore(32)
-        self._assertions: dict[tuple[str, str], tuple[str, float]] = {}
+        # Bounded, least recently used out first: identities come and go for as long as the agent runs.
+        self._assertions: LRUCache[tuple[str, str], tuple[str, float]] = LRUCache(100_000)
         self._host_token: tuple[str, float] | None = None
         self._host_lock = asyncio.Lock()
 
@@ -63,13 +66,11 @@ class Upstream:
         """One signed assertion per identity, reused for half its life: in a boot storm, signing a new
         one for every mint was a quarter of the agent's CPU (py-spy). The directory, like Entra, accepts
         an assertion until it expires."""
-        now = time.time()
+        now = self.clock.now()
         cached = self._assertions.get((client_id, key.x5t))
         if cached is not None and cached[1] - now > ASSERTION_LIFETIME / 2:
             return cached[0]
         assertion = key.assertion(client_id, self.token_url, now)
-        if len(self._assertions) > 100_000:
-            self._assertions.clear()
         self._assertions[(client_id, key.x5t)] = (assertion, now + ASSERTION_LIFETIME)
         return assertion
 
@@ -99,17 +100,17 @@ class Upstream:
         return dict(body)
 
     async def identity_token(self, key: CertificateKey, client_id: str, resource: str) -> IssuedToken:
-        now = int(time.time())
+        now = int(self.clock.now())
         body = await self._token(key, client_id, resource)
         expires_in = int(body.get("expires_in", 0))
         return IssuedToken(body["access_token"], now + expires_in, now, client_id)
 
     async def host_token(self) -> str:
         async with self._host_lock:
-            if self._host_token and self._host_token[1] - time.time() > 300:
+            if self._host_token and self._host_token[1] - self.clock.now() > 300:
                 return self._host_token[0]
             body = await self._token(self.host.key, self.host.client_id, AGENT_AUDIENCE)
-            self._host_token = (body["access_token"], time.time() + int(body.get("expires_in", 0)))
+            self._host_token = (body["access_token"], self.clock.now() + int(body.get("expires_in", 0)))
             return self._host_token[0]
 
     async def bindings(self, etag: str | None, wait: float) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ class ArmRoutes:
         control: ControlPlane,
         directory: Directory,
         base_url: str,
-        settle: Callable[[int], Awaitable[bool]] | None = None,
+        settle: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.control = control
         self.settle = settle
@@ -56,7 +56,7 @@ class ArmRoutes:
                 status=401,
             )
         try:
-            claims = self.directory.validate(token, self.audiences)
+            claims = self.directory.verifier.verify(token, self.audiences)
         except InvalidToken as exc:
             raise ArmError(
                 f"The access token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
@@ -91,7 +91,7 @@ class ArmRoutes:
             reply = await run_in_threadpool(self.control.handle, request.method, path, body, query, caller)
             if self.settle is not None and request.method in WRITES and reply.status < 300:
                 # Return only once every agent has applied the change (bounded): "at once" means at once.
-                await self.settle(self.control.store.generation)
+                await self.settle()
         except ArmError as exc:
             headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
             if request.method == "HEAD":

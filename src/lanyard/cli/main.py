@@ -34,6 +34,13 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--token-lifetime", type=int, default=None, help="Access-token lifetime in seconds.")
 @click.option("--public-host", default=None, help="Host name clients use to reach this server.")
 @click.option("--agent-port", type=int, default=None, help="Port of the local host agent (default 0: a free one).")
+@click.option(
+    "--public-url",
+    default=None,
+    help="https://host:port clients use when nodes sit behind a load balancer (every node must agree).",
+)
+@click.option("--workers", type=int, default=None, help="Server processes on this machine sharing the port.")
+@click.option("--worker-of", type=int, default=None, hidden=True)
 @click.option("--no-agent", is_flag=True, help="Do not start a host agent for this machine.")
 @click.pass_context
 def up(
@@ -45,6 +52,9 @@ def up(
     token_lifetime: int | None,
     public_host: str | None,
     agent_port: int | None,
+    public_url: str | None,
+    workers: int | None,
+    worker_of: int | None,
     no_agent: bool,
 ) -> None:
     """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
@@ -59,7 +69,16 @@ def up(
         public_host=public_host,
         agent=not no_agent,
         agent_port=agent_port,
+        public_url=public_url,
+        workers=workers,
     )
+    if worker_of is not None:
+        from lanyard.server.up import serve_worker
+
+        sys.exit(serve_worker(settings, worker_of))
+    from lanyard.server.homelock import HomeLock
+
+    lock = HomeLock.acquire(settings.home)  # before anything touches the home's files
     early = None
     if settings.agent:
         from lanyard.server.agent_launch import start_early
@@ -67,7 +86,7 @@ def up(
         early = start_early(settings.home, settings.agent_port)  # boots while the server imports
     from lanyard.server.up import serve
 
-    sys.exit(serve(settings, early_agent=early))
+    sys.exit(serve(settings, early_agent=early, home_lock=lock))
 
 
 @cli.command("agent")

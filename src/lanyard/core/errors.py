@@ -3,6 +3,7 @@
     LanyardError                      base; never reaches the wire as itself
     ├── ConfigError                   operator mistakes at start-up (bad home, unreadable KEK)
     ├── CryptoError                   a ciphertext that does not decrypt under any known key
+    ├── StoreUnavailable              the database cannot be reached: 503 in the called API's format
     ├── OAuthError                    RFC 6749 §5.2 {"error", "error_description", "error_codes"}
     │   ├── InvalidRequest            400 invalid_request
     │   ├── InvalidClient             401 invalid_client
@@ -37,6 +38,13 @@ class ConfigError(LanyardError):
 
 class CryptoError(LanyardError):
     pass
+
+
+class StoreUnavailable(LanyardError):
+    """The database went away or refused us. Every API answers 503 in its own format (the last-line
+    handler renders it by the API that was called) and the request can be retried."""
+
+    status = 503
 
 
 class OAuthError(LanyardError):

@@ -136,7 +136,7 @@ class GraphRoutes:
         if token is None:
             raise GraphError("Access token is empty.", code="InvalidAuthenticationToken", status=401)
         try:
-            claims = self.directory.validate(token, self.audiences)
+            claims = self.directory.verifier.verify(token, self.audiences)
         except InvalidToken as exc:
             raise GraphError(
                 f"Access token validation failure: {exc}.", code="InvalidAuthenticationToken", status=401

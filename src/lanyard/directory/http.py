@@ -41,7 +41,6 @@ class DirectoryRoutes:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
         self.authority = directory.config.authority
-        self._jwks = directory.keys.jwks_body()
 
     def _tenant(self, request: Request, *, allow_alias: bool) -> str:
         tenant = str(request.path_params["tenant"]).lower()
@@ -115,7 +114,7 @@ class DirectoryRoutes:
             self._tenant(request, allow_alias=True)
         except OAuthError as exc:
             return oauth_error(exc)
-        return Response(self._jwks, media_type="application/json", headers=CACHEABLE)
+        return Response(self.directory.keys.jwks_body(), media_type="application/json", headers=CACHEABLE)
 
     async def instance(self, request: Request) -> Response:
         host = request.url.netloc
@@ -139,25 +138,36 @@ class DirectoryRoutes:
 
 
 class StaticDocuments:
-    """Discovery documents and key sets for every tenant, serialized once and answered before any
-    routing: verifiers and clients fetch them constantly, and they change only when keys do."""
+    """Discovery documents and key sets for every tenant, serialized once per change and answered
+    before any routing: verifiers and clients fetch them constantly, and they change only when the
+    key set or the tenants do (on any node: the directory follows the change feed)."""
 
-    def __init__(self, app: ASGIApp, routes: DirectoryRoutes, tenants: list[str]) -> None:
+    def __init__(self, app: ASGIApp, routes: DirectoryRoutes) -> None:
         self.app = app
-        authority = routes.authority
-        jwks = routes.directory.keys.jwks_body()
+        self.routes = routes
         self.documents: dict[str, bytes] = {}
+        self.rebuild()
+        routes.directory.keys.on_change(lambda _ring: self.rebuild())
+        routes.directory.on_tenants(lambda _tenants: self.rebuild())
+        self.headers = [(b"content-type", b"application/json"), (b"cache-control", CACHEABLE["Cache-Control"].encode())]
+
+    def rebuild(self) -> None:
+        authority = self.routes.authority
+        directory = self.routes.directory
+        jwks = directory.keys.jwks_body()
+        tenants = sorted(directory.tenants)
+        documents: dict[str, bytes] = {}
         for tenant in [*tenants, "common", "organizations"]:
             shown = tenant if tenant in tenants else "{tenantid}"
             v2 = discovery.openid_configuration_v2(authority, tenant)
             v2["issuer"] = discovery.openid_configuration_v2(authority, shown)["issuer"]
             v1 = discovery.openid_configuration_v1(authority, tenant)
             v1["issuer"] = discovery.openid_configuration_v1(authority, shown)["issuer"]
-            self.documents[f"/{tenant}/v2.0/.well-known/openid-configuration"] = orjson.dumps(v2)
-            self.documents[f"/{tenant}/.well-known/openid-configuration"] = orjson.dumps(v1)
-            self.documents[f"/{tenant}/discovery/keys"] = jwks
-            self.documents[f"/{tenant}/discovery/v2.0/keys"] = jwks
-        self.headers = [(b"content-type", b"application/json"), (b"cache-control", CACHEABLE["Cache-Control"].encode())]
+            documents[f"/{tenant}/v2.0/.well-known/openid-configuration"] = orjson.dumps(v2)
+            documents[f"/{tenant}/.well-known/openid-configuration"] = orjson.dumps(v1)
+            documents[f"/{tenant}/discovery/keys"] = jwks
+            documents[f"/{tenant}/discovery/v2.0/keys"] = jwks
+        self.documents = documents  # one reference swap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":

@@ -9,6 +9,7 @@ import datetime as dt
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,24 +17,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from lanyard.core.cache import FeedCache
 from lanyard.core.clock import Clock
 from lanyard.core.errors import GraphError, InvalidClient, InvalidRequest, UnauthorizedClient
 from lanyard.crypto.barrier import Barrier
 from lanyard.crypto.pki import new_rsa_key, private_key_pem, self_signed, thumbprint_sha1, thumbprint_sha256
-from lanyard.directory.keys import KeyRing
+from lanyard.directory.keys import SigningKeys
 from lanyard.protocol.access_token import Subject, issuer_v1, token_response, v1_claims
 from lanyard.protocol.assertion import RegisteredCertificate, verify_client_assertion
-from lanyard.protocol.bearer import validate_bearer
 from lanyard.protocol.oauth2 import TokenRequest, is_guid
+from lanyard.protocol.verify import TokenVerifier
 from lanyard.storage import directory_repo as repo
 from lanyard.storage.db import Store
+from lanyard.storage.feed import ANY, RESET, Change
 
 SECRET_DEFAULT_YEARS = 1
-# Clients and their credentials are cached per process. Any write committed in this process empties
-# the cache at once; the TTL bounds how long another server's change can go unseen here.
+# Clients and their credentials are cached per node and invalidated per client id by the change
+# feed, from whichever node wrote; the TTL bounds staleness only while the feed is down.
 CLIENT_CACHE_SECONDS = 5.0
 CLIENT_CACHE_SIZE = 50_000
 IDENTITY_CERT_DAYS = 180
+_CLIENT_KINDS = frozenset({"credentials", "service_principals", "applications"})
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,6 @@ class _Client:
     principal: repo.PrincipalRecord | None
     credentials: list[repo.CredentialRecord]
     certificates: list[RegisteredCertificate]
-    generation: int
-    expires: float
 
 
 @dataclass(frozen=True)
@@ -81,24 +83,63 @@ def new_client_secret() -> str:
 
 
 class Directory:
-    def __init__(self, store: Store, barrier: Barrier, keys: KeyRing, clock: Clock, config: DirectoryConfig) -> None:
+    def __init__(
+        self, store: Store, barrier: Barrier, keys: SigningKeys, clock: Clock, config: DirectoryConfig
+    ) -> None:
         self.store = store
         self.barrier = barrier
         self.keys = keys
         self.clock = clock
         self.config = config
-        with store.session() as s:
-            self._tenants = {t.id for t in repo.list_tenants(s)}
-        self._clients: dict[str, _Client] = {}
+        self._tenants: frozenset[str] = frozenset()
+        self._issuers: frozenset[str] = frozenset()
+        self._tenant_listeners: list[Callable[[frozenset[str]], None]] = []
+        self._load_tenants()
+        self._clients: FeedCache[str, _Client] = FeedCache(CLIENT_CACHE_SIZE, CLIENT_CACHE_SECONDS, clock)
+        # Resource servers trust what is published (keys as stored, issuers of known tenants).
+        self.verifier = TokenVerifier(keys, self.trusted_issuers, clock)
+
+    # -- following the change feed ------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        tenants = False
+        for change in changes:
+            if change.kind == RESET:
+                self._clients.clear()
+                tenants = True
+            elif change.kind in _CLIENT_KINDS:
+                if change.key == ANY:
+                    self._clients.clear()
+                else:
+                    self._clients.invalidate(change.key)
+            elif change.kind == "tenants":
+                tenants = True
+        if tenants:
+            self._load_tenants()
+        self.keys.apply(changes)
+
+    def _load_tenants(self) -> None:
+        with self.store.session() as s:
+            tenants = frozenset(t.id for t in repo.list_tenants(s))
+        self._tenants = tenants
+        self._issuers = frozenset(self.issuer(t) for t in tenants)
+        for listener in self._tenant_listeners:
+            listener(tenants)
+
+    def on_tenants(self, listener: Callable[[frozenset[str]], None]) -> None:
+        self._tenant_listeners.append(listener)
 
     # -- tenants ------------------------------------------------------------------------------
 
     def has_tenant(self, tenant_id: str) -> bool:
         return tenant_id in self._tenants
 
-    def add_tenant(self, s: repo.Session, tenant_id: str, display_name: str) -> None:
-        repo.add_tenant(s, tenant_id, display_name, self.clock.now())
-        self._tenants.add(tenant_id)
+    @property
+    def tenants(self) -> frozenset[str]:
+        return self._tenants
+
+    def trusted_issuers(self) -> frozenset[str]:
+        return self._issuers
 
     def issuer(self, tenant_id: str) -> str:
         return issuer_v1(self.config.authority, tenant_id)
@@ -141,29 +182,17 @@ class Directory:
             raise InvalidClient(7000222, "The provided client secret keys are expired or not yet valid.")
 
     def _client(self, client_id: str) -> _Client:
-        entry = self._clients.get(client_id)
-        if entry is not None and entry.generation == self.store.generation and entry.expires > self.clock.now():
-            return entry
-        generation = self.store.generation
-        with self.store.session() as s:
-            principal = repo.get_principal(s, app_id=client_id)
-            credentials = repo.list_credentials(s, client_id) if principal else []
-        entry = _Client(
-            principal,
-            credentials,
-            self._registered_certificates(credentials),
-            generation,
-            self.clock.now() + CLIENT_CACHE_SECONDS,
-        )
-        if len(self._clients) >= CLIENT_CACHE_SIZE:
-            self._clients.clear()
-        self._clients[client_id] = entry
-        return entry
+        def load() -> _Client:
+            with self.store.session() as s:
+                principal = repo.get_principal(s, app_id=client_id)
+                credentials = repo.list_credentials(s, client_id) if principal else []
+            return _Client(principal, credentials, self._registered_certificates(credentials))
+
+        return self._clients.load(client_id, load)
 
     def is_cached(self, client_id: str) -> bool:
         """True when authenticating this client needs no storage round-trip."""
-        entry = self._clients.get(client_id)
-        return entry is not None and entry.generation == self.store.generation and entry.expires > self.clock.now()
+        return client_id in self._clients
 
     def authenticate(
         self, tenant_id: str, request: TokenRequest
@@ -221,18 +250,6 @@ class Directory:
             auth_method=method,
         )
         return token_response(self.keys.signer.sign(claims), claims, endpoint)
-
-    # -- incoming bearer tokens ---------------------------------------------------------------
-
-    def validate(self, token: str, audiences: frozenset[str]) -> dict[str, Any]:
-        """Validate a token this directory issued, for a resource server in this process."""
-        return validate_bearer(
-            token,
-            keys=self.keys.public_keys,
-            issuers=frozenset(self.issuer(t) for t in self._tenants),
-            audiences=audiences,
-            now=self.clock.now(),
-        )
 
     # -- applications and service principals (Graph's role) ----------------------------------
 
@@ -308,8 +325,9 @@ class Directory:
         self, s: repo.Session, tenant_id: str, display_name: str, resource_id: str
     ) -> repo.PrincipalRecord:
         """A service principal for a system- or user-assigned identity. Its client id is new; its
-        credential is held by the platform, never shown."""
-        return repo.add_principal(
+        credential is held by the platform, never shown. It is made here, on the write path, so
+        that no read (a host's bindings, on any node) ever has to create one."""
+        principal = repo.add_principal(
             s,
             object_id=str(uuid.uuid4()),
             app_id=str(uuid.uuid4()),
@@ -319,6 +337,8 @@ class Directory:
             resource_id=resource_id,
             now=self.clock.now(),
         )
+        self.new_identity_credential(s, principal)
+        return principal
 
     def delete_managed_identity(self, s: repo.Session, object_id: str) -> None:
         repo.delete_principal(s, object_id)
@@ -329,15 +349,35 @@ class Directory:
         principal = repo.get_principal(s, object_id=object_id)
         if principal is not None and principal.kind == "ManagedIdentity":
             repo.delete_platform_credentials(s, principal.app_id)
+            self.new_identity_credential(s, principal)
 
-    def identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> tuple[str, str]:
-        """The platform-held certificate of a managed identity (made on first use), as PEM
-        (certificate, private key). Only host agents that run the identity's workload receive it."""
-        for c in repo.list_credentials(s, principal.app_id, "certificate"):
-            if c.sealed_private_key and c.cert_der and c.end_at > self.clock.now() + 86400:
-                key_pem = self.barrier.open(c.sealed_private_key, context=f"credential:{c.key_id}")
-                cert = x509.load_der_x509_certificate(c.cert_der)
-                return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+    def identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> tuple[str, str] | None:
+        """The platform-held certificate of a managed identity as PEM (certificate, private key),
+        or None if it has no usable one. Only host agents that run the identity's workload receive
+        it. Read-only: credentials are made on write paths only."""
+        now = self.clock.now()
+        usable = [
+            c
+            for c in repo.list_credentials(s, principal.app_id, "certificate")
+            if c.sealed_private_key and c.cert_der and c.start_at <= now + 300 < c.end_at
+        ]
+        if not usable:
+            return None
+        newest = max(usable, key=lambda c: c.start_at)
+        assert newest.sealed_private_key is not None and newest.cert_der is not None
+        key_pem = self.barrier.open(newest.sealed_private_key, context=f"credential:{newest.key_id}")
+        cert = x509.load_der_x509_certificate(newest.cert_der)
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+    def ensure_identity_credentials(self, s: repo.Session) -> int:
+        """Give every managed identity without a usable platform credential a new one (start-up,
+        under the start-up lock; stores from before credentials were made on the write path)."""
+        missing = repo.identities_without_platform_credential(s, self.clock.now() + 300)
+        for principal in missing:
+            self.new_identity_credential(s, principal)
+        return len(missing)
+
+    def new_identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> None:
         now = self.clock.now()
         key = new_rsa_key(2048)
         cert = self_signed(
@@ -364,7 +404,6 @@ class Directory:
             ),
             now,
         )
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
     def add_host_principal(self, s: repo.Session, tenant_id: str, name: str, cert_der: bytes) -> repo.PrincipalRecord:
         principal = repo.add_principal(

@@ -6,6 +6,8 @@ management tokens and RBAC.
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,9 +31,11 @@ class FleetRoutes:
         self.agent_audiences = frozenset({AGENT_AUDIENCE})
 
     async def _json(self, request: Request) -> dict[str, object]:
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
+        raw = bytearray()
+        async for chunk in request.stream():  # capped while reading: /join is unauthenticated
+            raw += chunk
+            if len(raw) > 64 * 1024:
+                raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
         try:
             body = orjson.loads(raw or b"{}")
         except orjson.JSONDecodeError as exc:
@@ -86,7 +90,7 @@ class FleetRoutes:
             result = await run_in_threadpool(
                 self.fleet.place, caller, request.path_params["host"], resource_id, remove=request.method == "DELETE"
             )
-            await self.hub.settle(self.fleet.store.generation)
+            await self.hub.settle()
         except ArmError as exc:
             return self._error(exc)
         return arm_response(200, result)
@@ -97,7 +101,7 @@ class FleetRoutes:
             if token is None:
                 raise ArmError("A host agent token is required.", code="AuthenticationFailed", status=401)
             try:
-                claims = self.fleet.directory.validate(token, self.agent_audiences)
+                claims = self.fleet.directory.verifier.verify(token, self.agent_audiences)
             except InvalidToken as exc:
                 raise ArmError(
                     f"The host agent token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
@@ -106,9 +110,12 @@ class FleetRoutes:
             if host is None:
                 raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
             try:
-                wait = min(max(float(request.query_params.get("wait", "0")), 0.0), MAX_WAIT)
-            except ValueError as exc:
-                raise ArmError("wait must be a number of seconds.", code="InvalidRequestContent") from exc
+                wait = float(request.query_params.get("wait", "0"))
+            except ValueError:
+                wait = math.nan
+            if not math.isfinite(wait):
+                raise ArmError("wait must be a number of seconds.", code="InvalidRequestContent")
+            wait = min(max(wait, 0.0), MAX_WAIT)
             bindings = await self.hub.poll(host.id, request.query_params.get("etag"), wait)
         except ArmError as exc:
             return self._error(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
 from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
-from lanyard.storage import arm_repo, fleet_repo
+from lanyard.storage import arm_repo, feed, fleet_repo
 from lanyard.storage import directory_repo as dirrepo
 from lanyard.storage.db import Store
 
+log = logging.getLogger("lanyard.fleet")
 AGENT_AUDIENCE = "api://lanyard-host-agent"
 JOIN_TOKEN_TTL = 3600.0
 PLACEABLE = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots", "microsoft.compute/virtualmachines"})
@@ -147,8 +149,14 @@ class Fleet:
 
     # -- bindings -----------------------------------------------------------------------------
 
-    def _identity(self, s: Any, principal: dirrepo.PrincipalRecord, kind: str) -> dict[str, Any]:
-        cert, key = self.directory.identity_credential(s, principal)
+    def _identity(self, s: Any, principal: dirrepo.PrincipalRecord, kind: str) -> dict[str, Any] | None:
+        credential = self.directory.identity_credential(s, principal)
+        if credential is None:
+            # Credentials are made on write paths only (never here, where two nodes could each make
+            # one); an identity without one is left out until one exists.
+            log.warning("identity %s has no usable platform credential; not bound", principal.object_id)
+            return None
+        cert, key = credential
         return {
             "kind": kind,
             "objectId": principal.object_id,
@@ -159,10 +167,12 @@ class Fleet:
         }
 
     def bindings(self, host_id: str) -> Bindings:
-        """Everything the host's agent may act on, with a digest so unchanged states are cheap."""
-        generation = self.store.generation
+        """Everything the host's agent may act on, with a digest so unchanged states are cheap.
+        Its generation is the newest change id read before the bindings themselves, so they reflect
+        at least every change up to it (straight from storage: no cache in between)."""
         workloads = []
         with self.store.session() as s:
+            generation = feed.newest(s)
             for key in fleet_repo.placements_for_host(s, host_id):
                 record = arm_repo.get_resource(s, key)
                 if record is None:
@@ -170,14 +180,16 @@ class Fleet:
                 identities = []
                 if record.system_principal_id:
                     sp = dirrepo.get_principal(s, object_id=record.system_principal_id)
-                    if sp is not None:
-                        identities.append(self._identity(s, sp, "system"))
+                    bound = self._identity(s, sp, "system") if sp is not None else None
+                    if bound is not None:
+                        identities.append(bound)
                 for uai_key in record.user_identity_keys:
                     uai = arm_repo.get_resource(s, uai_key)
                     principal_id = uai.properties.get("principalId") if uai else None
                     sp = dirrepo.get_principal(s, object_id=str(principal_id)) if principal_id else None
-                    if sp is not None:
-                        identities.append(self._identity(s, sp, "user"))
+                    bound = self._identity(s, sp, "user") if sp is not None else None
+                    if bound is not None:
+                        identities.append(bound)
                 workloads.append(
                     {
                         "resourceId": record.id,

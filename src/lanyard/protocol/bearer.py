@@ -8,8 +8,7 @@ are all required and checked against the caller's expectations.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -17,6 +16,12 @@ from lanyard.protocol.jose import JoseError, parse_compact, verify_rsa
 
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ONLY_RS256 = frozenset({"RS256"})
+
+
+class KeySource(Protocol):
+    """Where a verifier finds the public key a token names by `kid`: a JWKS, or a key ring."""
+
+    def get(self, kid: str) -> rsa.RSAPublicKey | None: ...
 
 
 class InvalidToken(ValueError):
@@ -38,7 +43,7 @@ def normalize_audience(value: str) -> str:
 def validate_bearer(
     token: str,
     *,
-    keys: Mapping[str, rsa.RSAPublicKey],
+    keys: KeySource,
     issuers: frozenset[str],
     audiences: frozenset[str],
     now: float,

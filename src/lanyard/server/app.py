@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lanyard.arm.http import ArmRoutes
 from lanyard.arm.service import ControlPlane
 from lanyard.core.clock import Clock
+from lanyard.core.errors import StoreUnavailable
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
 from lanyard.directory.service import Directory, DirectoryConfig
@@ -23,6 +24,7 @@ from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
 from lanyard.server.bootstrap import Platform
+from lanyard.storage.feed import Follower
 from lanyard.vault.http import HostRouter, VaultApp
 from lanyard.vault.service import VaultService
 
@@ -31,10 +33,11 @@ log = logging.getLogger("lanyard.server")
 
 @dataclass(frozen=True)
 class Urls:
-    authority: str  # https://host:port
+    authority: str  # https://host:port, the public URL every node issues and accepts
     known_bases: tuple[str, ...]
-    port: int
+    port: int  # the public port (in vault host names and audiences)
     zone: str
+    bound_port: int = 0  # the port this node listens on, when a balancer maps another in front
 
     @property
     def vault_suffix(self) -> str:
@@ -50,13 +53,23 @@ class Urls:
         return f"{self.authority}/graph"
 
 
-def urls_for(host: str, port: int, zone: str) -> Urls:
-    def fmt(h: str) -> str:
-        return f"https://[{h}]:{port}" if ":" in h else f"https://{h}:{port}"
+def urls_for(host: str, port: int, zone: str, public_url: str | None = None) -> Urls:
+    """This node's URLs. With a public URL (nodes behind a balancer) every node uses that one for
+    the authority, issuer and vault audiences, so all issue and accept the same tokens."""
 
-    authority = fmt(host)
-    bases = {authority, fmt("localhost"), fmt("127.0.0.1"), fmt("::1")}
-    return Urls(authority, tuple(sorted(bases)), port, zone)
+    def fmt(h: str, p: int) -> str:
+        return f"https://[{h}]:{p}" if ":" in h else f"https://{h}:{p}"
+
+    local = {fmt("localhost", port), fmt("127.0.0.1", port), fmt("::1", port)}
+    if public_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(public_url)
+        public_port = parts.port or 443
+        authority = public_url.rstrip("/")
+        return Urls(authority, tuple(sorted({authority, *local})), public_port, zone, port)
+    authority = fmt(host, port)
+    return Urls(authority, tuple(sorted({authority, *local})), port, zone, port)
 
 
 def _error_body(path: str, status: int, message: str) -> bytes:
@@ -104,23 +117,48 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except StoreUnavailable:
+            log.warning("database unavailable on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await _send_error(send, scope, 503, "The service is temporarily unavailable; retry shortly.")
         except Exception:
             # The exception text may quote request data; log its type and place only.
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            body = _error_body(scope.get("path", ""), 500, "The server encountered an internal error.")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await _send_error(send, scope, 500, "The server encountered an internal error.")
 
 
-def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fleet, BindingsHub]:
+def _is_vault_host(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            return b".vault." in value
+    return False
+
+
+async def _send_error(send: Send, scope: Scope, status: int, message: str) -> None:
+    if _is_vault_host(scope):
+        code = "ServiceUnavailable" if status == 503 else "InternalServerError"
+        body = orjson.dumps({"error": {"code": code, "message": message}})
+    else:
+        body = _error_body(scope.get("path", ""), status, message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True)
+class Served:
+    app: ASGIApp
+    fleet: Fleet
+    hub: BindingsHub
+    follower: Follower
+
+
+def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     directory = Directory(
         platform.store,
         platform.barrier,
@@ -146,7 +184,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
     # The admin application is Owner of the platform's subscription, as its creator would be.
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
     fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
-    hub = BindingsHub(fleet, platform.store)
+    hub = BindingsHub(fleet, platform.store, clock)
     arm = ArmRoutes(control, directory, urls.authority, settle=hub.settle)
     app = Starlette(
         routes=[
@@ -158,7 +196,17 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> tuple[ASGIApp, Fl
         exception_handlers={HTTPException: _http_exception},
     )
     vaults = VaultService(platform.store, platform.barrier, clock, urls.vault_suffix)
-    vault_app = VaultApp(vaults, directory, urls.vault_audience, f"{urls.authority}/{platform.identity.tenant_id}")
-    documents = StaticDocuments(app, directory_routes, [platform.identity.tenant_id])
-    routed = HostRouter(documents, vault_app, platform.settings.dns_zone, urls.port)
-    return CatchAll(routed), fleet, hub
+    vault_app = VaultApp(
+        vaults, directory.verifier, urls.vault_audience, f"{urls.authority}/{platform.identity.tenant_id}"
+    )
+    documents = StaticDocuments(app, directory_routes)
+    ports = (urls.port, urls.bound_port) if urls.bound_port and urls.bound_port != urls.port else (urls.port,)
+    routed = HostRouter(documents, vault_app, platform.settings.dns_zone, ports)
+    # Everything that caches follows the change feed: this node's own commits at once, every
+    # other node's through the follower.
+    follower = Follower(platform.store.engine)
+    for listener in (directory.apply, vaults.apply, vault_app.apply, hub.apply):
+        follower.subscribe(listener)
+    platform.store.on_commit(follower.dispatch)
+    platform.store.on_commit(lambda _changes: follower.wake())
+    return Served(CatchAll(routed), fleet, hub, follower)

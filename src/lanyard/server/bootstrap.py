@@ -3,6 +3,9 @@
 First start creates a tenant, a subscription, the admin application with a client secret, the
 local CA, and a signing key. Later starts load them; nothing is regenerated that a client could
 have pinned or cached (tenant, CA, signing keys).
+
+Several nodes may start at once on one empty database: migrations and first start run under the
+database's start-up lock (storage/startup.py), so they make one tenant, one CA and one active key.
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ from pathlib import Path
 import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.exc import OperationalError
 
 from lanyard.config import Settings
 from lanyard.core.clock import Clock
-from lanyard.core.errors import ConfigError
+from lanyard.core.errors import ConfigError, CryptoError, StoreUnavailable
 from lanyard.core.files import write_atomically
 from lanyard.crypto.barrier import Barrier, load_kek
 from lanyard.crypto.pki import CertificateAuthority, cert_pem, load_private_key, private_key_pem
-from lanyard.directory.keys import KeyRing
+from lanyard.directory.keys import SigningKeys, ensure_signing_key
 from lanyard.storage import directory_repo as repo
-from lanyard.storage.db import Store, make_engine, migrate
+from lanyard.storage.db import Store, make_engine, migrate, parsed_name
+from lanyard.storage.startup import startup_lock
 
 ADMIN_APP_NAME = "lanyard-admin"
 SERVER_CERT_RENEW_DAYS = 30
@@ -53,7 +58,7 @@ class Platform:
     settings: Settings
     store: Store
     barrier: Barrier
-    keys: KeyRing
+    keys: SigningKeys
     identity: PlatformIdentity
     ca: CertificateAuthority
     tls: TlsFiles
@@ -176,16 +181,42 @@ def ensure_tls(settings: Settings, ca: CertificateAuthority, barrier: Barrier, c
     return files
 
 
+WRONG_KEK = (
+    "this node's key-encryption key does not open the platform's sealed keys in {db}: every node of "
+    "one platform must use the same KEK (set LANYARD_KEK to the one the database was created with)"
+)
+
+
 def bootstrap(settings: Settings, clock: Clock) -> Platform:
     prepare_home(settings.home)
     barrier = Barrier(load_kek(settings.home, settings.kek_b64))
-    store = Store(make_engine(settings.database))
-    migrate(store.engine)
-    with store.session() as s:
-        if repo.get_state(s, "tenant_id") is None:
-            _first_start(s, barrier, clock)
-    with store.session() as s:
-        identity, ca = _load_identity(s, barrier)
-    keys = KeyRing.load(store, barrier, clock)
+    store = Store(make_engine(settings.database), clock.now)
+    try:
+        with startup_lock(store.engine, settings.database):
+            migrate(store.engine)
+            with store.session() as s:
+                if repo.get_state(s, "tenant_id") is None:
+                    _first_start(s, barrier, clock)
+            with store.session() as s:
+                identity, ca = _load_identity(s, barrier)
+            ensure_signing_key(store, barrier, clock)
+            keys = SigningKeys(store, barrier)
+            _ensure_identity_credentials(store, barrier, keys, clock)
+    except CryptoError as exc:
+        store.close()
+        raise ConfigError(WRONG_KEK.format(db=parsed_name(settings.database))) from exc
+    except (StoreUnavailable, OperationalError) as exc:
+        store.close()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise ConfigError(f"cannot reach the database {parsed_name(settings.database)}: {reason}") from exc
     tls = ensure_tls(settings, ca, barrier, clock)
     return Platform(settings, store, barrier, keys, identity, ca, tls)
+
+
+def _ensure_identity_credentials(store: Store, barrier: Barrier, keys: SigningKeys, clock: Clock) -> None:
+    """Identities made before credentials were created on the write path get theirs now."""
+    from lanyard.directory.service import Directory, DirectoryConfig
+
+    directory = Directory(store, barrier, keys, clock, DirectoryConfig(authority="", known_bases=()))
+    with store.session() as s:
+        directory.ensure_identity_credentials(s)

@@ -10,7 +10,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,22 @@ from lanyard.fleet.service import Fleet
 from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
 from lanyard.server.app import Urls, build_app, urls_for
 from lanyard.server.bootstrap import Platform, bootstrap
+from lanyard.server.homelock import HomeLock
 
 log = logging.getLogger("lanyard.up")
 ENDPOINTS_FILE = "endpoints.json"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # Protocol IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted sockets; without it
     # every small response waits ~40 ms on Nagle + delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Workers of one platform each listen on the same port; the kernel spreads connections.
+        # Only then: otherwise another platform on this port would silently share our traffic.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -47,18 +54,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_all(hosts: list[str], port: int, attempts: int = 20) -> list[socket.socket]:
+def bind_all(hosts: list[str], port: int, attempts: int = 20, reuse_port: bool = False) -> list[socket.socket]:
     """Bind every host on one port. With port 0 the first bind picks it and the rest must follow;
     if another process holds that port on the second stack, start over with a new one."""
     for _ in range(attempts):
         socks: list[socket.socket] = []
         try:
-            first = _bind(hosts[0], port)
+            first = _bind(hosts[0], port, reuse_port)
             socks.append(first)
             chosen = first.getsockname()[1]
             for host in hosts[1:]:
                 try:
-                    socks.append(_bind(host, chosen))
+                    socks.append(_bind(host, chosen, reuse_port))
                 except OSError as exc:
                     if exc.errno in (socket.EAI_ADDRFAMILY, 99, 97):  # no such address here (no IPv6)
                         log.warning("not listening on %s: %s", host, exc.strerror)
@@ -157,20 +164,8 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings, clock: Clock | None = None, early_agent: subprocess.Popen[bytes] | None = None) -> int:
-    clock = clock or SystemClock()
-    endpoints_path = settings.home / ENDPOINTS_FILE
-    with contextlib.suppress(FileNotFoundError):
-        endpoints_path.unlink()  # a stale file must never look like readiness
-    platform = bootstrap(settings, clock)
-    warn_if_vault_names_do_not_resolve(settings.dns_zone)
-    socks = bind_all(settings.listen_hosts, settings.port)
-    port = socks[0].getsockname()[1]
-    urls = urls_for(settings.advertised_host(), port, settings.dns_zone)
-    # An agent started early (warm home) is waiting to learn where we listen.
-    write_atomically(settings.home / SERVER_URL_FILE, urls.authority.encode())
-    app, fleet, hub = build_app(platform, urls, clock)
-    config = uvicorn.Config(
+def _uvicorn_config(app: Any, platform: Platform) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         ssl_certfile=str(platform.tls.server_cert),
         ssl_keyfile=str(platform.tls.server_key),
@@ -180,15 +175,51 @@ def serve(settings: Settings, clock: Clock | None = None, early_agent: subproces
         lifespan="off",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=3,
-        proxy_headers=False,  # nothing sits in front of us; never trust X-Forwarded-For
+        proxy_headers=False,  # a balancer in front is TCP-mode; never trust X-Forwarded-For
         server_header=False,
         date_header=True,
     )
 
+
+def serve(
+    settings: Settings,
+    clock: Clock | None = None,
+    early_agent: subprocess.Popen[bytes] | None = None,
+    home_lock: HomeLock | None = None,
+) -> int:
+    lock = home_lock or HomeLock.acquire(settings.home)
+    clock = clock or SystemClock()
+    endpoints_path = settings.home / ENDPOINTS_FILE
+    with contextlib.suppress(FileNotFoundError):
+        endpoints_path.unlink()  # a stale file must never look like readiness (the home is ours now)
+    try:
+        platform = bootstrap(settings, clock)
+    except BaseException:
+        if early_agent is not None and early_agent.poll() is None:
+            early_agent.terminate()
+            early_agent.wait(timeout=10)
+        lock.release()
+        raise
+    warn_if_vault_names_do_not_resolve(settings.dns_zone)
+    socks = bind_all(settings.listen_hosts, settings.port, reuse_port=settings.workers > 1)
+    port = socks[0].getsockname()[1]
+    urls = urls_for(settings.advertised_host(), port, settings.dns_zone, settings.public_url)
+    # An agent started early (warm home) is waiting to learn where we listen.
+    write_atomically(settings.home / SERVER_URL_FILE, urls.authority.encode())
+    served = build_app(platform, urls, clock)
+    served.follower.start()
+    workers = WorkerPool(settings, port)
+    workers.start()
+
     agent: LocalAgent | None = None
 
     def announce(agent_info: dict[str, Any] | None) -> None:
+        if not workers.wait_ready():
+            log.error("a worker process did not start; stopping")
+            server.should_exit = True
+            return
         document = endpoints_document(platform, urls)
+        document["workers"] = settings.workers
         if agent_info is not None:
             document["agent"] = agent_info
         write_endpoints(settings.home, document)
@@ -201,18 +232,20 @@ def serve(settings: Settings, clock: Clock | None = None, early_agent: subproces
 
     def ready() -> None:
         nonlocal agent
+        served.hub.bind(asyncio.get_running_loop())
         if not settings.agent:
-            announce(None)
+            threading.Thread(target=announce, args=(None,), name="announce", daemon=True).start()
             return
-        agent = LocalAgent(settings, platform, fleet, urls, early_agent)
+        agent = LocalAgent(settings, platform, served.fleet, urls, early_agent)
         agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
 
     def stopping() -> None:
-        hub.close()
+        served.hub.close()
         if agent is not None:
             agent.stop()
+        workers.stop()
 
-    server = _Server(config, ready, stopping)
+    server = _Server(_uvicorn_config(served.app, platform), ready, stopping)
     try:
         with event_loop_runner() as runner:
             runner.run(server.serve(sockets=socks))
@@ -225,8 +258,88 @@ def serve(settings: Settings, clock: Clock | None = None, early_agent: subproces
         elif early_agent is not None and early_agent.poll() is None:
             early_agent.terminate()
             early_agent.wait(timeout=10)
+        workers.stop()
+        served.follower.stop()
+        platform.store.close()
+        lock.release()
+    return 0
+
+
+def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) -> int:
+    """One more server process of a platform started with --workers: same database, same port
+    (SO_REUSEPORT), following the change feed like any other node. No agent, no endpoints file."""
+    clock = clock or SystemClock()
+    platform = bootstrap(settings, clock)
+    socks = bind_all(settings.listen_hosts, settings.port, attempts=1, reuse_port=True)
+    urls = urls_for(settings.advertised_host(), settings.port, settings.dns_zone, settings.public_url)
+    served = build_app(platform, urls, clock)
+    served.follower.start()
+
+    def watch_parent() -> None:
+        # Orphaned (the platform was killed): stop rather than serve on alone.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        server.should_exit = True
+
+    def ready() -> None:
+        served.hub.bind(asyncio.get_running_loop())
+        write_atomically(settings.home / f"worker-{os.getpid()}.ready", b"")
+        threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+
+    server = _Server(_uvicorn_config(served.app, platform), ready, served.hub.close)
+    try:
+        with event_loop_runner() as runner:
+            runner.run(server.serve(sockets=socks))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (settings.home / f"worker-{os.getpid()}.ready").unlink()
+        served.follower.stop()
         platform.store.close()
     return 0
+
+
+class WorkerPool:
+    """The extra server processes of `lanyard up --workers N` (this process is the first)."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.settings = settings
+        self.port = port
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        s = self.settings
+        for _ in range(s.workers - 1):
+            argv = [sys.executable, "-m", "lanyard", "up", "--home", str(s.home), "--host", s.host]
+            argv += ["--port", str(self.port), "--token-lifetime", str(s.token_lifetime), "--no-agent"]
+            argv += ["--worker-of", str(os.getpid())]
+            if s.database_url:
+                argv += ["--database", s.database_url]
+            if s.public_url:
+                argv += ["--public-url", s.public_url]
+            if s.public_host:
+                argv += ["--public-host", s.public_host]
+            self.processes.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.processes):
+                return False
+            if all((self.settings.home / f"worker-{p.pid}.ready").exists() for p in self.processes):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class LocalAgent:

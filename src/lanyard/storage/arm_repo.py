@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lanyard.storage import models as m
@@ -167,6 +167,12 @@ def save_resource(s: Session, record: ResourceRecord) -> ResourceRecord:
         s.add(m.ResourceIdentity(resource_key=record.key, identity_key=identity_key))
     s.flush()
     return record
+
+
+def resources_named(s: Session, type_: str, name: str) -> list[ResourceRecord]:
+    """Resources of one type by name, case-insensitively (vault names are unique platform-wide)."""
+    q = select(m.Resource).where(m.Resource.type == type_, func.lower(m.Resource.name) == name.lower())
+    return [_resource(s, r) for r in s.scalars(q)]
 
 
 def list_resources(

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from lanyard.core.errors import ConfigError
+from lanyard.core.errors import ConfigError, StoreUnavailable
+from lanyard.storage import feed
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -39,7 +42,16 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # Bounded waits everywhere: a database that went away must turn into a 503 within seconds,
+        # never a hung request (connect, pool checkout and each statement have a deadline).
+        return create_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=5,
+            connect_args={"connect_timeout": 3, "options": "-c statement_timeout=10000"},
+        )
     raise ConfigError(f"unsupported database backend {parsed.get_backend_name()!r}")
 
 
@@ -71,45 +83,56 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def _mark_write(session: Session, *_: Any) -> None:
-    session.info["wrote"] = True
-
-
-def _mark_dml(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
-        state.session.info["wrote"] = True
-
-
 class Store:
     """A unit of work per call: ``with store.session() as s: ...`` commits or rolls back as a whole.
 
-    `generation` counts committed write transactions in this process, so in-memory caches of
-    stored data can tell in O(1) that they may be stale.
+    Every transaction that changes something cached appends its change rows before it commits
+    (storage/feed.py), and the committing process hands them to `on_commit` listeners right after.
+    A database that cannot be reached surfaces as StoreUnavailable (503 in every API's format).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        event.listen(self._sessions, "after_flush", _mark_write)
-        event.listen(self._sessions, "do_orm_execute", _mark_dml)
-        self.generation = 0
-        self._generation_lock = threading.Lock()
-        self._on_commit: list[Callable[[int], None]] = []
+        event.listen(self._sessions, "after_flush", feed.record_flush)
+        event.listen(self._sessions, "do_orm_execute", feed.record_statement)
+        self._clock = clock
+        self._on_commit: list[Callable[[Sequence[feed.Change]], None]] = []
+        self._written_lock = threading.Lock()
+        self.written_through = 0  # the newest change id this process committed
 
-    def on_commit(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(generation)` after every committed write (from the committing thread)."""
+    def on_commit(self, callback: Callable[[Sequence[feed.Change]], None]) -> None:
+        """Call `callback(changes)` after every committed write, from the committing thread."""
         self._on_commit.append(callback)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
-        if session.info.pop("wrote", False):
-            with self._generation_lock:  # commits run on many threads; never lose a bump
-                self.generation += 1
-                generation = self.generation
+        changes: list[feed.Change] = []
+        try:
+            with self._sessions.begin() as session:
+                yield session
+                session.flush()
+                touched = session.info.pop("feed", None)
+                if touched:
+                    changes = feed.append(session, touched, self._clock())
+        except (OperationalError, InterfaceError) as exc:
+            if exc.connection_invalidated or _unreachable(exc):
+                raise StoreUnavailable("the database is unavailable") from exc
+            raise
+        if changes:
+            with self._written_lock:
+                self.written_through = max(self.written_through, changes[-1].id)
             for callback in self._on_commit:
-                callback(generation)
+                callback(changes)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _unreachable(exc: DBAPIError) -> bool:
+    """Errors that mean the database is gone or refusing us, not that the statement was wrong."""
+    if isinstance(exc, InterfaceError):
+        return True
+    text = str(exc.orig).lower() if exc.orig is not None else ""
+    markers = ("connection", "server closed", "terminating", "could not connect", "timeout", "shutting down")
+    return any(marker in text for marker in markers)

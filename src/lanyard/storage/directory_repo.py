@@ -317,3 +317,18 @@ def list_signing_keys(s: Session) -> list[SigningKeyRecord]:
     return [
         SigningKeyRecord(r.kid, r.state, r.sealed_private_key, r.cert_der, r.created_at, r.activated_at) for r in rows
     ]
+
+
+def identities_without_platform_credential(s: Session, now: float) -> list[PrincipalRecord]:
+    """Managed identities with no platform-held certificate valid at `now` (one query, any size)."""
+    usable = (
+        select(m.Credential.key_id)
+        .where(
+            m.Credential.app_id == m.ServicePrincipal.app_id,
+            m.Credential.sealed_private_key.is_not(None),
+            m.Credential.end_at > now,
+        )
+        .exists()
+    )
+    q = select(m.ServicePrincipal).where(m.ServicePrincipal.kind == "ManagedIdentity", ~usable)
+    return [_principal(r) for r in s.scalars(q)]

@@ -89,3 +89,22 @@ def placements_for_host(s: Session, host_id: str) -> list[str]:
 
 def delete_placements_for_resource(s: Session, resource_key: str) -> None:
     s.execute(delete(m.Placement).where(m.Placement.resource_key == resource_key))
+
+
+# -- acknowledgements: which change each host's agent has applied, seen by every node ----------
+
+
+def acknowledge(s: Session, host_id: str, change_id: int, now: float) -> None:
+    """Record that `host_id` is current as of `change_id` and was seen now (never moves back)."""
+    row = s.get(m.HostAck, host_id, with_for_update=s.get_bind().dialect.name == "postgresql")
+    if row is None:
+        s.add(m.HostAck(host_id=host_id, change_id=change_id, seen_at=now))
+    else:
+        row.change_id = max(row.change_id, change_id)
+        row.seen_at = now
+
+
+def hosts_behind(s: Session, change_id: int, seen_since: float) -> list[str]:
+    """Hosts seen since `seen_since` whose agent has not yet applied `change_id`."""
+    q = select(m.HostAck.host_id).where(m.HostAck.seen_at >= seen_since, m.HostAck.change_id < change_id)
+    return list(s.scalars(q))

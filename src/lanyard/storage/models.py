@@ -6,7 +6,7 @@ binary columns for sealed values. Anything secret is sealed by the barrier befor
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -210,3 +210,27 @@ class SecretVersionRow(Base):
     expires: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+
+
+class Change(Base):
+    """The change feed: one row per (kind, key) a committed transaction changed, written in that
+    transaction. Every node follows it to invalidate what it caches (storage/feed.py)."""
+
+    __tablename__ = "changes"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(1200))
+    at: Mapped[float] = mapped_column(Float)
+
+
+class HostAck(Base):
+    """The newest change a host's agent is known to have applied, seen by every node, so a write
+    can wait for agents connected to any node."""
+
+    __tablename__ = "host_acks"
+    host_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    change_id: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[float] = mapped_column(Float)

@@ -7,7 +7,7 @@ get the challenge, not an empty secret (PROTOCOLS.md §4.2).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,14 +15,20 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lanyard.directory.service import Directory
+from lanyard.core.cache import FeedCache
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 from lanyard.protocol.keyvault import VaultError, challenge, check_api_version
+from lanyard.protocol.verify import TokenVerifier
+from lanyard.storage.feed import RESET, Change
 from lanyard.vault.service import Caller, Vault, VaultService
 
 log = logging.getLogger("lanyard.vault")
 MAX_BODY = 256 * 1024
 MAX_PAGE = 25
+# Validated tokens are reused until they expire, or until the key set changes (a revoked key's
+# tokens must fail on the next request), whichever comes first; the TTL bounds a missed change.
+VALIDATED_TTL = 60.0
+VALIDATED_SIZE = 50_000
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -33,12 +39,16 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 class VaultApp:
-    def __init__(self, service: VaultService, directory: Directory, audience: str, authorization_uri: str) -> None:
+    def __init__(self, service: VaultService, verifier: TokenVerifier, audience: str, authorization_uri: str) -> None:
         self.service = service
-        self.directory = directory
+        self.verifier = verifier
         self.audiences = frozenset({normalize_audience(audience)})
         self.challenge = challenge(authorization_uri, audience).encode()
-        self._validated: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._validated: FeedCache[str, dict[str, Any]] = FeedCache(VALIDATED_SIZE, VALIDATED_TTL, service.clock)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        if any(c.kind in ("signing_keys", "tenants", RESET) for c in changes):
+            self._validated.clear()
 
     async def _send(self, send: Send, status: int, body: Any, challenge: bool = False) -> None:
         payload = b"" if body is None else orjson.dumps(body)
@@ -57,18 +67,14 @@ class VaultApp:
         if token is None:
             raise VaultError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
         now = self.service.clock.now()
-        cached = self._validated.get(token)
-        if cached is not None and cached[0] > now:
-            claims = cached[1]
-        else:
+        claims = self._validated.get(token)
+        if claims is None or float(claims["exp"]) <= now:
+            epoch = self._validated.epoch()
             try:
-                claims = self.directory.validate(token, self.audiences)
+                claims = self.verifier.verify(token, self.audiences)
             except InvalidToken as exc:
                 raise VaultError(401, "Unauthorized", f"AKV10022: Invalid token: {exc}.") from exc
-            if len(self._validated) > 50_000:
-                self._validated.clear()
-            # A validated token is reusable until it expires; signing keys are only ever added.
-            self._validated[token] = (float(claims["exp"]), claims)
+            self._validated.put(token, claims, epoch)
         return Caller(claims["oid"], claims["appid"], claims["tid"])
 
     async def _body(self, receive: Receive) -> Any:
@@ -205,10 +211,10 @@ class VaultApp:
 class HostRouter:
     """Sends {vault}.vault.{zone}[:port] to the vault, everything else to the main app."""
 
-    def __init__(self, main: ASGIApp, vault: VaultApp, zone: str, port: int) -> None:
+    def __init__(self, main: ASGIApp, vault: VaultApp, zone: str, ports: tuple[int, ...]) -> None:
         self.main = main
         self.vault = vault
-        self.suffixes = (f".vault.{zone}:{port}".encode(), f".vault.{zone}".encode())
+        self.suffixes = (*(f".vault.{zone}:{port}".encode() for port in ports), f".vault.{zone}".encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -2,19 +2,23 @@
 caller's validated token against the vault's access policies or RBAC.
 
 Unlike the original, which caches authorization for up to a day, every request is decided on the
-current policies and role assignments: a change applies to the very next request.
+current policies and role assignments: a change applies to the very next request, on every node.
+Vaults, role assignments, decisions and reads are cached per node and invalidated per key by the
+change feed (whichever node wrote), with a short TTL as the safety net while the feed is down.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets as pysecrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from lanyard.authz.evaluate import Assignment, decide
+from lanyard.core.cache import FeedCache
 from lanyard.core.clock import Clock
 from lanyard.core.errors import CryptoError
 from lanyard.crypto.barrier import Barrier
@@ -33,10 +37,16 @@ from lanyard.protocol.keyvault import (
 )
 from lanyard.storage import arm_repo, vault_repo
 from lanyard.storage.db import Store
+from lanyard.storage.feed import ANY, RESET, SEPARATOR, Change
 
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
 PAGE = 25
 DAY = 86400
+CACHE_TTL = 1.0  # authorization may be this stale on a node whose change feed is down, no more
+CACHE_SIZE = 50_000
+_VAULT_SEGMENT = "/providers/microsoft.keyvault/vaults/"
+_SECRET_KINDS = frozenset({"vault_secrets", "vault_secret_versions"})
+_Read = tuple[vault_repo.NameRecord, vault_repo.VersionRecord]
 
 
 @dataclass(frozen=True)
@@ -93,55 +103,76 @@ class VaultService:
         self.barrier = barrier
         self.clock = clock
         self.zone_suffix = zone_suffix  # vault.{zone}:{port}
-        self._vaults: tuple[int, dict[str, Vault]] = (-1, {})
-        self._assignments: dict[str, tuple[int, list[Assignment]]] = {}
-        # Reads and RBAC decisions, valid until the next committed write in this process (the same
-        # rule as every other cache here): a policy, role or secret change applies to the next request.
-        self._reads: dict[tuple[str, str, str], tuple[int, vault_repo.NameRecord, vault_repo.VersionRecord]] = {}
-        self._decisions: dict[tuple[int, str, str, str], bool] = {}
+        self._vaults: FeedCache[str, Vault | None] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
+        self._assignments: FeedCache[str, list[Assignment]] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
+        self._decisions: FeedCache[tuple[str, str, str], bool] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
+        # (vault key, name key) -> {requested version ("" = latest): (name, version)}
+        self._reads: FeedCache[tuple[str, str], Mapping[str, _Read]] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
 
-    # -- lookups, cached until the next committed write -------------------------------------
+    # -- following the change feed ------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            if change.kind == RESET:
+                for cache in (self._vaults, self._assignments, self._decisions, self._reads):
+                    cache.clear()
+            elif change.kind == "resources":
+                self._vault_changed(change.key)
+            elif change.kind == "role_assignments":
+                if change.key == ANY:
+                    self._assignments.clear()
+                    self._decisions.clear()
+                else:
+                    principal = change.key
+                    self._assignments.invalidate(principal)
+                    self._decisions.invalidate_where(lambda k, p=principal: k[0] == p)  # type: ignore[misc]
+            elif change.kind in _SECRET_KINDS:
+                if change.key == ANY:
+                    self._reads.clear()
+                else:
+                    vault_key, _, name_key = change.key.partition(SEPARATOR)
+                    self._reads.invalidate((vault_key, name_key))
+
+    def _vault_changed(self, key: str) -> None:
+        if key == ANY:
+            self._vaults.clear()
+            return
+        at = key.rfind(_VAULT_SEGMENT)
+        if at >= 0:
+            self._vaults.invalidate(key[at + len(_VAULT_SEGMENT) :].split("/", 1)[0])
+
+    # -- lookups --------------------------------------------------------------------------------
 
     def vault(self, name: str) -> Vault | None:
-        generation, vaults = self._vaults
-        if generation != self.store.generation:
-            generation = self.store.generation
+        name = name.lower()
+
+        def load() -> Vault | None:
             with self.store.session() as s:
-                records = arm_repo.list_resources(s, type_=VAULT_TYPE)
-            vaults = {r.name.lower(): vault_from_record(r, self.zone_suffix) for r in records}
-            self._vaults = (generation, vaults)
-        return vaults.get(name.lower())
+                found = arm_repo.resources_named(s, VAULT_TYPE, name)
+            return vault_from_record(found[0], self.zone_suffix) if found else None
+
+        return self._vaults.load(name, load)
 
     def _assignments_of(self, object_id: str) -> list[Assignment]:
-        cached = self._assignments.get(object_id)
-        if cached is not None and cached[0] == self.store.generation:
-            return cached[1]
-        generation = self.store.generation
-        with self.store.session() as s:
-            found = [
-                Assignment(a.scope, a.role_definition_id, a.principal_id)
-                for a in arm_repo.assignments_for_principal(s, object_id)
-            ]
-        if len(self._assignments) > 10_000:
-            self._assignments.clear()
-        self._assignments[object_id] = (generation, found)
-        return found
+        def load() -> list[Assignment]:
+            with self.store.session() as s:
+                return [
+                    Assignment(a.scope, a.role_definition_id, a.principal_id)
+                    for a in arm_repo.assignments_for_principal(s, object_id)
+                ]
+
+        return self._assignments.load(object_id, load)
 
     # -- authorization ------------------------------------------------------------------------
 
     def _rbac_allows(self, object_id: str, action: str, scope: str) -> bool:
-        key = (self.store.generation, object_id, action, scope.lower())
-        allowed = self._decisions.get(key)
-        if allowed is None:
-            allowed = decide(self._assignments_of(object_id), object_id, action, scope, data=True).allowed
-            if len(self._decisions) > 50_000:
-                self._decisions.clear()
-            self._decisions[key] = allowed
-        return allowed
+        return self._decisions.load(
+            (object_id, action, scope.lower()),
+            lambda: decide(self._assignments_of(object_id), object_id, action, scope, data=True).allowed,
+        )
 
     def _assignments_cached(self, object_id: str) -> bool:
-        cached = self._assignments.get(object_id)
-        return cached is not None and cached[0] == self.store.generation
+        return object_id in self._assignments
 
     def authorize(self, vault: Vault, caller: Caller, operation: str, secret: str | None = None) -> None:
         op = OPERATIONS[operation]
@@ -267,13 +298,13 @@ class VaultService:
 
     def get(self, vault: Vault, caller: Caller, name: str, version: str | None) -> dict[str, Any]:
         self.authorize(vault, caller, "get", name)
-        generation = self.store.generation
+        epoch = self._reads.epoch()
         with self.store.session() as s:
             record = self._live_name(s, vault, name)
             v = self._find_version(s, vault, record, version)
-        if len(self._reads) > 50_000:
-            self._reads.clear()
-        self._reads[(vault.key, record.name_key, (version or "").lower())] = (generation, record, v)
+        key = (vault.key, record.name_key)
+        known = self._reads.get(key) or {}
+        self._reads.put(key, {**known, (version or "").lower(): (record, v)}, epoch)
         return self._readable(vault, record, v)
 
     def _readable(self, vault: Vault, record: vault_repo.NameRecord, v: vault_repo.VersionRecord) -> dict[str, Any]:
@@ -285,13 +316,14 @@ class VaultService:
     def cached_get(self, vault: Vault, caller: Caller, name: str, version: str | None) -> dict[str, Any] | None:
         """A read served from memory, or None when it needs storage (then call `get` off the event loop).
         The value is still decrypted on every read; only storage round-trips are saved."""
-        entry = self._reads.get((vault.key, name.lower(), (version or "").lower()))
-        if entry is None or entry[0] != self.store.generation:
+        versions = self._reads.get((vault.key, name.lower()))
+        entry = versions.get((version or "").lower()) if versions is not None else None
+        if entry is None:
             return None
         if vault.rbac and not self._assignments_cached(caller.object_id):
             return None
         self.authorize(vault, caller, "get", name)
-        return self._readable(vault, entry[1], entry[2])
+        return self._readable(vault, entry[0], entry[1])
 
     def _find_version(
         self, s: Any, vault: Vault, record: vault_repo.NameRecord, version: str | None
