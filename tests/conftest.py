@@ -120,15 +120,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+TEST_BACKENDS = ("sqlite", "postgres")
+
+
+def platform_backend() -> str:
+    """LANYARD_TEST_BACKEND: the database the shared platform runs on, "sqlite" (the default) or "postgres"."""
+    backend = os.environ.get("LANYARD_TEST_BACKEND", "").strip().lower() or "sqlite"
+    if backend not in TEST_BACKENDS:
+        pytest.fail(f"LANYARD_TEST_BACKEND={backend!r}: expected one of {', '.join(TEST_BACKENDS)}", pytrace=False)
+    return backend
+
+
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    """The shared platform. LANYARD_TEST_DATABASE (an empty PostgreSQL database's URL, e.g.
-    postgresql+psycopg://user@127.0.0.1:5432/db) runs it on PostgreSQL instead of SQLite."""
-    database = os.environ.get("LANYARD_TEST_DATABASE")
+def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """The shared platform, on SQLite in its home unless LANYARD_TEST_BACKEND=postgres: then on a fresh
+    database of the session's throwaway cluster (the `postgres` fixture, requested only then, so it skips or
+    fails the way that fixture does). LANYARD_TEST_DATABASE (an empty PostgreSQL database's URL, e.g.
+    postgresql+psycopg://user@127.0.0.1:5432/db) overrides both and runs it on that database."""
+    backend = platform_backend()
+    database = os.environ.get("LANYARD_TEST_DATABASE") or None
+    server: PostgresServer | None = None
+    if database is None and backend == "postgres":
+        server = request.getfixturevalue("postgres")
+        database = server.create_database("platform")
     extra = ("--database", database) if database else ()
     running = start_platform(tmp_path_factory.mktemp("home"), *extra)
     yield running
     running.stop()
+    if server is not None and server.running and database is not None:
+        with contextlib.suppress(Exception):
+            server.drop_database(database)
 
 
 def _required(*flags: str) -> bool:

@@ -1,8 +1,10 @@
-"""The vault service with an injected clock: soft delete, scheduled purge, policies, sealing."""
+"""The vault service with an injected clock: soft delete, scheduled purge, policies, sealing.
+Each test runs on SQLite and on PostgreSQL (the throwaway cluster; skipped where it is unavailable)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,24 @@ READER = "33333333-3333-3333-3333-333333333333"
 VAULT_ID = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated, empty store: SQLite in tmp_path, or a fresh database of the throwaway PostgreSQL cluster
+    (`pg_database`, requested only for that parameter; the mark keeps `-m "not postgres"` working)."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_database")
+    else:
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(make_engine(url))
+    try:
+        migrate(store.engine)
+        yield store
+    finally:
+        store.close()
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> tuple[VaultService, FrozenClock]:
-    store = Store(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
-    migrate(store.engine)
+def service(store: Store) -> tuple[VaultService, FrozenClock]:
     clock = FrozenClock(1_800_000_000.0)
     with store.session() as s:
         dirrepo.add_tenant(s, TENANT, "t", clock.now())

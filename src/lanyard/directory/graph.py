@@ -59,8 +59,15 @@ def parse_filter(raw: str | None) -> tuple[str, str] | None:
 
 
 class GraphRoutes:
-    def __init__(self, directory: Directory, graph_base: str, admin_object_ids: frozenset[str]) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        graph_base: str,
+        admin_object_ids: frozenset[str],
+        settle: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self.directory = directory
+        self.settle = settle
         self.graph_base = graph_base.rstrip("/")
         self.audiences = frozenset(normalize_audience(a) for a in (self.graph_base, "https://graph.microsoft.com"))
         self.admins = admin_object_ids
@@ -168,7 +175,10 @@ class GraphRoutes:
             try:
                 claims = self._authorize(request)
                 body = await self._body(request) if request.method in ("POST", "PATCH") else {}
-                return await run_in_threadpool(handler, request, claims, body)
+                response = await run_in_threadpool(handler, request, claims, body)
+                if self.settle is not None and request.method != "GET" and response.status_code < 300:
+                    await self.settle()  # a new or removed credential holds on every node once we answer
+                return response
             except GraphError as exc:
                 return graph_error(exc)
 

@@ -7,6 +7,7 @@ management tokens and RBAC.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -24,10 +25,11 @@ MAX_WAIT = 30.0
 
 
 class FleetRoutes:
-    def __init__(self, fleet: Fleet, hub: BindingsHub, arm: ArmRoutes) -> None:
+    def __init__(self, fleet: Fleet, hub: BindingsHub, arm: ArmRoutes, settle: Callable[[], Awaitable[bool]]) -> None:
         self.fleet = fleet
         self.hub = hub
         self.arm = arm
+        self.settle = settle
         self.agent_audiences = frozenset({AGENT_AUDIENCE})
 
     async def _json(self, request: Request) -> dict[str, object]:
@@ -90,7 +92,7 @@ class FleetRoutes:
             result = await run_in_threadpool(
                 self.fleet.place, caller, request.path_params["host"], resource_id, remove=request.method == "DELETE"
             )
-            await self.hub.settle()
+            await self.settle()
         except ArmError as exc:
             return self._error(exc)
         return arm_response(200, result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -75,12 +76,15 @@ def urls_for(host: str, port: int, zone: str, public_url: str | None = None) -> 
 def _error_body(path: str, status: int, message: str) -> bytes:
     """Unknown routes answer in the wire format of the API family the path belongs to."""
     if path.startswith("/graph/"):
-        code = {404: "Request_ResourceNotFound", 405: "Request_BadRequest"}.get(status, "UnknownError")
+        code = {404: "Request_ResourceNotFound", 405: "Request_BadRequest", 503: "serviceNotAvailable"}.get(
+            status, "UnknownError"
+        )
         return orjson.dumps({"error": {"code": code, "message": message}})
     if path.startswith(("/subscriptions", "/providers", "/tenants", "/metadata")):
-        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "InternalServerError")
+        code = {404: "NotFound", 405: "MethodNotAllowed", 503: "ServiceUnavailable"}.get(status, "InternalServerError")
         return orjson.dumps({"error": {"code": code, "message": message}})
-    return orjson.dumps({"error": "invalid_request" if status < 500 else "server_error", "error_description": message})
+    error = "invalid_request" if status < 500 else "temporarily_unavailable" if status == 503 else "server_error"
+    return orjson.dumps({"error": error, "error_description": message})
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -94,6 +98,15 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         status_code=exc.status_code,
         media_type="application/json",
         headers=getattr(exc, "headers", None),
+    )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    return Response(
+        _error_body(request.url.path, 503, "The service is temporarily unavailable; retry shortly."),
+        status_code=503,
+        media_type="application/json",
+        headers={"Retry-After": "1"},
     )
 
 
@@ -159,6 +172,7 @@ class Served:
 
 
 def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
+    follower = Follower(platform.store.engine)
     directory = Directory(
         platform.store,
         platform.barrier,
@@ -171,7 +185,16 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         ),
     )
     directory_routes = DirectoryRoutes(directory)
-    graph = GraphRoutes(directory, urls.graph, frozenset({platform.identity.admin_object_id}))
+
+    async def settle_nodes() -> bool:
+        return await follower.settle(platform.store.written_through)
+
+    async def settle_all() -> bool:
+        # A write returns once every live node and every connected agent has applied it.
+        nodes, agents = await asyncio.gather(settle_nodes(), hub.settle())
+        return nodes and agents
+
+    graph = GraphRoutes(directory, urls.graph, frozenset({platform.identity.admin_object_id}), settle_nodes)
     control = ControlPlane(
         platform.store,
         directory,
@@ -185,26 +208,29 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
     fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
     hub = BindingsHub(fleet, platform.store, clock)
-    arm = ArmRoutes(control, directory, urls.authority, settle=hub.settle)
+    arm = ArmRoutes(control, directory, urls.authority, settle=settle_all)
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
-            *FleetRoutes(fleet, hub, arm).routes(),
+            *FleetRoutes(fleet, hub, arm, settle_all).routes(),
             *arm.routes(),
             *directory_routes.routes(),
         ],
-        exception_handlers={HTTPException: _http_exception},
+        exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )
     vaults = VaultService(platform.store, platform.barrier, clock, urls.vault_suffix)
     vault_app = VaultApp(
-        vaults, directory.verifier, urls.vault_audience, f"{urls.authority}/{platform.identity.tenant_id}"
+        vaults,
+        directory.verifier,
+        urls.vault_audience,
+        f"{urls.authority}/{platform.identity.tenant_id}",
+        settle_nodes,
     )
     documents = StaticDocuments(app, directory_routes)
     ports = (urls.port, urls.bound_port) if urls.bound_port and urls.bound_port != urls.port else (urls.port,)
     routed = HostRouter(documents, vault_app, platform.settings.dns_zone, ports)
     # Everything that caches follows the change feed: this node's own commits at once, every
     # other node's through the follower.
-    follower = Follower(platform.store.engine)
     for listener in (directory.apply, vaults.apply, vault_app.apply, hub.apply):
         follower.subscribe(listener)
     platform.store.on_commit(follower.dispatch)

@@ -207,7 +207,7 @@ def serve(
     # An agent started early (warm home) is waiting to learn where we listen.
     write_atomically(settings.home / SERVER_URL_FILE, urls.authority.encode())
     served = build_app(platform, urls, clock)
-    served.follower.start()
+    served.follower.start(node_url=f"https://{settings.advertised_host()}:{port}")
     workers = WorkerPool(settings, port)
     workers.start()
 
@@ -273,7 +273,7 @@ def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) ->
     socks = bind_all(settings.listen_hosts, settings.port, attempts=1, reuse_port=True)
     urls = urls_for(settings.advertised_host(), settings.port, settings.dns_zone, settings.public_url)
     served = build_app(platform, urls, clock)
-    served.follower.start()
+    served.follower.start(node_url=f"https://{settings.advertised_host()}:{settings.port} (worker)")
 
     def watch_parent() -> None:
         # Orphaned (the platform was killed): stop rather than serve on alone.

@@ -19,14 +19,17 @@ node always reads its own writes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from lanyard.storage import models as m
@@ -60,6 +63,9 @@ APPEND_LOCK = 0x4C414E5946454544
 MANY = 500  # more keys of one kind in one transaction than this: announce the kind as a whole
 RETAIN_ROWS = 200_000
 RETAIN_SECONDS = 86_400.0
+NODE_HEARTBEAT = 1.0  # a node rewrites its position at least this often
+NODE_WINDOW = 3.0  # a node silent this long is gone (killed): writes stop waiting for it
+SETTLE_RECHECK = 0.003
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,9 @@ class Follower:
     """Follows the feed in a background thread and hands every new change to the listeners.
 
     `position` is the highest id applied: every change at or below it has reached the listeners.
+    A registered node (a server process) also writes its position to `nodes`, so that a write can
+    wait (`settle`) until every live node has applied it: then the next request, on any node, sees
+    it; no node serves a revoked permission after the call that revoked it returned.
     """
 
     def __init__(self, engine: Engine, *, poll_interval: float = 0.005, heartbeat: float = 0.5) -> None:
@@ -157,6 +166,9 @@ class Follower:
         self.heartbeat = heartbeat
         self.position = 0
         self.healthy = False
+        self.node_id: str | None = None
+        self._reported = (-1, 0.0)  # (position, when) last written to `nodes`
+        self._settled = 0
         self._listeners: list[Listener] = []
         self._applied = threading.Condition()
         self._wake = threading.Event()
@@ -174,9 +186,11 @@ class Follower:
             except Exception:  # one broken listener must not stop the others from invalidating
                 log.exception("a change-feed listener failed")
 
-    def start(self) -> None:
+    def start(self, node_url: str | None = None) -> None:
         # Caches start empty, so there is nothing to replay from before this process began.
         self.position = latest_id(self.engine)
+        if node_url is not None:
+            self._register(node_url)
         postgres = self.engine.dialect.name == "postgresql"
         self._thread = threading.Thread(
             target=self._listen if postgres else self._poll, name="change-feed", daemon=True
@@ -188,6 +202,62 @@ class Follower:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.node_id is not None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(delete(m.Node).where(m.Node.id == self.node_id))
+            except Exception as exc:  # the database is gone: the row ages out of NODE_WINDOW
+                log.warning("could not deregister this node (%s)", type(exc).__name__)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def _register(self, url: str) -> None:
+        self.node_id = str(uuid.uuid4())
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(m.Node).where(m.Node.seen_at < now - RETAIN_SECONDS)  # long-dead nodes
+            )
+            conn.execute(
+                insert(m.Node).values(
+                    id=self.node_id, url=url[:300], pid=os.getpid(), position=self.position, started_at=now, seen_at=now
+                )
+            )
+        self._reported = (self.position, now)
+
+    def _report(self) -> None:
+        if self.node_id is None:
+            return
+        now = time.time()
+        if self._reported[0] == self.position and now - self._reported[1] < NODE_HEARTBEAT:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(m.Node).where(m.Node.id == self.node_id).values(position=self.position, seen_at=now))
+        self._reported = (self.position, now)
+
+    def _nodes_behind(self, change_id: int) -> int:
+        with self.engine.connect() as conn:
+            q = select(func.count()).where(m.Node.seen_at >= time.time() - NODE_WINDOW, m.Node.position < change_id)
+            return int(conn.execute(q.select_from(m.Node)).scalar_one())
+
+    async def settle(self, change_id: int, timeout: float = 2.0) -> bool:
+        """Wait until every live node has applied `change_id` (bounded by `timeout`)."""
+        if change_id <= self._settled:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                behind = await asyncio.to_thread(self._nodes_behind, change_id)
+            except Exception as exc:
+                log.warning("cannot see the other nodes (%s)", type(exc).__name__)
+                return False
+            if behind == 0:
+                self._settled = max(self._settled, change_id)
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("%d node(s) did not apply change %d in %.1f s", behind, change_id, timeout)
+                return False
+            await asyncio.sleep(SETTLE_RECHECK)
 
     def wake(self) -> None:
         """A local commit: look now rather than at the next tick."""
@@ -243,6 +313,7 @@ class Follower:
             try:
                 self._fetch(execute)
                 self.healthy = True
+                self._report()
                 self._prune()
             except Exception as exc:
                 self.healthy = False
@@ -275,6 +346,7 @@ class Follower:
                         # On a NOTIFY or a quiet heartbeat alike: the heartbeat both bounds a lost
                         # NOTIFY and finds out that the connection died.
                         self._fetch(execute)
+                        self._report()
                         self._prune()
             except Exception as exc:
                 if self._stop.is_set():

@@ -234,3 +234,16 @@ class HostAck(Base):
     host_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     change_id: Mapped[int] = mapped_column(BigInteger)
     seen_at: Mapped[float] = mapped_column(Float)
+
+
+class Node(Base):
+    """A running server process, with the newest change it has applied. A write waits until every
+    live node has applied it, so the next request on any node sees it."""
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(String(300))
+    pid: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)

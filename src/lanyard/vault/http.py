@@ -7,7 +7,7 @@ get the challenge, not an empty secret (PROTOCOLS.md §4.2).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -39,8 +39,16 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 class VaultApp:
-    def __init__(self, service: VaultService, verifier: TokenVerifier, audience: str, authorization_uri: str) -> None:
+    def __init__(
+        self,
+        service: VaultService,
+        verifier: TokenVerifier,
+        audience: str,
+        authorization_uri: str,
+        settle: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self.service = service
+        self.settle = settle
         self.verifier = verifier
         self.audiences = frozenset({normalize_audience(audience)})
         self.challenge = challenge(authorization_uri, audience).encode()
@@ -115,6 +123,8 @@ class VaultApp:
             status, result = await run_in_threadpool(
                 self._dispatch, vault, caller, method, scope["path"], body, query, api_version
             )
+            if self.settle is not None and method != "GET":
+                await self.settle()  # every node serves the new value once we answer
         except VaultError as exc:
             if exc.status >= 500:
                 log.error("vault %s failed: %s", vault_name, exc.code)

@@ -1,4 +1,4 @@
-"""change feed and agent acknowledgements
+"""change feed, server nodes and agent acknowledgements
 
 Revision ID: 0005
 Revises: 0004
@@ -30,7 +30,18 @@ def upgrade() -> None:
         sa.Column("seen_at", sa.Float(), nullable=False),
     )
 
+    op.create_table(
+        "nodes",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("url", sa.String(300), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("seen_at", sa.Float(), nullable=False),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("nodes")
     op.drop_table("host_acks")
     op.drop_table("changes")
