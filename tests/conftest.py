@@ -34,6 +34,7 @@ class RunningPlatform:
     home: Path
     process: subprocess.Popen[bytes]
     endpoints: dict[str, Any] = field(default_factory=dict)
+    database: str | None = None  # the --database URL; None: SQLite in the home
 
     @property
     def authority(self) -> str:
@@ -145,6 +146,7 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         database = server.create_database("platform")
     extra = ("--database", database) if database else ()
     running = start_platform(tmp_path_factory.mktemp("home"), *extra)
+    running.database = database
     yield running
     running.stop()
     if server is not None and server.running and database is not None:

@@ -50,7 +50,7 @@ def make_engine(url: str) -> Engine:
             max_overflow=20,
             pool_pre_ping=True,
             pool_timeout=5,
-            connect_args={"connect_timeout": 3, "options": "-c statement_timeout=10000"},
+            connect_args={**feed.POSTGRES_TIMEOUTS, "options": "-c statement_timeout=10000"},
         )
     raise ConfigError(f"unsupported database backend {parsed.get_backend_name()!r}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from lanyard.storage import models as m
@@ -55,13 +55,19 @@ def add_join_token(
 
 
 def use_join_token(s: Session, token_hash: str, now: float) -> m.JoinToken | None:
-    """Marks the token used and returns it, or None if unknown, used or expired (one use, ever)."""
-    row = s.get(m.JoinToken, token_hash, with_for_update=True)
-    if row is None or row.used_at is not None or row.expires_at <= now:
+    """Marks the token used and returns it, or None if unknown, used or expired (one use, ever).
+
+    One conditional UPDATE decides, on every backend: SQLite ignores FOR UPDATE and reads before a
+    session's first write run outside its transaction, so a read-then-write let two joins share a
+    token there."""
+    claimed = s.execute(
+        update(m.JoinToken)
+        .where(m.JoinToken.token_hash == token_hash, m.JoinToken.used_at.is_(None), m.JoinToken.expires_at > now)
+        .values(used_at=now)
+    )
+    if getattr(claimed, "rowcount", 0) != 1:
         return None
-    row.used_at = now
-    s.flush()
-    return row
+    return s.get(m.JoinToken, token_hash)
 
 
 def place(s: Session, host_id: str, resource_key: str, now: float) -> bool:
