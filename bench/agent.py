@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Host-agent benchmark: goals G1, G2, G4, G5 and G9 of shared/PERFORMANCE.md.
+"""Host-agent benchmark: goals G1, G2, G4, G5 and G9 of docs/performance.md.
 
     python bench/agent.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
     python bench/agent.py --full  [--out DIR]   # ~9 minutes: longer rounds, the figures to quote
@@ -180,7 +180,7 @@ def goals() -> list[report.GoalSpec]:
             "start-up on a warm home, and the IMDS probe",
             limits=[
                 report.LimitSpec("lanyard up to ready (agent included)", F_READY, s, target=0.6, floor=1.5),
-                # PERFORMANCE.md gives the probe a target only; it is used as the floor as well.
+                # docs/performance.md (G9) gives the probe a target only; it is used as the floor as well.
                 report.LimitSpec("header-less probe p99, new connection", F_PROBE_P99, ms, target=2.0, floor=2.0),
                 report.LimitSpec("of which server boot", F_SERVER_BOOT, s),
                 report.LimitSpec("of which agent boot", F_AGENT_BOOT, s),

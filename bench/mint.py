@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Token-minting and metadata benchmark: goals G3 and G7 of shared/PERFORMANCE.md.
+"""Token-minting and metadata benchmark: goals G3 and G7 of docs/performance.md.
 
     python bench/mint.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
     python bench/mint.py --full  [--out DIR]   # ~9 minutes: longer rounds, the figures to quote

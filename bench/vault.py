@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Vault secret-read benchmark: goal G6 of shared/PERFORMANCE.md.
+"""Vault secret-read benchmark: goal G6 of docs/performance.md.
 
     python bench/vault.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
     python bench/vault.py --full  [--out DIR]   # ~6 minutes: longer rounds, the figures to quote

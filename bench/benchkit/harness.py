@@ -1,6 +1,6 @@
 """Process, pinning, load-generation and statistics plumbing shared by the benchmarks.
 
-Rules this module enforces (PERFORMANCE.md): the server runs on core 0 and wrk on core 1, traffic
+Rules this module enforces (docs/performance.md §5): the server runs on core 0 and wrk on core 1, traffic
 goes to loopback only, every server is stopped by its pid, and every child has a time bound.
 """
 

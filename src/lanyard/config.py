@@ -111,7 +111,7 @@ def load_settings(
     env = os.environ if env is None else env
     lifetime = token_lifetime if token_lifetime is not None else _int(env, "LANYARD_TOKEN_LIFETIME", 3600)
     if not 300 < lifetime <= 86400 * 2:
-        # Clients never reuse a token that lives 5 minutes or less (PROTOCOLS.md §1.8).
+        # Clients never reuse a token that lives 5 minutes or less (docs/protocols.md §1.8).
         raise ConfigError("token lifetime must be more than 300 and at most 172800 seconds")
     resolved_port = port if port is not None else _int(env, "LANYARD_PORT", 8443)
     if not 0 <= resolved_port <= 65535:

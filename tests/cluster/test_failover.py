@@ -2,7 +2,7 @@
 
 Writers PUT user-assigned identities and VMs with system-assigned identities, others mint tokens,
 all through the balancer, each request on a new connection (so a failure is a request that was in
-flight on the killed node, not a stale pooled socket). Then the SECURITY.md F8 checker: every
+flight on the killed node, not a stale pooled socket). Then the docs/security.md F8 checker: every
 acknowledged (2xx) write is in the final state with its principal, no resource has two principals,
 and no principal is left without its resource.
 """

@@ -194,7 +194,7 @@ def test_role_assignments(platform: RunningPlatform, clients: dict[str, Any], se
 
 
 def test_paging_follows_next_link(clients: dict[str, Any]) -> None:
-    """More than one page: the SDK follows nextLink verbatim (PROTOCOLS.md §4.1 paging)."""
+    """More than one page: the SDK follows nextLink verbatim (docs/protocols.md §5.6)."""
     clients["resources"].resource_groups.create_or_update("page-rg", {"location": "westus"})
     msi = clients["msi"]
     for i in range(105):

@@ -1,4 +1,4 @@
-"""Strict JWS parsing and bearer-token validation (SECURITY.md T3), without a server."""
+"""Strict JWS parsing and bearer-token validation (docs/security.md T3), without a server."""
 
 from __future__ import annotations
 

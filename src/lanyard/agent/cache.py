@@ -1,7 +1,7 @@
 """Tokens per (identity, resource): no signing on a hit, one upstream call per concurrent miss.
 
 A token is served while it has more than REFRESH_MARGIN seconds left (clients treat less than five
-minutes as expired, PROTOCOLS.md §1.8); past half its life a background refresh starts while the
+minutes as expired, docs/protocols.md §1.8); past half its life a background refresh starts while the
 cached one keeps being served.
 
 After a failed upstream call a key backs off (BACKOFF_START doubling up to BACKOFF_CAP): while the

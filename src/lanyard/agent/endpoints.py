@@ -155,7 +155,7 @@ class ImdsEndpoint:
                 )
                 return
             if scope["path"] != IMDS_TOKEN_PATH:
-                # Never 404 on IMDS: the SDKs retry 404 for ~24 s (PROTOCOLS.md §1.7).
+                # Never 404 on IMDS: the SDKs retry 404 for ~24 s (docs/protocols.md §1.7).
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
             token = await self.service.issue(self.resource_id, request)
@@ -170,7 +170,7 @@ class ImdsEndpoint:
 class ArcEndpoint:
     """The Azure Arc (HIMDS) protocol for one machine: a first request is answered 401 with
     `WWW-Authenticate: Basic realm=<path>.key`; only a process that can read that file can answer the
-    challenge, so file permissions prove local privilege (SECURITY.md T1). Each key is good once."""
+    challenge, so file permissions prove local privilege (docs/security.md T1). Each key is good once."""
 
     KEY_DIR = "/var/opt/azcmagent/tokens"  # azure-identity accepts key files only here (on Linux)
     KEY_TTL = 60.0

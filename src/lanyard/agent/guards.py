@@ -1,4 +1,4 @@
-"""Checks every local token request passes before any identity logic (SECURITY.md T1, D2-D5).
+"""Checks every local token request passes before any identity logic (docs/security.md T1, D2-D5).
 
 Pure functions over the ASGI scope, in the shape of Starlette's TrustedHostMiddleware: they run
 first and answer 400 themselves. Forwarding headers mean a proxy (an SSRF path) is in between;

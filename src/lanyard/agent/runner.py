@@ -191,7 +191,7 @@ class ControlServer:
         }
         env.update(settings)
         # Sync Python trusts REQUESTS_CA_BUNDLE, async Python SSL_CERT_FILE, node adds NODE_EXTRA_CA_CERTS
-        # to its own roots: each gets the public roots plus the platform CA (PROTOCOLS.md §4.4).
+        # to its own roots: each gets the public roots plus the platform CA (docs/protocols.md §4.4).
         env.update(
             {
                 "REQUESTS_CA_BUNDLE": self.ctx.ca_bundle,

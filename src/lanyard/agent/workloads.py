@@ -1,7 +1,7 @@
 """Running workloads and the secrets that identify them to the token endpoint.
 
 Each start gets a fresh 256-bit IDENTITY_HEADER that lives exactly as long as the process: a header
-copied out of a stopped process identifies nothing (SECURITY.md D6). Lookup is by SHA-256 of the
+copied out of a stopped process identifies nothing (docs/security.md D6). Lookup is by SHA-256 of the
 header, so comparing a guess against every secret takes no secret-dependent time.
 """
 

@@ -100,7 +100,7 @@ class ArmRoutes:
         return arm_response(reply.status, reply.body, reply.headers)
 
     async def metadata_endpoints(self, request: Request) -> Response:
-        """What `az cloud register --endpoint-resource-manager` discovers (PROTOCOLS.md §7)."""
+        """What `az cloud register --endpoint-resource-manager` discovers (docs/protocols.md §7)."""
         authority = self.directory.config.authority
         return arm_response(
             200,

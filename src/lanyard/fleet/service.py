@@ -1,6 +1,6 @@
 """The server side of host agents: joining, placements, and the bindings each agent may act on.
 
-The threat this encodes (SECURITY.md §1): a compromised agent can mint tokens only for identities
+The threat this encodes (docs/security.md §1.4): a compromised agent can mint tokens only for identities
 of workloads placed on *its* host. Placement is an operator action checked by RBAC on the workload;
 an agent can read its bindings but never change them.
 """

@@ -1,4 +1,4 @@
-"""Access tokens in the v1 profile that Azure managed-identity tokens use (DESIGN.md, the directory).
+"""Access tokens in the v1 profile that Azure managed-identity tokens use (docs/protocols.md §8).
 
 Clients read `tid` from the token without checking it (az login --identity), so every token is a
 JWT carrying the tenant; resource servers match `aud` exactly as it was requested.

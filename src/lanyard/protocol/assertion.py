@@ -1,4 +1,4 @@
-"""RFC 7523 client assertions, as azure-identity and msal build them (PROTOCOLS.md §6).
+"""RFC 7523 client assertions, as azure-identity and msal build them (docs/protocols.md §6.4).
 
 azure-identity's CertificateCredential sends RS256 with `x5t` (padded base64url SHA-1);
 msal with a public certificate sends PS256 with `x5t#S256` and an `x5c` chain whose entries may

@@ -36,7 +36,7 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def normalize_audience(value: str) -> str:
-    """Clients send both `X` and `X/` for the same resource (PROTOCOLS.md §1.2)."""
+    """Clients send both `X` and `X/` for the same resource (docs/protocols.md §1.2)."""
     return value[:-1] if value.endswith("/") else value
 
 

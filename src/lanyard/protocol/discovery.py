@@ -1,7 +1,7 @@
 """OpenID Provider metadata (OpenID Connect Discovery 1.0) in Entra's v1 and v2 shapes.
 
 msal needs only `authorization_endpoint` and `token_endpoint`, and takes the tenant from the first
-path segment of the latter (PROTOCOLS.md §6); the rest is for verifiers and humans.
+path segment of the latter (docs/protocols.md §6.2); the rest is for verifiers and humans.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Compact JWS (RFC 7515) for RSA keys: strict parsing, signing, and signature checks.
 
-Written for the threats in SECURITY.md T3 (RFC 8725): the algorithm a key may be used with comes
+Written for the threats in docs/security.md T3 (RFC 8725): the algorithm a key may be used with comes
 from the key, never from the token header; segments must be canonical base64url; JSON objects with
 duplicate names are refused; sizes are capped before anything is decoded.
 """

@@ -1,4 +1,4 @@
-"""Key Vault secrets wire rules (PROTOCOLS.md §4): names, bundles, the challenge, errors, permissions.
+"""Key Vault secrets wire rules (docs/protocols.md §4): names, bundles, the challenge, errors, permissions.
 
 Pure: no storage, no HTTP framework.
 """
@@ -47,7 +47,7 @@ def check_secret_name(name: str) -> str:
 
 
 def challenge(authorization_uri: str, resource: str) -> str:
-    """The SDK splits on ',' then '=': neither may appear inside a value (PROTOCOLS.md §4.2)."""
+    """The SDK splits on ',' then '=': neither may appear inside a value (docs/protocols.md §4.2)."""
     return f'Bearer authorization="{authorization_uri}", resource="{resource}"'
 
 

@@ -1,4 +1,4 @@
-"""The local managed-identity token protocols (PROTOCOLS.md §1-§3): App Service 2019-08-01 and
+"""The local managed-identity token protocols (docs/protocols.md §1-§3): App Service 2019-08-01 and
 2017-09-01, and IMDS. Pure: a query and headers in, a request or a wire error out; a token in, the
 exact success body each client family parses.
 """
@@ -47,7 +47,7 @@ IMDS_VERSIONS = frozenset(
 MAX_RESOURCE = 512
 
 SelectorKind = Literal["client_id", "object_id", "resource_id"]
-# Every spelling a client sends (PROTOCOLS.md §1.2, §2, §3): sync maps resource ids to mi_res_id or
+# Every spelling a client sends (docs/protocols.md §1.2, §2, §3): sync maps resource ids to mi_res_id or
 # msi_res_id, async sends identity_config keys verbatim, 2017 uses clientid, docs name principal_id.
 _SELECTORS: dict[str, SelectorKind] = {
     "client_id": "client_id",

@@ -24,7 +24,7 @@ HEAD_REVISION = "0005"
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    # FULL: an acknowledged write survives a power cut, not just a process kill (SECURITY.md F8).
+    # FULL: an acknowledged write survives a power cut, not just a process kill (docs/security.md T10, F8).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")

@@ -254,12 +254,17 @@ class Follower:
         self._reported = (self.position, now)
 
     def _nodes_behind(self, change_id: int) -> int:
+        q = select(func.count()).select_from(m.Node)
+        q = q.where(m.Node.seen_at >= time.time() - NODE_WINDOW, m.Node.position < change_id)
+        if self.node_id is not None:
+            # This node applied its own commits synchronously (Store.on_commit), before the write
+            # returned from its transaction: only the others are waited for.
+            q = q.where(m.Node.id != self.node_id)
         with self.engine.connect() as conn:
-            q = select(func.count()).where(m.Node.seen_at >= time.time() - NODE_WINDOW, m.Node.position < change_id)
-            return int(conn.execute(q.select_from(m.Node)).scalar_one())
+            return int(conn.execute(q).scalar_one())
 
     async def settle(self, change_id: int, timeout: float = 2.0) -> bool:
-        """Wait until every live node has applied `change_id` (bounded by `timeout`)."""
+        """Wait until every other live node has applied `change_id` (bounded by `timeout`)."""
         if change_id <= self._settled:
             return True
         deadline = time.monotonic() + timeout

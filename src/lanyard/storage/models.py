@@ -86,7 +86,7 @@ class Credential(Base):
 
 
 class SigningKey(Base):
-    """A token-signing key. State machine in SECURITY.md T4: pending → active → retired → removed."""
+    """A token-signing key. State machine in docs/security.md T4: pending → active → retired → removed."""
 
     __tablename__ = "signing_keys"
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -1,7 +1,7 @@
 """The Key Vault data plane over HTTPS, routed by host name ({vault}.vault.{zone}:{port}).
 
 Authentication comes first, before the body is read: the SDK's first request is body-less and must
-get the challenge, not an empty secret (PROTOCOLS.md §4.2).
+get the challenge, not an empty secret (docs/protocols.md §4.2).
 """
 
 from __future__ import annotations
