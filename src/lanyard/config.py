@@ -36,6 +36,9 @@ class Settings:
     agent: bool = True
     agent_port: int = 0
     workers: int = 1
+    # Signing keys: how long one signs, and how long before signing it is published (README).
+    key_rotation_period: float = 30 * 86400.0
+    key_publish_lead: float = 2 * 86400.0
 
     @property
     def database(self) -> str:
@@ -73,6 +76,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw[:40]!r}") from exc
+    if not (value == value and 0 < value < 10 * 365 * 86400):  # NaN, zero, negative, absurd
+        raise ConfigError(f"{name} must be a positive number of seconds")
+    return value
 
 
 def check_public_url(raw: str | None) -> str | None:
@@ -132,4 +148,6 @@ def load_settings(
         agent_port=agent_port if agent_port is not None else _int(env, "LANYARD_AGENT_PORT", 0),
         public_url=check_public_url(public_url or env.get("LANYARD_PUBLIC_URL")),
         workers=resolved_workers,
+        key_rotation_period=_seconds(env, "LANYARD_KEY_ROTATION_PERIOD", 30 * 86400.0),
+        key_publish_lead=_seconds(env, "LANYARD_KEY_PUBLISH_LEAD", 2 * 86400.0),
     )

@@ -13,9 +13,12 @@ served; without one the last failure is raised again without calling upstream.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 from cachetools import LRUCache
 
 from lanyard.core.clock import Clock, SystemClock
@@ -118,6 +121,14 @@ class TokenCache:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
+    def forget_signed_by_others(self, published: frozenset[str]) -> int:
+        """Drop every cached token whose signing key is no longer published (revoked): the next
+        request fetches a new one instead of handing out a token every resource now rejects."""
+        stale = [k for k, token in self._tokens.items() if _kid(token.access_token) not in published]
+        for key in stale:
+            del self._tokens[key]
+        return len(stale)
+
     def forget(self, object_ids: set[str]) -> None:
         """Drop every token, backoff and call in flight of identities this host may no longer use.
 
@@ -125,3 +136,14 @@ class TokenCache:
         for store in (self._tokens, self._failures, self._pending):
             for key in [k for k in store if k[0] in object_ids]:
                 del store[key]
+
+
+def _kid(token: str) -> str | None:
+    """The `kid` of a compact JWS's header, or None if it has none or is not one."""
+    header = token.split(".", 1)[0]
+    try:
+        parsed = orjson.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    kid = parsed.get("kid") if isinstance(parsed, dict) else None
+    return kid if isinstance(kid, str) else None

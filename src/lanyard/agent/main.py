@@ -155,6 +155,9 @@ class Agent:
                 removed = self.state.apply(doc)
                 if removed:
                     self.cache.forget(removed)
+                published = doc.get("signingKeys")
+                if isinstance(published, list):
+                    self.cache.forget_signed_by_others(frozenset(str(k) for k in published))
 
     async def run(self) -> int:
         identity = await asyncio.get_running_loop().run_in_executor(None, load_or_join, self.options)

@@ -40,24 +40,25 @@ class LoadedKey:
     kid: str
     state: str
     cert: x509.Certificate
-    private_key: rsa.RSAPrivateKey
-
-    @property
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self.private_key.public_key()
+    public_key: rsa.RSAPublicKey
 
 
 class KeyRing:
-    def __init__(self, keys: list[LoadedKey]) -> None:
-        active = [k for k in keys if k.state == "active"]
-        if not active:
-            raise ValueError("no active signing key")
-        self.active = active[-1]
-        self.signer = RsaSigner(self.active.private_key, {"x5t": self.active.kid, "kid": self.active.kid})
+    """One node's view of the key set: the signer (the active key, whose private key alone is
+    opened), the published public keys, the JWKS bytes, and the records (for the lifecycle)."""
+
+    def __init__(self, keys: list[LoadedKey], signer: RsaSigner, records: list[repo.SigningKeyRecord]) -> None:
+        self.records = records
+        self.active = next(k for k in keys if k.state == "active")
+        self.signer = signer
         published = [k for k in keys if k.state in PUBLISHED_STATES]
         self.public_keys: dict[str, rsa.RSAPublicKey] = {k.kid: k.public_key for k in published}
         self.jwks = [rsa_jwk(k.cert) for k in published]
         self.jwks_bytes = orjson.dumps({"keys": self.jwks})
+
+    @property
+    def published_kids(self) -> frozenset[str]:
+        return frozenset(self.public_keys)
 
     def jwks_body(self, issuer: str | None = None) -> bytes:
         if not issuer:
@@ -68,17 +69,26 @@ class KeyRing:
     def load(cls, store: Store, barrier: Barrier) -> KeyRing:
         with store.session() as s:
             records = repo.list_signing_keys(s)
-        if not any(r.state == "active" for r in records):
-            raise ConfigError("the database has no active signing key")
+        active = [r for r in records if r.state == "active"]
+        if len(active) != 1:
+            raise ConfigError(f"the database has {len(active)} active signing keys; exactly one must sign")
         loaded = []
+        signer = None
         for r in records:
             if r.state not in PUBLISHED_STATES:
                 continue
-            key = load_private_key(barrier.open(r.sealed_private_key, context=_context(r.kid)))
-            if not isinstance(key, rsa.RSAPrivateKey):
-                raise ValueError(f"signing key {r.kid} is not RSA")
-            loaded.append(LoadedKey(r.kid, r.state, x509.load_der_x509_certificate(r.cert_der), key))
-        return cls(loaded)
+            cert = x509.load_der_x509_certificate(r.cert_der)
+            public = cert.public_key()
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise ConfigError(f"signing key {r.kid} is not RSA")
+            loaded.append(LoadedKey(r.kid, r.state, cert, public))
+            if r.state == "active":
+                private = load_private_key(barrier.open(r.sealed_private_key, context=_context(r.kid)))
+                if not isinstance(private, rsa.RSAPrivateKey):
+                    raise ConfigError(f"signing key {r.kid} is not RSA")
+                signer = RsaSigner(private, {"x5t": r.kid, "kid": r.kid})
+        assert signer is not None
+        return cls(loaded, signer, records)
 
 
 class SigningKeys:
@@ -126,18 +136,25 @@ def ensure_signing_key(store: Store, barrier: Barrier, clock: Clock) -> None:
             create_signing_key(s, barrier, clock, state="active")
 
 
-def create_signing_key(s: repo.Session, barrier: Barrier, clock: Clock, *, state: str) -> repo.SigningKeyRecord:
-    now = clock.now()
+def new_signing_key(
+    barrier: Barrier, now: float, *, state: str, activates_at: float | None = None
+) -> repo.SigningKeyRecord:
+    """A new key, sealed, not yet stored (made outside any lock: RSA key generation is slow)."""
     key = new_rsa_key(2048)
     cert = self_signed(key, "Lanyard token signing", dt.datetime.fromtimestamp(now, dt.UTC), days=730)
     kid = x5t(cert)
-    record = repo.SigningKeyRecord(
+    return repo.SigningKeyRecord(
         kid=kid,
         state=state,
         sealed_private_key=barrier.seal(private_key_pem(key), context=_context(kid)),
         cert_der=cert.public_bytes(serialization.Encoding.DER),
         created_at=now,
         activated_at=now if state == "active" else None,
+        activates_at=activates_at,
     )
+
+
+def create_signing_key(s: repo.Session, barrier: Barrier, clock: Clock, *, state: str) -> repo.SigningKeyRecord:
+    record = new_signing_key(barrier, clock.now(), state=state)
     repo.add_signing_key(s, record)
     return record

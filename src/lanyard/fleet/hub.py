@@ -32,7 +32,16 @@ ACK_REFRESH = 10.0  # rewrite an unchanged acknowledgement this often, so "seen"
 SETTLE_RECHECK = 0.01  # how often settle looks at other nodes' acknowledgements
 # Changes that can alter some host's bindings; others (secret values, role assignments) wake no one.
 BINDING_KINDS = frozenset(
-    {"placements", "resources", "resource_identities", "service_principals", "credentials", "hosts", RESET}
+    {
+        "placements",
+        "resources",
+        "resource_identities",
+        "service_principals",
+        "credentials",
+        "hosts",
+        "signing_keys",
+        RESET,
+    }
 )
 
 

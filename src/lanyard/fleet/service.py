@@ -20,6 +20,7 @@ import orjson
 from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError
+from lanyard.directory.keys import PUBLISHED_STATES
 from lanyard.directory.service import Directory
 from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
 from lanyard.storage import arm_repo, feed, fleet_repo
@@ -199,7 +200,9 @@ class Fleet:
                         "identities": identities,
                     }
                 )
-        doc = {"hostId": host_id, "tenantId": self.tenant_id, "workloads": workloads}
+            # The published signing keys: an agent drops cached tokens signed by any other (revoked).
+            published = sorted(k.kid for k in dirrepo.list_signing_keys(s) if k.state in PUBLISHED_STATES)
+        doc = {"hostId": host_id, "tenantId": self.tenant_id, "workloads": workloads, "signingKeys": published}
         etag = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         body = orjson.dumps({**doc, "generation": generation, "etag": etag})
         return Bindings(generation, etag, body)

@@ -20,11 +20,13 @@ from lanyard.core.clock import Clock
 from lanyard.core.errors import StoreUnavailable
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
+from lanyard.directory.rotation import KeyLifecycle, KeyScheduler, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
 from lanyard.server.bootstrap import Platform
+from lanyard.server.keys_api import KeyRoutes
 from lanyard.storage.feed import Follower
 from lanyard.vault.http import HostRouter, VaultApp
 from lanyard.vault.service import VaultService
@@ -169,6 +171,7 @@ class Served:
     fleet: Fleet
     hub: BindingsHub
     follower: Follower
+    keys: KeyScheduler
 
 
 def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
@@ -209,9 +212,14 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
     hub = BindingsHub(fleet, platform.store, clock)
     arm = ArmRoutes(control, directory, urls.authority, settle=settle_all)
+    settings = platform.settings
+    policy = RotationPolicy.for_tokens(settings.key_rotation_period, settings.key_publish_lead, settings.token_lifetime)
+    lifecycle = KeyLifecycle(platform.store, platform.barrier, platform.keys, clock, policy)
+    scheduler = KeyScheduler(lifecycle, tick=min(1.0, policy.publish_lead / 10))
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
+            *KeyRoutes(lifecycle, arm, settle_all).routes(),
             *FleetRoutes(fleet, hub, arm, settle_all).routes(),
             *arm.routes(),
             *directory_routes.routes(),
@@ -235,4 +243,4 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         follower.subscribe(listener)
     platform.store.on_commit(follower.dispatch)
     platform.store.on_commit(lambda _changes: follower.wake())
-    return Served(CatchAll(routed), fleet, hub, follower)
+    return Served(CatchAll(routed), fleet, hub, follower, scheduler)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 __all__ = ["Session"]
@@ -74,6 +74,10 @@ class SigningKeyRecord:
     cert_der: bytes
     created_at: float
     activated_at: float | None
+    activates_at: float | None = None
+    retired_at: float | None = None
+    removes_at: float | None = None
+    revoked_at: float | None = None
 
 
 def _tenant(row: m.Tenant) -> TenantRecord:
@@ -308,15 +312,53 @@ def add_signing_key(s: Session, record: SigningKeyRecord) -> None:
             cert_der=record.cert_der,
             created_at=record.created_at,
             activated_at=record.activated_at,
+            activates_at=record.activates_at,
+            retired_at=record.retired_at,
+            removes_at=record.removes_at,
+            revoked_at=record.revoked_at,
         )
     )
 
 
 def list_signing_keys(s: Session) -> list[SigningKeyRecord]:
     rows = s.scalars(select(m.SigningKey).order_by(m.SigningKey.created_at))
-    return [
-        SigningKeyRecord(r.kid, r.state, r.sealed_private_key, r.cert_der, r.created_at, r.activated_at) for r in rows
-    ]
+    return [_signing_key(r) for r in rows]
+
+
+def _signing_key(r: m.SigningKey) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        r.kid,
+        r.state,
+        r.sealed_private_key,
+        r.cert_der,
+        r.created_at,
+        r.activated_at,
+        r.activates_at,
+        r.retired_at,
+        r.removes_at,
+        r.revoked_at,
+    )
+
+
+def update_signing_key(s: Session, kid: str, **values: object) -> None:
+    s.execute(update(m.SigningKey).where(m.SigningKey.kid == kid).values(**values))
+
+
+def delete_signing_key(s: Session, kid: str) -> None:
+    s.execute(delete(m.SigningKey).where(m.SigningKey.kid == kid))
+
+
+def lock_signing_keys(s: Session) -> None:
+    """Serialize key-lifecycle transactions across nodes; what is read after this is current.
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: a write, which takes the database's one
+    write lock (reads before a transaction's first write would not be inside it)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SIGNING_KEYS_LOCK})
+        return
+    s.execute(update(m.PlatformState).where(m.PlatformState.name == "tenant_id").values(value=m.PlatformState.value))
+
+
+SIGNING_KEYS_LOCK = 0x4C414E594B455953  # arbitrary, fixed
 
 
 def identities_without_platform_credential(s: Session, now: float) -> list[PrincipalRecord]:

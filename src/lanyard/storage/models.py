@@ -95,6 +95,10 @@ class SigningKey(Base):
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[float] = mapped_column(Float)
     activated_at: Mapped[float | None] = mapped_column(Float)
+    activates_at: Mapped[float | None] = mapped_column(Float)  # pending: when it starts signing
+    retired_at: Mapped[float | None] = mapped_column(Float)
+    removes_at: Mapped[float | None] = mapped_column(Float)  # retired: when it leaves the key set
+    revoked_at: Mapped[float | None] = mapped_column(Float)
 
 
 Index("ix_credentials_app_kind", Credential.app_id, Credential.kind)
