@@ -39,6 +39,11 @@ class Settings:
     # Signing keys: how long one signs, and how long before signing it is published (README).
     key_rotation_period: float = 30 * 86400.0
     key_publish_lead: float = 2 * 86400.0
+    # Managed-identity certificates: lifetime, age at which they are renewed, and how long the old
+    # one keeps working after a renewal (README).
+    identity_cert_lifetime: float = 90 * 86400.0
+    identity_cert_renew_after: float = 46 * 86400.0
+    identity_cert_grace: float = 86400.0
 
     @property
     def database(self) -> str:
@@ -150,4 +155,7 @@ def load_settings(
         workers=resolved_workers,
         key_rotation_period=_seconds(env, "LANYARD_KEY_ROTATION_PERIOD", 30 * 86400.0),
         key_publish_lead=_seconds(env, "LANYARD_KEY_PUBLISH_LEAD", 2 * 86400.0),
+        identity_cert_lifetime=_seconds(env, "LANYARD_IDENTITY_CERT_LIFETIME", 90 * 86400.0),
+        identity_cert_renew_after=_seconds(env, "LANYARD_IDENTITY_CERT_RENEW_AFTER", 46 * 86400.0),
+        identity_cert_grace=_seconds(env, "LANYARD_IDENTITY_CERT_GRACE", 86400.0),
     )

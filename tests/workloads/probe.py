@@ -20,6 +20,24 @@ def azid_sync(action: dict[str, Any]) -> str:
     return ManagedIdentityCredential(**action.get("kwargs", {})).get_token(action["scope"]).token
 
 
+def azid_loop(action: dict[str, Any]) -> dict[str, Any]:
+    """One credential asking for a token for a new resource every `interval` s for `seconds` s, as an
+    app does that reaches many resources: every request goes to the platform, none is a cache hit."""
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(**action.get("kwargs", {}))
+    deadline = time.monotonic() + float(action["seconds"])
+    done, failures = 0, []
+    while time.monotonic() < deadline:
+        try:
+            credential.get_token(f"{action['resource']}{done + len(failures)}/.default")
+            done += 1
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}"[:300])
+        time.sleep(float(action.get("interval", 0.1)))
+    return {"ok": done, "failures": failures}
+
+
 def azid_async(action: dict[str, Any]) -> str:
     from azure.identity.aio import ManagedIdentityCredential
 
@@ -124,6 +142,7 @@ def unset(action: dict[str, Any]) -> None:
 ACTIONS = {
     "azid-sync": azid_sync,
     "azid-async": azid_async,
+    "azid-loop": azid_loop,
     "dac-sync": dac_sync,
     "dac-async": dac_async,
     "msal": msal_mi,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +37,8 @@ SECRET_DEFAULT_YEARS = 1
 # feed, from whichever node wrote; the TTL bounds staleness only while the feed is down.
 CLIENT_CACHE_SECONDS = 5.0
 CLIENT_CACHE_SIZE = 50_000
-IDENTITY_CERT_DAYS = 180
+# Azure's managed-identity certificates live 90 days and are renewed from about day 46.
+IDENTITY_CERT_LIFETIME = 90 * 86400.0
 _CLIENT_KINDS = frozenset({"credentials", "service_principals", "applications"})
 
 
@@ -54,6 +56,7 @@ class DirectoryConfig:
     known_bases: tuple[str, ...]
     token_lifetime: int = 3600
     assertion_skew: float = 300.0
+    identity_cert_lifetime: float = IDENTITY_CERT_LIFETIME
 
 
 def add_password_credential(
@@ -377,32 +380,35 @@ class Directory:
             self.new_identity_credential(s, principal)
         return len(missing)
 
-    def new_identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> None:
+    def new_identity_credential(self, s: repo.Session, principal: repo.PrincipalRecord) -> repo.CredentialRecord:
+        record = self.make_identity_credential(principal)
+        return repo.add_credential(s, record, self.clock.now())
+
+    def make_identity_credential(self, principal: repo.PrincipalRecord) -> repo.CredentialRecord:
+        """A new platform-held certificate for an identity, sealed, not yet stored (key generation
+        is slow: callers make it before taking any lock)."""
         now = self.clock.now()
+        lifetime = self.config.identity_cert_lifetime
         key = new_rsa_key(2048)
+        days = max(1, math.ceil(lifetime / 86400))
         cert = self_signed(
-            key, f"managed identity {principal.app_id}", dt.datetime.fromtimestamp(now, dt.UTC), days=IDENTITY_CERT_DAYS
+            key, f"managed identity {principal.app_id}", dt.datetime.fromtimestamp(now, dt.UTC), days=days
         )
         der = cert.public_bytes(serialization.Encoding.DER)
         key_id = str(uuid.uuid4())
-        key_pem = private_key_pem(key)
-        repo.add_credential(
-            s,
-            repo.CredentialRecord(
-                key_id=key_id,
-                app_id=principal.app_id,
-                kind="certificate",
-                display_name="platform-managed",
-                secret_hash=None,
-                hint=None,
-                thumbprint_sha1=thumbprint_sha1(der),
-                thumbprint_sha256=thumbprint_sha256(der),
-                cert_der=der,
-                sealed_private_key=self.barrier.seal(key_pem, context=f"credential:{key_id}"),
-                start_at=cert.not_valid_before_utc.timestamp(),
-                end_at=cert.not_valid_after_utc.timestamp(),
-            ),
-            now,
+        return repo.CredentialRecord(
+            key_id=key_id,
+            app_id=principal.app_id,
+            kind="certificate",
+            display_name="platform-managed",
+            secret_hash=None,
+            hint=None,
+            thumbprint_sha1=thumbprint_sha1(der),
+            thumbprint_sha256=thumbprint_sha256(der),
+            cert_der=der,
+            sealed_private_key=self.barrier.seal(private_key_pem(key), context=f"credential:{key_id}"),
+            start_at=cert.not_valid_before_utc.timestamp(),
+            end_at=min(cert.not_valid_after_utc.timestamp(), now + lifetime),
         )
 
     def add_host_principal(self, s: repo.Session, tenant_id: str, name: str, cert_der: bytes) -> repo.PrincipalRecord:

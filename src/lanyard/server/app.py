@@ -20,6 +20,7 @@ from lanyard.core.clock import Clock
 from lanyard.core.errors import StoreUnavailable
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
+from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy, RenewalScheduler
 from lanyard.directory.rotation import KeyLifecycle, KeyScheduler, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.fleet.http import FleetRoutes
@@ -172,6 +173,7 @@ class Served:
     hub: BindingsHub
     follower: Follower
     keys: KeyScheduler
+    renewal: RenewalScheduler
 
 
 def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
@@ -185,6 +187,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             authority=urls.authority,
             known_bases=urls.known_bases,
             token_lifetime=platform.settings.token_lifetime,
+            identity_cert_lifetime=platform.settings.identity_cert_lifetime,
         ),
     )
     directory_routes = DirectoryRoutes(directory)
@@ -216,6 +219,12 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     policy = RotationPolicy.for_tokens(settings.key_rotation_period, settings.key_publish_lead, settings.token_lifetime)
     lifecycle = KeyLifecycle(platform.store, platform.barrier, platform.keys, clock, policy)
     scheduler = KeyScheduler(lifecycle, tick=min(1.0, policy.publish_lead / 10))
+    renewal_policy = RenewalPolicy.checked(
+        settings.identity_cert_lifetime, settings.identity_cert_renew_after, settings.identity_cert_grace
+    )
+    renewal = RenewalScheduler(
+        IdentityRenewal(directory, clock, renewal_policy), tick=min(60.0, renewal_policy.renew_after / 10)
+    )
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
@@ -243,4 +252,4 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         follower.subscribe(listener)
     platform.store.on_commit(follower.dispatch)
     platform.store.on_commit(lambda _changes: follower.wake())
-    return Served(CatchAll(routed), fleet, hub, follower, scheduler)
+    return Served(CatchAll(routed), fleet, hub, follower, scheduler, renewal)

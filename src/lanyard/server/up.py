@@ -234,6 +234,7 @@ def serve(
         nonlocal agent
         served.hub.bind(asyncio.get_running_loop())
         served.keys.start()
+        served.renewal.start()
         if not settings.agent:
             threading.Thread(target=announce, args=(None,), name="announce", daemon=True).start()
             return
@@ -242,6 +243,7 @@ def serve(
 
     def stopping() -> None:
         served.keys.stop()
+        served.renewal.stop()
         served.hub.close()
         if agent is not None:
             agent.stop()
@@ -286,6 +288,7 @@ def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) ->
     def ready() -> None:
         served.hub.bind(asyncio.get_running_loop())
         served.keys.start()
+        served.renewal.start()
         write_atomically(settings.home / f"worker-{os.getpid()}.ready", b"")
         threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 __all__ = ["Session"]
 
 from lanyard.storage import models as m
+from lanyard.storage.locks import transaction_lock
 
 
 @dataclass(frozen=True)
@@ -349,16 +350,51 @@ def delete_signing_key(s: Session, kid: str) -> None:
 
 
 def lock_signing_keys(s: Session) -> None:
-    """Serialize key-lifecycle transactions across nodes; what is read after this is current.
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: a write, which takes the database's one
-    write lock (reads before a transaction's first write would not be inside it)."""
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SIGNING_KEYS_LOCK})
-        return
-    s.execute(update(m.PlatformState).where(m.PlatformState.name == "tenant_id").values(value=m.PlatformState.value))
+    """Serialize key-lifecycle transactions across nodes; what is read after this is current."""
+    transaction_lock(s, "signing-keys")
 
 
-SIGNING_KEYS_LOCK = 0x4C414E594B455953  # arbitrary, fixed
+def identities_due_for_renewal(s: Session, created_before: float, limit: int) -> list[PrincipalRecord]:
+    """Managed identities whose newest platform credential was made before `created_before`."""
+    newer = (
+        select(m.Credential.key_id)
+        .where(
+            m.Credential.app_id == m.ServicePrincipal.app_id,
+            m.Credential.sealed_private_key.is_not(None),
+            m.Credential.created_at >= created_before,
+        )
+        .exists()
+    )
+    older = (
+        select(m.Credential.key_id)
+        .where(m.Credential.app_id == m.ServicePrincipal.app_id, m.Credential.sealed_private_key.is_not(None))
+        .exists()
+    )
+    q = select(m.ServicePrincipal).where(m.ServicePrincipal.kind == "ManagedIdentity", older, ~newer).limit(limit)
+    return [_principal(r) for r in s.scalars(q)]
+
+
+def end_platform_credentials(s: Session, app_id: str, keep: str, end_at: float) -> None:
+    """Every platform credential of `app_id` but `keep` ends by `end_at` (the grace after a renewal)."""
+    s.execute(
+        update(m.Credential)
+        .where(
+            m.Credential.app_id == app_id,
+            m.Credential.sealed_private_key.is_not(None),
+            m.Credential.key_id != keep,
+            m.Credential.end_at > end_at,
+        )
+        .values(end_at=end_at)
+    )
+
+
+def delete_ended_platform_credentials(s: Session, ended_before: float) -> None:
+    s.execute(
+        delete(m.Credential).where(m.Credential.sealed_private_key.is_not(None), m.Credential.end_at < ended_before)
+    )
+
+
+
 
 
 def identities_without_platform_credential(s: Session, now: float) -> list[PrincipalRecord]:
