@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -827,6 +828,30 @@ def host_list(ctx: click.Context) -> None:
     profile = _profile(ctx)
     base = profile.endpoints["arm"].rstrip("/")
     print_json(profile.call("GET", f"{base}/lanyard/v1/hosts", resource="https://management.azure.com")["value"])
+
+
+def _revoke_host(ctx: click.Context, host_id: str) -> None:
+    profile = _profile(ctx)
+    base = profile.endpoints["arm"].rstrip("/")
+    url = f"{base}/lanyard/v1/hosts/{quote(host_id, safe='')}"
+    print_json(profile.call("DELETE", url, resource="https://management.azure.com"))
+
+
+@host.command("revoke")
+@click.argument("host_id", metavar="HOST")
+@click.pass_context
+def host_revoke(ctx: click.Context, host_id: str) -> None:
+    """Throw a host out (by id or name): its agent's next call is refused, its placements are dropped
+    and the identities it held get new keys, so the ones on that machine stop working."""
+    _revoke_host(ctx, host_id)
+
+
+@host.command("delete")
+@click.argument("host_id", metavar="HOST")
+@click.pass_context
+def host_delete(ctx: click.Context, host_id: str) -> None:
+    """Remove a host: the same as `host revoke`."""
+    _revoke_host(ctx, host_id)
 
 
 @host.group("join-token")

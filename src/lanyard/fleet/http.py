@@ -80,6 +80,15 @@ class FleetRoutes:
             return self._error(exc)
         return arm_response(200, {"value": hosts})
 
+    async def host(self, request: Request) -> Response:
+        try:
+            caller = self.arm.caller(request)
+            result = await run_in_threadpool(self.fleet.revoke_host, caller, str(request.path_params["host"]))
+            await self.settle()
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, result)
+
     async def placements(self, request: Request) -> Response:
         try:
             caller = self.arm.caller(request)
@@ -130,6 +139,7 @@ class FleetRoutes:
             Route("/lanyard/v1/join", self.join, methods=["POST"]),
             Route("/lanyard/v1/joinTokens", self.join_tokens, methods=["POST"]),
             Route("/lanyard/v1/hosts", self.hosts, methods=["GET"]),
+            Route("/lanyard/v1/hosts/{host}", self.host, methods=["DELETE"]),
             Route("/lanyard/v1/hosts/{host}/placements", self.placements, methods=["PUT", "DELETE"]),
             Route("/lanyard/v1/agent/bindings", self.bindings, methods=["GET"]),
         ]

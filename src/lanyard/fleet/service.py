@@ -130,6 +130,29 @@ class Fleet:
                 fleet_repo.place(s, host.id, record.key, self.clock.now())
         return {"hostId": host.id, "resourceId": record.id, "placed": not remove}
 
+    def revoke_host(self, caller: Caller, id_or_name: str) -> dict[str, Any]:
+        """A host leaves the platform at once (`lanyard host revoke|delete`): its agent's next call is
+        refused (no host record, no credential), its placements go, and every identity it held gets
+        a new platform key, so the keys on that machine stop working at the token endpoint."""
+        with self.store.session() as s:
+            self.control.authorize(s, caller, "Lanyard/hosts/delete", self._subscription_scope(s))
+            found = fleet_repo.find_host(s, id_or_name)
+            if not found:
+                raise not_found(f"The host '{id_or_name[:128]}' was not found.", "HostNotFound")
+            if len(found) > 1:
+                raise bad_request(
+                    f"{len(found)} hosts are named '{id_or_name[:128]}': give the host id.", "AmbiguousHostName"
+                )
+            host = found[0]
+            placed = fleet_repo.placements_for_host(s, host.id)
+            for key in placed:
+                record = arm_repo.get_resource(s, key)
+                if record is not None:
+                    self.control.revoke_workload_identities(s, record)
+            fleet_repo.delete_host(s, host.id)
+            dirrepo.delete_principal(s, host.principal_id)
+        return {"hostId": host.id, "name": host.name, "revoked": True, "placementsRemoved": len(placed)}
+
     def list_hosts(self, caller: Caller) -> list[dict[str, Any]]:
         with self.store.session() as s:
             self.control.authorize(s, caller, "Lanyard/hosts/read", self._subscription_scope(s))

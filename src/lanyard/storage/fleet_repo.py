@@ -43,6 +43,21 @@ def list_hosts(s: Session) -> list[HostRecord]:
     return [_host(r) for r in s.scalars(select(m.Host).order_by(m.Host.created_at))]
 
 
+def delete_host(s: Session, host_id: str) -> None:
+    """The host, its placements and its acknowledgement: it is no longer part of the platform."""
+    s.execute(delete(m.Placement).where(m.Placement.host_id == host_id))
+    s.execute(delete(m.HostAck).where(m.HostAck.host_id == host_id))
+    s.execute(delete(m.Host).where(m.Host.id == host_id))
+
+
+def find_host(s: Session, id_or_name: str) -> list[HostRecord]:
+    """Hosts by id, or else by name (names need not be unique: the caller decides)."""
+    found = s.get(m.Host, id_or_name.lower())
+    if found is not None:
+        return [_host(found)]
+    return [_host(r) for r in s.scalars(select(m.Host).where(m.Host.name == id_or_name))]
+
+
 def add_join_token(
     s: Session, token_hash: str, host_name: str | None, expires_at: float, created_by: str | None
 ) -> None:
