@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import functools
 import json
 import logging
@@ -21,10 +20,12 @@ from typing import Any
 
 import httpx
 import uvicorn
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lanyard.agent.bindings import BindingsState
 from lanyard.agent.cache import TokenCache
+from lanyard.agent.credential import DEFAULT_LIFETIME, HostCredentialRenewal, new_host_certificate
 from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEndpoint, ImdsEndpoint, TokenService
 from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
@@ -34,7 +35,6 @@ from lanyard.client.assertion import CertificateKey
 from lanyard.core.clock import SystemClock
 from lanyard.core.files import write_atomically
 from lanyard.core.loop import event_loop_runner
-from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
 
 log = logging.getLogger("lanyard.agent")
 AGENT_FILE = "agent.json"
@@ -54,6 +54,7 @@ class AgentOptions:
     join_token: str | None
     port: int
     name: str
+    host_cert_lifetime: float = DEFAULT_LIFETIME
 
 
 def load_or_join(options: AgentOptions) -> HostIdentity:
@@ -68,9 +69,8 @@ def load_or_join(options: AgentOptions) -> HostIdentity:
         return HostIdentity(record["hostId"], record["clientId"], record["tenantId"], authority, key)
     if not options.join_token or not options.server:
         raise AgentError("this agent has not joined a platform yet: pass --join TOKEN and --server URL")
-    private = new_rsa_key(2048)
-    cert = self_signed(private, f"lanyard host {options.name}", dt.datetime.now(dt.UTC), days=365)
-    der = cert.public_bytes(serialization.Encoding.DER)
+    cert_pem_bytes, key_pem_bytes = new_host_certificate(options.name, time.time(), options.host_cert_lifetime)
+    der = x509.load_pem_x509_certificate(cert_pem_bytes).public_bytes(serialization.Encoding.DER)
     authority = options.server.rstrip("/")
     response = httpx.post(
         f"{authority}/lanyard/v1/join",
@@ -81,8 +81,8 @@ def load_or_join(options: AgentOptions) -> HostIdentity:
     if response.status_code != 200:
         raise AgentError(f"joining failed ({response.status_code}): {response.text[:300]}")
     joined = response.json()
-    write_atomically(key_file, private_key_pem(private))
-    write_atomically(cert_file, cert_pem(cert))
+    write_atomically(key_file, key_pem_bytes)
+    write_atomically(cert_file, cert_pem_bytes)
     write_atomically(
         host_file,
         json.dumps(
@@ -94,7 +94,7 @@ def load_or_join(options: AgentOptions) -> HostIdentity:
             }
         ).encode(),
     )
-    key = CertificateKey.from_pem(cert_pem(cert), private_key_pem(private))
+    key = CertificateKey.from_pem(cert_pem_bytes, key_pem_bytes)
     return HostIdentity(joined["hostId"], joined["clientId"], joined["tenantId"], authority, key)
 
 
@@ -166,6 +166,12 @@ class Agent:
         if first is not None:
             self.state.apply(first)
         follow = asyncio.get_running_loop().create_task(self._follow_bindings(upstream))
+        renewal = HostCredentialRenewal(
+            self.options.home, self.options.name, upstream, self.options.ca_file, self.options.host_cert_lifetime
+        )
+        renewing = asyncio.get_running_loop().create_task(
+            renewal.run(tick=min(60.0, self.options.host_cert_lifetime / 20))
+        )
 
         service = TokenService(self.state, self.cache, upstream)
         sock = _tcp_socket("127.0.0.1", self.options.port)
@@ -254,7 +260,8 @@ class Agent:
         await control.close()
         server.should_exit = True
         follow.cancel()
-        await asyncio.gather(server_task, follow, return_exceptions=True)
+        renewing.cancel()
+        await asyncio.gather(server_task, follow, renewing, return_exceptions=True)
         await upstream.aclose()
         return 0
 

@@ -105,6 +105,11 @@ class Upstream:
         expires_in = int(body.get("expires_in", 0))
         return IssuedToken(body["access_token"], now + expires_in, now, client_id)
 
+    def use_host(self, host: HostIdentity) -> None:
+        """A renewed host credential: sign the next host assertion with it."""
+        self.host = host
+        self._host_token = None
+
     async def host_token(self) -> str:
         async with self._host_lock:
             if self._host_token and self._host_token[1] - self.clock.now() > 300:

@@ -104,6 +104,13 @@ def up(
 )
 @click.option("--port", type=int, default=0, show_default=True, help="Port of the local token endpoint.")
 @click.option("--name", default=None, help="This host's name (default: the hostname).")
+@click.option(
+    "--host-cert-lifetime",
+    type=float,
+    default=None,
+    envvar="LANYARD_HOST_CERT_LIFETIME",
+    help="Seconds this host's own certificate lives (default a year); renewed at half its life.",
+)
 def agent_command(
     agent_home: str,
     server: str | None,
@@ -113,10 +120,12 @@ def agent_command(
     join_token: str | None,
     port: int,
     name: str | None,
+    host_cert_lifetime: float | None,
 ) -> None:
     """Run a host agent: the local token service and workload runner for this machine."""
     import socket
 
+    from lanyard.agent.credential import DEFAULT_LIFETIME
     from lanyard.agent.main import AgentOptions, read_server_file, run_agent
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -133,6 +142,7 @@ def agent_command(
                 join_token=join_token,
                 port=port,
                 name=name or socket.gethostname(),
+                host_cert_lifetime=_positive(host_cert_lifetime, DEFAULT_LIFETIME, "--host-cert-lifetime"),
             )
         )
     )
@@ -212,6 +222,14 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
             seen_value = True
         out.append(arg)
     return out
+
+
+def _positive(value: float | None, default: float, name: str) -> float:
+    if value is None:
+        return default
+    if not (value == value and 10 <= value <= 10 * 365 * 86400):  # NaN, too short, absurd
+        raise CliError(f"{name} must be 10 seconds to 10 years")
+    return value
 
 
 def main() -> None:

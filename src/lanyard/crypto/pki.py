@@ -56,7 +56,7 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _validity(now: dt.datetime, days: int) -> tuple[dt.datetime, dt.datetime]:
+def _validity(now: dt.datetime, days: float) -> tuple[dt.datetime, dt.datetime]:
     return now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
 
 
@@ -123,7 +123,7 @@ class CertificateAuthority:
         return key, cert
 
 
-def self_signed(key: rsa.RSAPrivateKey, common_name: str, now: dt.datetime, days: int = 365) -> x509.Certificate:
+def self_signed(key: rsa.RSAPrivateKey, common_name: str, now: dt.datetime, days: float = 365) -> x509.Certificate:
     """A self-signed certificate, as Entra publishes for its signing keys and az makes for `--create-cert`."""
     signer: CertificateIssuerPrivateKeyTypes = key
     not_before, not_after = _validity(now, days)

@@ -20,6 +20,7 @@ from lanyard.core.errors import ArmError
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import AGENT_AUDIENCE, Fleet
 from lanyard.protocol.bearer import InvalidToken, bearer_token
+from lanyard.storage.fleet_repo import HostRecord
 
 MAX_WAIT = 30.0
 
@@ -106,20 +107,35 @@ class FleetRoutes:
             return self._error(exc)
         return arm_response(200, result)
 
+    async def _host(self, request: Request) -> HostRecord:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise ArmError("A host agent token is required.", code="AuthenticationFailed", status=401)
+        try:
+            claims = self.fleet.directory.verifier.verify(token, self.agent_audiences)
+        except InvalidToken as exc:
+            raise ArmError(
+                f"The host agent token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
+            ) from exc
+        host = await run_in_threadpool(self.fleet.host_for_principal, claims["oid"])
+        if host is None:
+            raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
+        return host
+
+    async def credential(self, request: Request) -> Response:
+        """An agent registers its renewed certificate, signed in with its current one."""
+        try:
+            host = await self._host(request)
+            body = await self._json(request)
+            result = await run_in_threadpool(self.fleet.renew_host_credential, host, body.get("certificate"))
+            await self.settle()
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, result)
+
     async def bindings(self, request: Request) -> Response:
         try:
-            token = bearer_token(request.headers.get("authorization"))
-            if token is None:
-                raise ArmError("A host agent token is required.", code="AuthenticationFailed", status=401)
-            try:
-                claims = self.fleet.directory.verifier.verify(token, self.agent_audiences)
-            except InvalidToken as exc:
-                raise ArmError(
-                    f"The host agent token is invalid: {exc}.", code="InvalidAuthenticationToken", status=401
-                ) from exc
-            host = await run_in_threadpool(self.fleet.host_for_principal, claims["oid"])
-            if host is None:
-                raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
+            host = await self._host(request)
             try:
                 wait = float(request.query_params.get("wait", "0"))
             except ValueError:
@@ -142,4 +158,5 @@ class FleetRoutes:
             Route("/lanyard/v1/hosts/{host}", self.host, methods=["DELETE"]),
             Route("/lanyard/v1/hosts/{host}/placements", self.placements, methods=["PUT", "DELETE"]),
             Route("/lanyard/v1/agent/bindings", self.bindings, methods=["GET"]),
+            Route("/lanyard/v1/agent/credential", self.credential, methods=["POST"]),
         ]

@@ -19,7 +19,7 @@ import orjson
 
 from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.clock import Clock
-from lanyard.core.errors import ArmError
+from lanyard.core.errors import ArmError, GraphError
 from lanyard.directory.keys import PUBLISHED_STATES
 from lanyard.directory.service import Directory
 from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
@@ -30,6 +30,7 @@ from lanyard.storage.db import Store
 log = logging.getLogger("lanyard.fleet")
 AGENT_AUDIENCE = "api://lanyard-host-agent"
 JOIN_TOKEN_TTL = 3600.0
+HOST_CERT_GRACE = 300.0  # a renewed host's old certificate works this much longer
 PLACEABLE = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots", "microsoft.compute/virtualmachines"})
 
 
@@ -97,6 +98,31 @@ class Fleet:
             "tenantId": self.tenant_id,
             "name": host.name,
         }
+
+    def renew_host_credential(self, host: fleet_repo.HostRecord, cert_b64: object) -> dict[str, Any]:
+        """Register a host's renewed certificate; its older ones keep working HOST_CERT_GRACE more
+        seconds (calls in flight), then are refused."""
+        if not isinstance(cert_b64, str):
+            raise bad_request("certificate is a required string.", "InvalidRequestContent")
+        try:
+            der = base64.b64decode(cert_b64, validate=True)
+        except ValueError as exc:
+            raise bad_request("certificate must be base64 DER.", "InvalidRequestContent") from exc
+        now = self.clock.now()
+        with self.store.session() as s:
+            principal = dirrepo.get_principal(s, object_id=host.principal_id)
+            if principal is None:
+                raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
+            try:
+                record = self.directory.add_certificate(
+                    s, principal.app_id, der, display_name=f"host agent {host.name}"
+                )
+            except GraphError as exc:
+                raise bad_request(f"The certificate was refused: {exc.message}", "InvalidCertificate") from exc
+            if record.end_at <= now:
+                raise bad_request("The certificate has already expired.", "InvalidCertificate")
+            dirrepo.end_certificates(s, principal.app_id, keep=record.key_id, end_at=now + HOST_CERT_GRACE)
+        return {"hostId": host.id, "keyId": record.key_id, "endDateTime": record.end_at}
 
     def host_for_principal(self, principal_id: str) -> fleet_repo.HostRecord | None:
         with self.store.session() as s:

@@ -388,13 +388,24 @@ def end_platform_credentials(s: Session, app_id: str, keep: str, end_at: float) 
     )
 
 
+def end_certificates(s: Session, app_id: str, keep: str, end_at: float) -> None:
+    """Every certificate credential of `app_id` but `keep` ends by `end_at`."""
+    s.execute(
+        update(m.Credential)
+        .where(
+            m.Credential.app_id == app_id,
+            m.Credential.kind == "certificate",
+            m.Credential.key_id != keep,
+            m.Credential.end_at > end_at,
+        )
+        .values(end_at=end_at)
+    )
+
+
 def delete_ended_platform_credentials(s: Session, ended_before: float) -> None:
     s.execute(
         delete(m.Credential).where(m.Credential.sealed_private_key.is_not(None), m.Credential.end_at < ended_before)
     )
-
-
-
 
 
 def identities_without_platform_credential(s: Session, now: float) -> list[PrincipalRecord]:
