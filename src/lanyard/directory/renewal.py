@@ -13,7 +13,6 @@ renew the same identity twice. Keys are generated before the lock is taken (RSA 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -55,6 +54,10 @@ class IdentityRenewal:
         self.clock = clock
         self.policy = policy
 
+    def step(self) -> bool:
+        """One tick of the job (core/jobs.py); True while a backlog remains."""
+        return self.renew_due() >= BATCH
+
     def renew_due(self) -> int:
         """Renew up to one batch of identities that are due; returns how many were renewed."""
         now = self.clock.now()
@@ -78,28 +81,3 @@ class IdentityRenewal:
         if renewed:
             log.warning("renewed the certificates of %d managed identit%s", renewed, "y" if renewed == 1 else "ies")
         return renewed
-
-
-class RenewalScheduler:
-    def __init__(self, renewal: IdentityRenewal, tick: float) -> None:
-        self.renewal = renewal
-        self.tick = tick
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                while await asyncio.to_thread(self.renewal.renew_due) >= BATCH:
-                    pass  # a backlog: keep going without waiting a tick
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: next tick
-                log.warning("identity certificates: renewal failed (%s); will retry", type(exc).__name__)

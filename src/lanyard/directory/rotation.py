@@ -16,7 +16,6 @@ through the change feed and rebuilds its key ring and JWKS bytes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +80,12 @@ class KeyLifecycle:
         return any(
             r.removes_at is not None and now >= r.removes_at for r in records if r.state in ("retired", "revoked")
         )
+
+    def step(self) -> bool:
+        """One tick of the job (core/jobs.py): advance if the ring says something is due."""
+        if self.due(self.keys.ring.records, self.clock.now()):
+            self.advance()
+        return False
 
     def advance(self) -> list[str]:
         """Perform every transition that is due. Returns what was done (for logs and tests)."""
@@ -209,31 +214,3 @@ def _with(record: repo.SigningKeyRecord, **changes: Any) -> repo.SigningKeyRecor
     from dataclasses import replace
 
     return replace(record, **changes)
-
-
-class KeyScheduler:
-    """Each node looks at its own ring (no database access) a few times a second and, when a
-    transition is due, runs it: the lock makes sure only one node does it."""
-
-    def __init__(self, lifecycle: KeyLifecycle, tick: float) -> None:
-        self.lifecycle = lifecycle
-        self.tick = tick
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                if self.lifecycle.due(self.lifecycle.keys.ring.records, self.lifecycle.clock.now()):
-                    await asyncio.to_thread(self.lifecycle.advance)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: try again next tick
-                log.warning("signing keys: rotation step failed (%s); will retry", type(exc).__name__)

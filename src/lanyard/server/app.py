@@ -18,10 +18,11 @@ from lanyard.arm.http import ArmRoutes
 from lanyard.arm.service import ControlPlane
 from lanyard.core.clock import Clock
 from lanyard.core.errors import StoreUnavailable
+from lanyard.core.jobs import PeriodicJob
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
-from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy, RenewalScheduler
-from lanyard.directory.rotation import KeyLifecycle, KeyScheduler, RotationPolicy
+from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy
+from lanyard.directory.rotation import KeyLifecycle, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
@@ -172,8 +173,7 @@ class Served:
     fleet: Fleet
     hub: BindingsHub
     follower: Follower
-    keys: KeyScheduler
-    renewal: RenewalScheduler
+    jobs: tuple[PeriodicJob, ...]
 
 
 def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
@@ -218,12 +218,14 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     settings = platform.settings
     policy = RotationPolicy.for_tokens(settings.key_rotation_period, settings.key_publish_lead, settings.token_lifetime)
     lifecycle = KeyLifecycle(platform.store, platform.barrier, platform.keys, clock, policy)
-    scheduler = KeyScheduler(lifecycle, tick=min(1.0, policy.publish_lead / 10))
+    rotation = PeriodicJob("signing-key rotation", lifecycle.step, tick=min(1.0, policy.publish_lead / 10))
     renewal_policy = RenewalPolicy.checked(
         settings.identity_cert_lifetime, settings.identity_cert_renew_after, settings.identity_cert_grace
     )
-    renewal = RenewalScheduler(
-        IdentityRenewal(directory, clock, renewal_policy), tick=min(60.0, renewal_policy.renew_after / 10)
+    renewal = PeriodicJob(
+        "identity certificate renewal",
+        IdentityRenewal(directory, clock, renewal_policy).step,
+        tick=min(60.0, renewal_policy.renew_after / 10),
     )
     app = Starlette(
         routes=[
@@ -252,4 +254,4 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         follower.subscribe(listener)
     platform.store.on_commit(follower.dispatch)
     platform.store.on_commit(lambda _changes: follower.wake())
-    return Served(CatchAll(routed), fleet, hub, follower, scheduler, renewal)
+    return Served(CatchAll(routed), fleet, hub, follower, (rotation, renewal))

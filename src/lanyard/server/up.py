@@ -233,8 +233,8 @@ def serve(
     def ready() -> None:
         nonlocal agent
         served.hub.bind(asyncio.get_running_loop())
-        served.keys.start()
-        served.renewal.start()
+        for job in served.jobs:
+            job.start()
         if not settings.agent:
             threading.Thread(target=announce, args=(None,), name="announce", daemon=True).start()
             return
@@ -242,8 +242,8 @@ def serve(
         agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
 
     def stopping() -> None:
-        served.keys.stop()
-        served.renewal.stop()
+        for job in served.jobs:
+            job.stop()
         served.hub.close()
         if agent is not None:
             agent.stop()
@@ -287,8 +287,8 @@ def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) ->
 
     def ready() -> None:
         served.hub.bind(asyncio.get_running_loop())
-        served.keys.start()
-        served.renewal.start()
+        for job in served.jobs:
+            job.start()
         write_atomically(settings.home / f"worker-{os.getpid()}.ready", b"")
         threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
 
