@@ -9,11 +9,13 @@ import datetime as dt
 import hmac
 import math
 import secrets
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -99,6 +101,8 @@ class Directory:
         self._tenant_listeners: list[Callable[[frozenset[str]], None]] = []
         self._load_tenants()
         self._clients: FeedCache[str, _Client] = FeedCache(CLIENT_CACHE_SIZE, CLIENT_CACHE_SECONDS, clock)
+        self._opened: LRUCache[str, tuple[str, str]] = LRUCache(maxsize=CLIENT_CACHE_SIZE)
+        self._opened_lock = threading.Lock()
         # Resource servers trust what is published (keys as stored, issuers of known tenants).
         self.verifier = TokenVerifier(keys, self.trusted_issuers, clock)
 
@@ -367,10 +371,18 @@ class Directory:
         if not usable:
             return None
         newest = max(usable, key=lambda c: c.start_at)
-        assert newest.sealed_private_key is not None and newest.cert_der is not None
-        key_pem = self.barrier.open(newest.sealed_private_key, context=f"credential:{newest.key_id}")
-        cert = x509.load_der_x509_certificate(newest.cert_der)
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+        with self._opened_lock:
+            opened = self._opened.get(newest.key_id)
+        if opened is None:
+            # A credential's key material never changes under its key id: open and encode it once,
+            # not on every bindings poll of every host (that was most of a poll's time).
+            assert newest.sealed_private_key is not None and newest.cert_der is not None
+            key_pem = self.barrier.open(newest.sealed_private_key, context=f"credential:{newest.key_id}")
+            cert = x509.load_der_x509_certificate(newest.cert_der)
+            opened = (cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode())
+            with self._opened_lock:
+                self._opened[newest.key_id] = opened
+        return opened
 
     def ensure_identity_credentials(self, s: repo.Session) -> int:
         """Give every managed identity without a usable platform credential a new one (start-up,
