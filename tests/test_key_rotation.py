@@ -15,6 +15,7 @@ import base64
 import json
 import signal
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, run_cli, start_platform
+from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results, run_cli, start_platform
 
 ROTATION, LEAD = 3.0, 1.0
 ROTATIONS = 20
@@ -192,3 +193,42 @@ def test_a_restart_in_the_middle_of_a_rotation_resumes_it(tmp_path: Path) -> Non
         assert sum(1 for k in keys if k["state"] == "retired") == 1
     finally:
         second.stop()
+
+
+def test_agents_drop_the_tokens_a_revoked_key_signed(tmp_path: Path) -> None:
+    """The agent caches tokens; when the key that signed them is revoked it must not hand them out."""
+    running = start_platform(tmp_path / "agented")
+    try:
+        home = running.home
+        cli_json(home, "group", "create", "-n", "drop-rg", "-l", "westus")
+        cli_json(home, "webapp", "create", "-g", "drop-rg", "-n", "drop-app", "--assign-identity", "[system]")
+        ready, go = tmp_path / "ready", tmp_path / "go"
+        request = {
+            "kind": "raw",
+            "path": f"?api-version=2019-08-01&resource={ARM}",
+            "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
+        }
+        actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
+        target = ["webapp", "run", "-g", "drop-rg", "-n", "drop-app"]
+        process = subprocess.Popen(
+            probe_command(home, target, actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.05)
+            assert ready.exists(), "the workload never got its first token"
+            old = next(k["kid"] for k in cli_json(home, "keys", "list") if k["state"] == "active")
+            cli_json(home, "keys", "rotate", "--immediate")
+            cli_json(home, "keys", "revoke", old)  # returns once every agent applied it
+            go.write_text("now")
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        first, _, second = (r["value"] for r in probe_results(stdout, stderr))
+        assert first["status"] == 200 and second["status"] == 200
+        assert kid_of(first["body"]["access_token"]) == old
+        assert kid_of(second["body"]["access_token"]) != old, "the agent served a token of a revoked key"
+    finally:
+        running.stop()
