@@ -27,6 +27,8 @@ class Settings:
     port: int = 8443
     database_url: str = ""
     kek_b64: str | None = None  # from LANYARD_KEK; otherwise the 0600 file `kek` in the home
+    # During a KEK rotation: other keys to open with (LANYARD_KEK_PREVIOUS, or `kek.previous`).
+    previous_keks_b64: str | None = None
     token_lifetime: int = 3600
     dns_zone: str = DEFAULT_ZONE
     public_host: str | None = None
@@ -146,6 +148,7 @@ def load_settings(
         port=resolved_port,
         database_url=database or env.get("LANYARD_DATABASE") or "",
         kek_b64=env.get("LANYARD_KEK") or None,
+        previous_keks_b64=env.get("LANYARD_KEK_PREVIOUS") or None,
         token_lifetime=lifetime,
         dns_zone=env.get("LANYARD_DNS_ZONE") or DEFAULT_ZONE,
         public_host=public_host or env.get("LANYARD_PUBLIC_HOST") or None,

@@ -45,3 +45,20 @@ def revoke(ctx: click.Context, kid: str) -> None:
     """Unpublish a key at once: every resource rejects its tokens, agents drop the ones they cached."""
     profile = Profile.load(ctx.find_root().obj["home"])
     print_json(profile.call("POST", f"{_base(profile)}/{quote(kid, safe='')}/revoke", resource=ARM))
+
+
+@click.group("kek")
+def kek() -> None:
+    """The key-encryption key every sealed value in the database is sealed under."""
+
+
+@kek.command("rotate")
+@click.pass_context
+def kek_rotate(ctx: click.Context) -> None:
+    """Re-seal every value under the platform's current KEK.
+
+    First restart every node with the new key as LANYARD_KEK and the old one as LANYARD_KEK_PREVIOUS
+    (or the files `kek` and `kek.previous` in the home); then run this; then drop the old key."""
+    profile = Profile.load(ctx.find_root().obj["home"])
+    base = str(profile.endpoints["arm"]).rstrip("/")
+    print_json(profile.call("POST", f"{base}/lanyard/v1/keyEncryptionKey/reseal", resource=ARM))

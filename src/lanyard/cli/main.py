@@ -12,7 +12,7 @@ import click
 from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
 from lanyard.cli.context import CliError, Profile, print_json
-from lanyard.cli.keys import keys
+from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
@@ -196,6 +196,7 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
 cli.add_command(ad)
 cli.add_command(keyvault)
 cli.add_command(keys)
+cli.add_command(kek)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 

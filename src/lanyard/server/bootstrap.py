@@ -11,6 +11,7 @@ database's start-up lock (storage/startup.py), so they make one tenant, one CA a
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from lanyard.config import Settings
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ConfigError, CryptoError, StoreUnavailable
 from lanyard.core.files import write_atomically
-from lanyard.crypto.barrier import Barrier, load_kek
+from lanyard.crypto.barrier import Barrier, legacy_derive_root, load_kek, load_other_keks
 from lanyard.crypto.pki import CertificateAuthority, cert_pem, load_private_key, private_key_pem
 from lanyard.directory.keys import SigningKeys, ensure_signing_key
 from lanyard.storage import directory_repo as repo
@@ -183,17 +184,41 @@ def ensure_tls(settings: Settings, ca: CertificateAuthority, barrier: Barrier, c
 
 WRONG_KEK = (
     "this node's key-encryption key does not open the platform's sealed keys in {db}: every node of "
-    "one platform must use the same KEK (set LANYARD_KEK to the one the database was created with)"
+    "one platform must use the same KEK (set LANYARD_KEK to the one the database was created with, or, "
+    "after `lanyard kek rotate`, to the new one)"
 )
+
+
+def _derive_root(s: repo.Session, barrier: Barrier) -> bytes:
+    """The derivation root (secret-hash pepper, TLS key password), kept sealed in the database so
+    that it survives a KEK rotation. A store from before it was kept gets the root its hashes were
+    made with: the one derived from the KEK that sealed its CA."""
+    row = repo.get_state(s, "derive_root")
+    if row is not None and row[1]:
+        return barrier.open(row[1], context="state:derive_root")
+    ca = repo.get_state(s, "ca")
+    if ca is not None and ca[1]:
+        key = barrier.key_for(Barrier.kek_id_of(ca[1]))
+        if key is None:
+            raise CryptoError("the CA is sealed under a key-encryption key this node does not have")
+        root = legacy_derive_root(key)
+    else:
+        root = os.urandom(32)
+    repo.put_state(s, "derive_root", sealed=barrier.seal(root, context="state:derive_root"))
+    return root
 
 
 def bootstrap(settings: Settings, clock: Clock) -> Platform:
     prepare_home(settings.home)
-    barrier = Barrier(load_kek(settings.home, settings.kek_b64))
+    barrier = Barrier(
+        load_kek(settings.home, settings.kek_b64), *load_other_keks(settings.home, settings.previous_keks_b64)
+    )
     store = Store(make_engine(settings.database), clock.now)
     try:
         with startup_lock(store.engine, settings.database):
             migrate(store.engine)
+            with store.session() as s:
+                barrier.use_derive_root(_derive_root(s, barrier))
             with store.session() as s:
                 if repo.get_state(s, "tenant_id") is None:
                     _first_start(s, barrier, clock)

@@ -1,4 +1,5 @@
-"""HTTP surface of the signing-key lifecycle (`lanyard keys list|rotate|revoke`), ARM-shaped.
+"""HTTP surface of the signing-key lifecycle (`lanyard keys list|rotate|revoke`) and of the KEK
+rotation's re-sealing (`lanyard kek rotate`), ARM-shaped.
 
 Reading the key list needs read access on the platform's subscription; rotating and revoking need
 `Microsoft.Authorization/signingKeys/write`, which Owner has and Contributor does not: whoever
@@ -17,11 +18,14 @@ from starlette.routing import BaseRoute, Route
 from lanyard.arm.http import ArmRoutes, arm_response
 from lanyard.arm.service import Caller
 from lanyard.core.errors import ArmError
+from lanyard.crypto.barrier import Barrier
 from lanyard.directory.rotation import KeyLifecycle, describe
 from lanyard.storage import directory_repo as repo
+from lanyard.storage.reseal import reseal_all
 
 READ = "Microsoft.Authorization/signingKeys/read"
 WRITE = "Microsoft.Authorization/signingKeys/write"
+KEK_WRITE = "Microsoft.Authorization/keyEncryptionKeys/write"
 
 
 class KeyRoutes:
@@ -68,8 +72,27 @@ class KeyRoutes:
             return arm_response(exc.status_value, exc.body())
         return arm_response(200, describe(record))
 
+    async def reseal(self, request: Request) -> Response:
+        """`lanyard kek rotate`: re-seal every value under this node's active KEK (the node was
+        started with the new key as LANYARD_KEK and the old one in LANYARD_KEK_PREVIOUS)."""
+        try:
+            caller = self.arm.caller(request)
+            await run_in_threadpool(self._authorize, caller, KEK_WRITE)
+            barrier: Barrier = self.lifecycle.barrier
+            result = await run_in_threadpool(
+                reseal_all,
+                self.lifecycle.store,
+                lambda blob, context: barrier.reseal(blob, context=context),
+                lambda blob: Barrier.kek_id_of(blob) == barrier.active_id,
+            )
+            await self.settle()
+        except ArmError as exc:
+            return arm_response(exc.status_value, exc.body())
+        return arm_response(200, {**result, "activeKekId": barrier.active_id.hex()})
+
     def routes(self) -> list[BaseRoute]:
         return [
+            Route("/lanyard/v1/keyEncryptionKey/reseal", self.reseal, methods=["POST"]),
             Route("/lanyard/v1/signingKeys", self.list_keys, methods=["GET"]),
             Route("/lanyard/v1/signingKeys/rotate", self.rotate, methods=["POST"]),
             Route("/lanyard/v1/signingKeys/{kid}/revoke", self.revoke, methods=["POST"]),
