@@ -7,6 +7,7 @@ are all required and checked against the caller's expectations.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Protocol
 
@@ -16,6 +17,9 @@ from lanyard.protocol.jose import JoseError, parse_compact, verify_rsa
 
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ONLY_RS256 = frozenset({"RS256"})
+# The longest lifetime the platform issues (LANYARD_TOKEN_LIFETIME is capped at two days): a token
+# claiming to live longer, or to expire further ahead, was not minted by the rules this checks.
+MAX_LIFETIME = 2 * 86400
 
 
 class KeySource(Protocol):
@@ -57,6 +61,9 @@ def validate_bearer(
     for injected in ("jku", "x5u", "jwk", "x5c"):
         if injected in header:
             raise InvalidToken(f"token header '{injected}' is not accepted")
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ.upper() != "JWT":
+        raise InvalidToken("token typ is not an access token's")
     kid = header.get("kid")
     if not isinstance(kid, str) or not _KID.match(kid):
         raise InvalidToken("token has no usable kid")
@@ -69,20 +76,25 @@ def validate_bearer(
         raise InvalidToken(str(exc)) from exc
 
     claims = jws.claims
-    if claims.get("iss") not in issuers:
+    iss = claims.get("iss")
+    if not isinstance(iss, str) or iss not in issuers:
         raise InvalidToken("token issuer is not trusted here")
     aud = claims.get("aud")
     if not isinstance(aud, str) or normalize_audience(aud) not in audiences:
         raise InvalidToken("token audience is not this resource")
     for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise InvalidToken(f"token claim '{name}' is missing or not a number")
     if claims["exp"] <= now - leeway:
         raise InvalidToken("token has expired")
     if claims["nbf"] > now + leeway or claims["iat"] > now + leeway:
         raise InvalidToken("token is not yet valid")
+    if claims["exp"] > now + MAX_LIFETIME + leeway or claims["exp"] - claims["iat"] > MAX_LIFETIME + leeway:
+        raise InvalidToken("token lifetime is longer than this issuer gives")
     for name in ("tid", "oid", "appid"):
         if not isinstance(claims.get(name), str):
             raise InvalidToken(f"token claim '{name}' is missing")
+    if not iss.endswith(f"/{claims['tid']}/"):
+        raise InvalidToken("token tenant is not its issuer's")
     return claims

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +62,22 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constant(name: str) -> Any:
+    raise JoseError(f"segment holds the non-JSON number {name[:10]}")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JoseError("segment holds a number out of range")
+    return value
+
+
 def strict_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object with no duplicate members and only finite numbers (NaN, Infinity and 1e999
+    would otherwise compare false against every deadline)."""
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
     except JoseError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
