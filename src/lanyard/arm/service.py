@@ -502,6 +502,12 @@ class ControlPlane:
             stored["serverFarmId"] = farm.id
         if type_.full_type.lower() == providers.VAULT_TYPE:
             stored = providers.validate_vault(stored, existing.properties if existing else None, self.tenant_id)
+            if existing is not None and bool(existing.properties.get("enableRbacAuthorization")) != bool(
+                stored.get("enableRbacAuthorization")
+            ):
+                # As in Azure: whoever switches a vault between access policies and RBAC decides who
+                # can grant access to it, so it takes the right to assign roles (not Contributor's).
+                self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/write", existing.id)
             # Vault names are DNS names: unique across the whole platform, not just the group.
             for other in repo.list_resources(s, type_=type_.full_type):
                 if other.name.lower() == ref.name.lower() and other.key != key:

@@ -20,6 +20,10 @@ _AUTH_WRITES = (
     "Microsoft.Authorization/*/Delete",
     "Microsoft.Authorization/*/Write",
     "Microsoft.Authorization/elevateAccess/Action",
+    # Joining, placing on and removing hosts decides which machine holds which identity's key: as
+    # strong as assigning roles, so owner-level (Owner, or a role that names these actions).
+    "Lanyard/hosts/write",
+    "Lanyard/hosts/delete",
 )
 
 BUILT_IN: tuple[RoleDefinition, ...] = (

@@ -147,8 +147,16 @@ class Fleet:
             if host is None:
                 raise not_found(f"The host '{host_id[:40]}' was not found.", "HostNotFound")
             record = self._placeable(s, resource_id)
-            # Placing a workload hands its identities to the host: it takes write access to the workload.
+            # Placing a workload hands its identities to the host: it takes write access to the workload
+            # and, for each user-assigned identity on it, the right to assign that identity.
             self.control.authorize(s, caller, f"{record.type}/write", record.id)
+            if not remove:
+                for uai_key in record.user_identity_keys:
+                    uai = arm_repo.get_resource(s, uai_key)
+                    if uai is not None:
+                        self.control.authorize(
+                            s, caller, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", uai.id
+                        )
             if remove:
                 if fleet_repo.unplace(s, host.id, record.key):
                     self.control.revoke_workload_identities(s, record)
