@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Cluster benchmark: goals G8, G11, G12 and G15 of docs/performance.md.
+"""Cluster benchmark: goals G8, G11, G12, G13 and G15 of docs/performance.md.
 
-    python bench/cluster.py --smoke [--out DIR]   # ~2.5 minutes: every check, 200 trials, 2k identities (CI)
-    python bench/cluster.py --full  [--out DIR]   # ~8 minutes: 1,000 trials, 100k identities, longer rounds
+    python bench/cluster.py --smoke [--out DIR]   # ~3 minutes: every check, 200 trials, 2k identities (CI)
+    python bench/cluster.py --full  [--out DIR]   # ~9.5 minutes: 1,000 trials, 100k identities, longer rounds
 
 Measured in one run:
   G8   idle `lanyard up` (SQLite, host agent): resident memory of the server and of its children
@@ -12,10 +12,14 @@ Measured in one run:
   G11  two nodes on PostgreSQL, one store with 100 identities and one with many: token minting
        p50 at one connection, for a client the node has cached and for one it has not
   G15  `lanyard up --workers 2` against `--workers 1`: client-secret token minting at c32
+  G13  client-secret token minting at c32 on a node whose signing key rotates every 3 s (published
+       1 s before it signs) against a node that does not rotate, alternating; every token checked
+       against the node's JWKS fetched afterwards, and the kids that signed counted
 
 Exit status: 1 on a correctness failure (a stale read after a revoking write returned, a wrong
-answer, errors under load); 3 in --smoke when a figure is worse than half its floor; 2 in --full
-when a goal is below its floor. A missing PostgreSQL, haproxy or wrk is noted, not failed.
+answer, errors under load, a token that does not verify, fewer signing keys than rotations due); 3
+in --smoke when a figure is worse than half its floor; 2 in --full when a goal is below its floor. A
+missing PostgreSQL, haproxy or wrk is noted, not failed.
 """
 
 from __future__ import annotations
@@ -58,11 +62,22 @@ from benchkit.harness import (  # noqa: E402
     log,
     pinned,
     run_queue_wait_s,
+    run_rounds,
     run_wrk,
 )
 from benchkit.lanyard import cli, unavailable_reason  # noqa: E402
 from benchkit.nodes import Node, command_name, cpu_seconds, descendants, start_node, status_kib  # noqa: E402
 from benchkit.rawhttp import timed_get  # noqa: E402
+from benchkit.rotation import (  # noqa: E402
+    Audit,
+    Freezer,
+    activated_within,
+    list_keys,
+    run_wrk_capturing,
+    signed_after_retirement,
+    signed_before_activation,
+    tokens_in,
+)
 from benchkit.seed import seed_identities  # noqa: E402
 from benchkit.tlsclient import Https, Reply  # noqa: E402
 from benchkit.tokens import ARM_SCOPE, FORM, CheckFailed, b64url_decode, check_token, secret_form  # noqa: E402
@@ -81,6 +96,8 @@ class Mode(script.Mode):
     cold_requests: int  # G11: distinct uncached clients per measurement (at most SMALL_STORE - 2)
     idle_s: float  # G8: how long the platform sits idle before and while it is measured
     assign_trials: int  # G11: identities assigned to a running web app, one by one
+    rotation_rounds: int  # G13: alternating rounds, each one measurement per node
+    rotation_s: float  # G13: seconds per measurement, whole rotation periods
 
 
 MODES = {
@@ -95,6 +112,8 @@ MODES = {
         cold_requests=90,
         idle_s=2,
         assign_trials=20,
+        rotation_rounds=4,
+        rotation_s=3,
     ),
     "full": Mode(
         "full",
@@ -107,6 +126,8 @@ MODES = {
         cold_requests=90,
         idle_s=5,
         assign_trials=100,
+        rotation_rounds=6,
+        rotation_s=6,
     ),
 }
 
@@ -125,15 +146,21 @@ W1, W2 = "mint, --workers 1", "mint, --workers 2"
 W2_PER_CEILING = "mint, --workers 2 / machine ceiling"
 CROWDED_CEILING = 1.5  # two signers below this multiple of one: the machine did not have 2 cores free
 RSA1, RSA2 = "rsa sign, 1 process", "rsa sign, 2 processes"
+ROTATION_PERIOD_S, ROTATION_LEAD_S = 3, 1  # G13: LANYARD_KEY_ROTATION_PERIOD / LANYARD_KEY_PUBLISH_LEAD
+# The rotation job's tick (server/app.py: min(1 s, lead / 10)): a transition comes up to one tick late,
+# so a key signs for between one period and a period plus a tick.
+ROTATION_TICK_S = min(1.0, ROTATION_LEAD_S / 10)
+STILL, ROTATING = "mint, keys not rotating", f"mint, key rotating every {ROTATION_PERIOD_S} s"
 
 # Figure names.
 G8_SERVER, G8_TOTAL, G8_AGENT = "g8 server rss", "g8 server+children rss", "g8 children rss"
 G11_HOT, G11_COLD = "g11 cached p50 ratio", "g11 uncached p50 ratio"
 G11_HOT_ABS, G11_COLD_ABS = "g11 cached p50 N", "g11 uncached p50 N"
 G11_ASSIGN = "g11 assigned to first token p50"
+G13_P99, G13_ROTATIONS = "g13 p99 ratio", "g13 rotations"
 
 
-def goals(identities: int) -> list[report.GoalSpec]:
+def goals(identities: int, rotations_due: int) -> list[report.GoalSpec]:
     n = f"{identities:,}"
     return [
         report.GoalSpec(
@@ -173,6 +200,23 @@ def goals(identities: int) -> list[report.GoalSpec]:
             ],
         ),
         report.GoalSpec(
+            "G13",
+            "minting while the signing keys rotate vs minting outside a rotation, same run",
+            ratios=[
+                report.RatioSpec(
+                    f"mint/s, key rotating every {ROTATION_PERIOD_S} s / not rotating", ROTATING, STILL, 0.9, 0.7
+                )
+            ],
+            limits=[
+                report.LimitSpec("mint p99, rotating / not rotating", G13_P99, "x"),
+                report.LimitSpec(
+                    f"key rotations while the rotating node was measured (>= {rotations_due} due)",
+                    G13_ROTATIONS,
+                    "rotations",
+                ),
+            ],
+        ),
+        report.GoalSpec(
             "G15",
             "`lanyard up --workers 2` vs `--workers 1`, token minting (client secret), 2 cores shared with wrk",
             ratios=[
@@ -195,8 +239,17 @@ class Run(script.BenchRun[Mode]):
     postgres: Any = None  # a started tests.support.postgres.PostgresServer, or None
     kek: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
 
-    def node(self, name: str, options: list[str], *, port: int | None = None, core: int | str | None = None) -> Node:
-        node = start_node(name, self.workdir / name, self.logdir, options, {"LANYARD_KEK": self.kek}, core, port)
+    def node(
+        self,
+        name: str,
+        options: list[str],
+        *,
+        port: int | None = None,
+        core: int | str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Node:
+        env = {"LANYARD_KEK": self.kek, **(env or {})}
+        node = start_node(name, self.workdir / name, self.logdir, options, env, core, port)
         self.servers.append(node.server)
         return node
 
@@ -885,6 +938,165 @@ def _parallel_signers(processes: int, seconds: float) -> Sample:
     return Sample(rate=sum(rates))
 
 
+# ---------------------------------------------------------------------------------- G13 key rotation
+
+
+def rotations_due(mode: Mode) -> int:
+    """Rotations that must fall in the rotating node's measured time, at one per period plus a tick
+    (the node is frozen between its windows, so only its own running time counts)."""
+    return math.floor(mode.rotation_rounds * mode.rotation_s / (ROTATION_PERIOD_S + ROTATION_TICK_S))
+
+
+@dataclass
+class _Window:
+    """One measurement (or warm-up) of one G13 node: its captured answers and when it ran."""
+
+    capture: Path
+    started: float  # epoch seconds, as the tokens' iat and `keys list` count
+    ended: float
+    measured: bool
+    cores: float  # the node's CPU seconds per second meanwhile
+    kids: list[str] = field(default_factory=list)  # the kids that signed, in order (after the audit)
+
+
+@dataclass
+class _Minting:
+    """Client-secret minting at c`connections` against one G13 node on core 0 (wrk on core 1), the
+    other node frozen meanwhile, every answer kept for the audit after the run."""
+
+    run: Run
+    name: str
+    node: Node
+    client_id: str
+    target: HttpTarget
+    freezer: Freezer | None = None
+    audit: Audit | None = None  # after the run
+    windows: list[_Window] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)  # run-queue wait, share of each measurement
+
+    def measure(self, seconds: float, measured: bool = True) -> Sample:
+        assert self.run.wrk is not None and self.freezer is not None
+        self.freezer.only(self.name)
+        pid = self.node.pid
+        capture = self.run.workdir / f"g13-{pid}-{len(self.windows)}.jsonl"
+        cpu, waited = cpu_seconds(pid), run_queue_wait_s(pid)
+        started, wall = time.time(), time.perf_counter()
+        sample = run_wrk_capturing(
+            self.run.wrk, self.target, seconds, self.run.mode.connections, self.run.workdir, capture
+        )
+        elapsed = time.perf_counter() - wall
+        self.windows.append(_Window(capture, started, time.time(), measured, (cpu_seconds(pid) - cpu) / elapsed))
+        if measured:
+            self.waits.append((run_queue_wait_s(pid) - waited) / elapsed)
+        return sample
+
+
+def key_rotation(run: Run) -> None:
+    """G13: two SQLite nodes on core 0, one with the default key rotation (30 days: none in the run)
+    and one rotating every ROTATION_PERIOD_S (each key published ROTATION_LEAD_S before it signs);
+    client-secret minting at c32 from wrk on core 1, measured in alternating rounds of whole rotation
+    periods. The node not measured is stopped (SIGSTOP) meanwhile, so neither the rotating node's
+    key generation nor the other's idle jobs land on the other's measurement. Afterwards every token
+    is verified against its node's JWKS fetched then, and the rotating node's kids are counted."""
+    if run.wrk is None:
+        run.notes.append("G13: wrk unavailable, not measured")
+        return
+    mode = run.mode
+    env = {"LANYARD_KEY_ROTATION_PERIOD": str(ROTATION_PERIOD_S), "LANYARD_KEY_PUBLISH_LEAD": str(ROTATION_LEAD_S)}
+    load_before = Path("/proc/loadavg").read_text().split()[0]
+    still = run.node("g13-keys-still", ["--no-agent"], core=SERVER_CORE)
+    rotating = run.node("g13-keys-rotating", ["--no-agent"], core=SERVER_CORE, env=env)
+    sides: dict[str, _Minting] = {}
+    try:
+        for name, node in ((STILL, still), (ROTATING, rotating)):
+            app = cli(node.home, "ad", "sp", "create-for-rbac", "--name", "g13")
+            tenant = node.endpoints["tenant_id"]
+            with Https(node.port, node.ca) as conn:
+                jwks = conn.request("GET", f"/{tenant}/discovery/v2.0/keys").json()
+                token = mint(conn, tenant, app["appId"], app["password"], ARM_SCOPE)
+            assert isinstance(jwks, dict)
+            check_token({"access_token": token, "token_type": "Bearer"}, jwks, f"G13 {name}")
+            url = f"https://127.0.0.1:{node.port}/{tenant}/oauth2/v2.0/token"
+            target = HttpTarget(url, "POST", _constant(secret_form(app["appId"], app["password"])), FORM)
+            sides[name] = _Minting(run, name, node, app["appId"], target)
+        freezer = Freezer({name: [side.node.pid, *descendants(side.node.pid)] for name, side in sides.items()})
+        with freezer.running():
+            for side in sides.values():
+                side.freezer = freezer
+                log(f"warm-up  {side.name}")
+                side.measure(mode.warm_up_s, measured=False)
+            targets = [Target(name, side.measure, warm_up=False) for name, side in sides.items()]
+            samples = run_rounds(targets, 0, mode.rotation_rounds, mode.rotation_s)
+        for server in (still.server, rotating.server):
+            if not server.alive():
+                raise CheckFailed(f"{server.name} died during the run:\n{server.log_tail()}")
+        for name, side in sides.items():  # every token, warm-ups included, against the JWKS fetched now
+            tenant = side.node.endpoints["tenant_id"]
+            with Https(side.node.port, side.node.ca) as conn:
+                jwks = conn.request("GET", f"/{tenant}/discovery/v2.0/keys").json()
+            assert isinstance(jwks, dict)
+            audit = Audit(jwks, side.client_id)
+            for window in side.windows:
+                window.kids = audit.check(tokens_in(window.capture), f"G13 {name}")
+                window.capture.unlink()
+            side.audit = audit
+        keys = list_keys(rotating.home)
+    finally:
+        run.stop(rotating, still)
+    run.samples.update(samples)
+    _record_rotation(run, sides, keys, load_before)
+
+
+def _record_rotation(run: Run, sides: dict[str, _Minting], keys: list[dict[str, Any]], load_before: str) -> None:
+    still, rotating = sides[STILL], sides[ROTATING]
+    still_audit, audit = still.audit, rotating.audit
+    assert still_audit is not None and audit is not None
+    due = rotations_due(run.mode)
+    measured = [w for w in rotating.windows if w.measured]
+    kids = {kid for w in measured for kid in w.kids}
+    activated = len(activated_within(keys, [(w.started, w.ended) for w in measured]))
+    run.figures[G13_ROTATIONS] = [float(activated)]
+    pairs = zip(run.samples.get(ROTATING, []), run.samples.get(STILL, []), strict=False)
+    p99 = [b.p99_ms / a.p99_ms for b, a in pairs if b.p99_ms and a.p99_ms]
+    if p99:
+        run.figures[G13_P99] = [round(v, 3) for v in p99]
+    if len(still_audit.by_kid) != 1:
+        run.failures.append(
+            f"G13: the node with the default rotation period signed with {len(still_audit.by_kid)} keys during "
+            "the run (no rotation is due for 28 days)"
+        )
+    if len(kids) < due:
+        run.failures.append(
+            f"G13: rotation did not happen: {len(kids)} signing keys signed the tokens of the rotating node's "
+            f"{len(measured)} windows ({run.mode.rotation_rounds * run.mode.rotation_s:g} s at one rotation per "
+            f"{ROTATION_PERIOD_S} s + a {ROTATION_TICK_S:g} s tick: at least {due} due)"
+        )
+    early = signed_before_activation(audit, keys)
+    if early:
+        run.failures.append(f"G13: keys signed tokens before they were activated: {', '.join(early)}")
+    run.details["G13 rotations"] = (
+        f"{activated} key activations on the rotating node during its {len(measured)} measured windows "
+        f"(from `lanyard keys list`; {due} due); {len(kids)} keys signed its tokens there (per window "
+        f"{[len(w.kids) for w in measured]}); "
+        f"{len(keys)} keys in `lanyard keys list` after the run, {len(audit.jwks.get('keys', []))} in its JWKS; "
+        f"a retired key's last token at most {signed_after_retirement(audit, keys):.0f} s after its retirement "
+        "(whole seconds)"
+    )
+    run.details["G13 tokens verified against the JWKS fetched after minting"] = (
+        f"not rotating {still_audit.checked:,} ({len(still_audit.by_kid)} key), rotating {audit.checked:,} "
+        f"({len(audit.by_kid)} keys)"
+    )
+    for side in (still, rotating):
+        cores = [w.cores for w in side.windows if w.measured]
+        run.details[f"G13 {side.name}: server cores used, run-queue wait (share of time), per measurement"] = (
+            f"cores {', '.join(f'{c:.2f}' for c in cores)}; wait {', '.join(f'{w:.1%}' for w in side.waits)}"
+        )
+    run.details["G13 load average before / after the part"] = (
+        f"{load_before} / {Path('/proc/loadavg').read_text().split()[0]}"
+    )
+    log(f"G13: {run.details['G13 rotations']}")
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -896,13 +1108,14 @@ def describe(run: Run) -> dict[str, Any]:
         "machine": script.machine(),
         "pinning": (
             "G11 nodes core 0, wrk and the uncached client core 1; G15 platforms all cores, wrk core 1; "
-            "G12 and G8 unpinned"
+            "G13 nodes core 0 (the one not measured SIGSTOPped), wrk core 1; G12 and G8 unpinned"
             if can_pin()
             else "NOT pinned (no taskset or < 2 cores)"
         ),
         "load": f"G12 {mode.trials} trials per database; G11 {mode.identities:,} vs {SMALL_STORE} identities, "
         f"wrk -c1 and {mode.cold_requests} uncached clients per round; G15 wrk -t1 -c{mode.connections}; "
-        f"warm-up {mode.warm_up_s:g}s, {mode.rounds} rotating rounds of {mode.seconds:g}s",
+        f"warm-up {mode.warm_up_s:g}s, {mode.rounds} rotating rounds of {mode.seconds:g}s; G13 wrk -t1 "
+        f"-c{mode.connections}, {mode.rotation_rounds} alternating rounds of {mode.rotation_s:g}s per node",
         "wrk": script.first_line([run.wrk, "--version"]) if run.wrk else "absent",
         "python": platform.python_version(),
         "lanyard build": _build(),
@@ -951,8 +1164,9 @@ def measure(run: Run) -> None:
         parts.append(("G11", lambda: scale(run)))
         parts.append(("stopping PostgreSQL", lambda: run.postgres.cleanup()))  # idle, but not in G15's way
     parts.append(("G15", lambda: workers(run)))
+    parts.append(("G13", lambda: key_rotation(run)))
     if run.wrk is None:
-        run.notes.append("wrk unavailable: G15 and G11's cached-client figure not measured")
+        run.notes.append("wrk unavailable: G13, G15 and G11's cached-client figure not measured")
     took: dict[str, float] = {}
     run.details["seconds per part"] = took
     for name, part in parts:
@@ -1008,7 +1222,7 @@ def main(argv: list[str]) -> int:
     samples = run.samples
     run.meta["host"] = host_load(ticks, load)
 
-    results = report.evaluate(goals(mode.identities), samples, run.figures)
+    results = report.evaluate(goals(mode.identities, rotations_due(mode)), samples, run.figures)
     script.sort_invalid(run, samples)
     status = script.exit_status(run, results, lambda: any(g.under_half_strength for g in results))
     script.print_summary(run, samples, results)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert
 
 from lanyard.crypto.barrier import Barrier
+from lanyard.storage import directory_repo as repo
 from lanyard.storage import models as m
 from lanyard.storage.db import Store, make_engine
 
@@ -44,6 +45,10 @@ def seed_identities(
     started = time.perf_counter()
     kept: list[tuple[str, str]] = []
     try:
+        with store.session() as s:  # the nodes' pepper: the derivation root sealed in the database
+            root = repo.get_state(s, "derive_root")
+        if root is not None and root[1]:
+            barrier.use_derive_root(barrier.open(root[1], context="state:derive_root"))
         for first in range(0, count, BATCH):
             now = time.time()
             apps, principals, creds = [], [], []
