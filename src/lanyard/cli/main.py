@@ -14,6 +14,7 @@ from lanyard.cli.arm import COMMANDS
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
+from lanyard.cli.lifecycle import down, status
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
 
@@ -197,6 +198,8 @@ cli.add_command(ad)
 cli.add_command(keyvault)
 cli.add_command(keys)
 cli.add_command(kek)
+cli.add_command(status)
+cli.add_command(down)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 

@@ -21,6 +21,7 @@ from lanyard.core.errors import ArmError
 from lanyard.crypto.barrier import Barrier
 from lanyard.directory.rotation import KeyLifecycle, describe
 from lanyard.storage import directory_repo as repo
+from lanyard.storage.feed import list_nodes
 from lanyard.storage.reseal import reseal_all
 
 READ = "Microsoft.Authorization/signingKeys/read"
@@ -90,8 +91,20 @@ class KeyRoutes:
             return arm_response(exc.status_value, exc.body())
         return arm_response(200, {**result, "activeKekId": barrier.active_id.hex()})
 
+    async def nodes(self, request: Request) -> Response:
+        """The platform's server processes (`lanyard status`)."""
+        try:
+            caller = self.arm.caller(request)
+            await run_in_threadpool(self._authorize, caller, READ)
+            with self.lifecycle.store.session() as s:
+                found = list_nodes(s, self.lifecycle.clock.now())
+        except ArmError as exc:
+            return arm_response(exc.status_value, exc.body())
+        return arm_response(200, {"value": found})
+
     def routes(self) -> list[BaseRoute]:
         return [
+            Route("/lanyard/v1/nodes", self.nodes, methods=["GET"]),
             Route("/lanyard/v1/keyEncryptionKey/reseal", self.reseal, methods=["POST"]),
             Route("/lanyard/v1/signingKeys", self.list_keys, methods=["GET"]),
             Route("/lanyard/v1/signingKeys/rotate", self.rotate, methods=["POST"]),

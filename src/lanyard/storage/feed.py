@@ -164,6 +164,23 @@ def newest(s: Session) -> int:
     return int(s.execute(select(func.coalesce(func.max(m.Change.id), 0))).scalar_one())
 
 
+def list_nodes(s: Session, now: float) -> list[dict[str, Any]]:
+    """The server processes of this platform, newest first, with whether each is live."""
+    rows = s.scalars(select(m.Node).order_by(m.Node.started_at.desc()))
+    return [
+        {
+            "id": r.id,
+            "url": r.url,
+            "pid": r.pid,
+            "position": r.position,
+            "startedAt": r.started_at,
+            "seenAt": r.seen_at,
+            "live": r.seen_at >= now - NODE_WINDOW,
+        }
+        for r in rows
+    ]
+
+
 def latest_id(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.coalesce(func.max(m.Change.id), 0))).scalar_one())
