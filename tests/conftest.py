@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from tests.support.haproxy import Haproxy, HaproxyFactory
 from tests.support.postgres import PostgresServer
 
 STARTUP_TIMEOUT = 60.0
+ARM_RESOURCE = "https://management.azure.com"
 PROBE = str(Path(__file__).parent / "workloads" / "probe.py")
 
 
@@ -316,3 +317,52 @@ def app_setting(home: Path, group: str, app: str, name: str, value: str) -> Iter
         yield
     finally:
         run_cli(home, "webapp", "config", "appsettings", "delete", "-g", group, "-n", app, "--setting-names", name)
+
+
+def secret_token(platform: RunningPlatform, client_id: str, secret: str, resource: str, base: str | None = None) -> str:
+    """A client-credentials token for `resource`, minted with a client secret through the platform's
+    authority (or `base`, another node's own URL)."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+        "scope": f"{resource}/.default",
+    }
+    url = f"{base or platform.authority}/{platform.tenant_id}/oauth2/v2.0/token"
+    with platform.http() as http:
+        response = http.post(url, data=form)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def app_service_tokens_around(
+    home: Path, target: list[str], tmp_path: Path, between: Callable[[], object], resource: str = ARM_RESOURCE
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A workload run under `target` (`webapp run ...`) asks its App Service endpoint for a token, waits
+    while `between()` runs, then asks again: the two raw answers (status and body)."""
+    ready, go = tmp_path / "probe-ready", tmp_path / "probe-go"
+    request = {
+        "kind": "raw",
+        "path": f"?api-version=2019-08-01&resource={resource}",
+        "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
+    }
+    actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
+    process = subprocess.Popen(
+        probe_command(home, target, actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the workload never got its first token"
+        between()
+        go.write_text("now")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    results = probe_results(stdout, stderr)
+    for result in results:
+        assert result["ok"], result["error"]
+    first, _, second = (r["value"] for r in results)
+    return first, second

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from lanyard.crypto.barrier import Barrier
-from tests.conftest import RunningPlatform, cli_json, start_platform
+from tests.conftest import cli_json, secret_token, start_platform
 
 SECRETS = 20
 
@@ -32,19 +32,6 @@ def sealed_blobs(home: Path) -> list[bytes]:
         ]
         blobs += [r[0] for r in db.execute("SELECT sealed_value FROM vault_secret_versions")]
     return [bytes(b) for b in blobs if b]
-
-
-def grant(platform: RunningPlatform, client_id: str, secret: str, resource: str) -> str:
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": client_id,
-        "client_secret": secret,
-        "scope": f"{resource}/.default",
-    }
-    with platform.http() as http:
-        response = http.post(platform.token_url_v2, data=form)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 def test_kek_rotation_reseals_everything_under_load(tmp_path: Path) -> None:
@@ -74,7 +61,7 @@ def test_kek_rotation_reseals_everything_under_load(tmp_path: Path) -> None:
         reads = [0]
 
         def read_forever() -> None:
-            token = grant(both, admin["client_id"], admin["client_secret"], audience)
+            token = secret_token(both, admin["client_id"], admin["client_secret"], audience)
             with both.http() as http:
                 while not stop.is_set():
                     i = reads[0] % SECRETS
@@ -98,7 +85,7 @@ def test_kek_rotation_reseals_everything_under_load(tmp_path: Path) -> None:
         new_id = Barrier(new_raw).active_id
         assert rotated["activeKekId"] == new_id.hex()
         assert all(Barrier.kek_id_of(b) == new_id for b in sealed_blobs(home)), "a value is still under the old KEK"
-        assert grant(both, app["appId"], app["password"], "https://management.azure.com")
+        assert secret_token(both, app["appId"], app["password"], "https://management.azure.com")
     finally:
         both.stop()
 
@@ -107,7 +94,7 @@ def test_kek_rotation_reseals_everything_under_load(tmp_path: Path) -> None:
     try:
         value = cli_json(home, "keyvault", "secret", "show", "--vault-name", "kekkv", "-n", "s7")["value"]
         assert value == "value-7"
-        assert grant(after, app["appId"], app["password"], "https://management.azure.com")  # the pepper survived
+        assert secret_token(after, app["appId"], app["password"], "https://management.azure.com")  # the pepper survived
     finally:
         after.stop()
     # ... and a node that has only the old one says so, in one line.

@@ -15,7 +15,6 @@ import base64
 import json
 import signal
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results, run_cli, start_platform
+from tests.conftest import RunningPlatform, app_service_tokens_around, cli_json, run_cli, start_platform
 
 ROTATION, LEAD = 3.0, 1.0
 ROTATIONS = 20
@@ -202,31 +201,15 @@ def test_agents_drop_the_tokens_a_revoked_key_signed(tmp_path: Path) -> None:
         home = running.home
         cli_json(home, "group", "create", "-n", "drop-rg", "-l", "westus")
         cli_json(home, "webapp", "create", "-g", "drop-rg", "-n", "drop-app", "--assign-identity", "[system]")
-        ready, go = tmp_path / "ready", tmp_path / "go"
-        request = {
-            "kind": "raw",
-            "path": f"?api-version=2019-08-01&resource={ARM}",
-            "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
-        }
-        actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
-        target = ["webapp", "run", "-g", "drop-rg", "-n", "drop-app"]
-        process = subprocess.Popen(
-            probe_command(home, target, actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
-                time.sleep(0.05)
-            assert ready.exists(), "the workload never got its first token"
-            old = next(k["kid"] for k in cli_json(home, "keys", "list") if k["state"] == "active")
+        old = next(k["kid"] for k in cli_json(home, "keys", "list") if k["state"] == "active")
+
+        def revoke_the_signing_key() -> None:
             cli_json(home, "keys", "rotate", "--immediate")
             cli_json(home, "keys", "revoke", old)  # returns once every agent applied it
-            go.write_text("now")
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        first, _, second = (r["value"] for r in probe_results(stdout, stderr))
+
+        first, second = app_service_tokens_around(
+            home, ["webapp", "run", "-g", "drop-rg", "-n", "drop-app"], tmp_path, revoke_the_signing_key
+        )
         assert first["status"] == 200 and second["status"] == 200
         assert kid_of(first["body"]["access_token"]) == old
         assert kid_of(second["body"]["access_token"]) != old, "the agent served a token of a revoked key"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, run_cli, start_platform
+from tests.conftest import RunningPlatform, cli_json, run_cli, secret_token, start_platform
 
 ARM_VERSION = "api-version=2022-12-01"
 
@@ -33,16 +33,11 @@ def test_a_change_made_through_one_worker_holds_on_every_worker(two_workers: Run
     cli_json(home, "group", "create", "-n", "w-rg", "-l", "westus")
     cli_json(home, "keyvault", "create", "-g", "w-rg", "-n", "workerskv")
     admin = two_workers.endpoints["admin"]
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": admin["client_id"],
-        "client_secret": admin["client_secret"],
-        "scope": f"{two_workers.endpoints['vault_audience']}/.default",
-    }
     url = f"https://workerskv.{two_workers.endpoints['vault_suffix']}/secrets/s?api-version=7.4"
     # A new connection per request: the kernel spreads connections, not requests, over the workers.
-    with two_workers.http() as http:
-        token = http.post(two_workers.token_url_v2, data=form).json()["access_token"]
+    token = secret_token(
+        two_workers, admin["client_id"], admin["client_secret"], two_workers.endpoints["vault_audience"]
+    )
     auth = {"Authorization": f"Bearer {token}"}
     for value in ("one", "two", "three"):
         with two_workers.http() as http:

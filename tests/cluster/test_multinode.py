@@ -24,10 +24,10 @@ import sqlalchemy as sa
 
 from tests.conftest import (
     RunningPlatform,
+    app_service_tokens_around,
     cli_json,
-    probe_command,
-    probe_results,
     run_cli,
+    secret_token,
     start_platform,
     verify_with_discovery,
 )
@@ -77,17 +77,7 @@ class Cluster:
 
     def token_for(self, client_id: str, secret: str, resource: str, node: int | None = None) -> str:
         """A client-credentials token, minted through the balancer or straight through one node."""
-        base = self.first.authority if node is None else self.direct(node)
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": secret,
-            "scope": f"{resource}/.default",
-        }
-        with self.http() as http:
-            response = http.post(f"{base}/{self.tenant}/oauth2/v2.0/token", data=form)
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
+        return secret_token(self.first, client_id, secret, resource, None if node is None else self.direct(node))
 
 
 def _view_home(tmp: Path, node: RunningPlatform, direct: str) -> Path:
@@ -271,29 +261,12 @@ def test_an_identity_removed_through_b_stops_the_agent_before_the_call_returns(
     home = cluster.first.home
     cli_json(home, "group", "create", "-n", "cluster-mi", "-l", "westus")
     cli_json(home, "webapp", "create", "-g", "cluster-mi", "-n", "cluster-app", "--assign-identity", "[system]")
-    ready, go = tmp_path / "ready", tmp_path / "go"
-    request = {
-        "kind": "raw",
-        "path": f"?api-version=2019-08-01&resource={ARM}",
-        "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
-    }
-    actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
-    target = ["webapp", "run", "-g", "cluster-mi", "-n", "cluster-app"]
-    process = subprocess.Popen(
-        probe_command(home, target, actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    first, second = app_service_tokens_around(
+        home,
+        ["webapp", "run", "-g", "cluster-mi", "-n", "cluster-app"],
+        tmp_path,
+        lambda: run_cli(cluster.views[1], "webapp", "identity", "remove", "-g", "cluster-mi", "-n", "cluster-app"),
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert ready.exists(), "the workload never got its first token"
-        run_cli(cluster.views[1], "webapp", "identity", "remove", "-g", "cluster-mi", "-n", "cluster-app")
-        go.write_text("now")
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    first, _, second = (r["value"] for r in probe_results(stdout, stderr))
     assert first["status"] == 200
     assert second["status"] == 400 and "Unable to load" in second["body"]["message"]
 

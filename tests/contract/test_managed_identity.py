@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import (
     RunningPlatform,
+    app_service_tokens_around,
     app_setting,
     cli_json,
     probe_command,
@@ -297,30 +297,12 @@ def test_imds_in_a_network_namespace_without_any_environment(platform: RunningPl
 def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlatform, tmp_path: Path) -> None:
     home = platform.home
     cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-revoke", "--assign-identity", "[system]")
-    ready, go = tmp_path / "ready", tmp_path / "go"
-    request = {
-        "kind": "raw",
-        "path": f"?api-version=2019-08-01&resource={ARM}",
-        "headers_from_env": {"X-IDENTITY-HEADER": "IDENTITY_HEADER"},
-    }
-    actions = [{**request, "mark": str(ready)}, {"kind": "wait-file", "path": str(go)}, request]
-    process = subprocess.Popen(
-        probe_command(home, webapp("mi-revoke"), actions), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    first, second = app_service_tokens_around(
+        home,
+        webapp("mi-revoke"),
+        tmp_path,
+        lambda: run_cli(home, "webapp", "identity", "remove", "-g", "mi-rg", "-n", "mi-revoke"),
     )
-    try:
-        for _ in range(600):
-            if ready.exists():
-                break
-            time.sleep(0.05)
-        assert ready.exists(), "the workload never got its first token"
-        run_cli(home, "webapp", "identity", "remove", "-g", "mi-rg", "-n", "mi-revoke")
-        go.write_text("now")
-        stdout, _stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    results = probe_results(stdout)
-    first, _, second = ok_values(results)
     assert first["status"] == 200
     assert second["status"] == 400 and "Unable to load" in second["body"]["message"]
 

@@ -8,23 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json
+from tests.conftest import RunningPlatform, cli_json, secret_token
 
 ARM = "https://management.azure.com"
 KV_VERSION = "api-version=2023-07-01"
 
 
 def token_for(platform: RunningPlatform, app: dict[str, Any]) -> str:
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": app["appId"],
-        "client_secret": app["password"],
-        "scope": f"{ARM}/.default",
-    }
-    with platform.http() as http:
-        response = http.post(platform.token_url_v2, data=form)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    return secret_token(platform, app["appId"], app["password"], ARM)
 
 
 @pytest.fixture(scope="module")
