@@ -258,7 +258,7 @@ class Fleet:
                     }
                 )
             # The published signing keys: an agent drops cached tokens signed by any other (revoked).
-            published = sorted(k.kid for k in dirrepo.list_signing_keys(s) if k.state in PUBLISHED_STATES)
+            published = dirrepo.signing_kids(s, PUBLISHED_STATES)
         doc = {"hostId": host_id, "tenantId": self.tenant_id, "workloads": workloads, "signingKeys": published}
         etag = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         body = orjson.dumps({**doc, "generation": generation, "etag": etag})

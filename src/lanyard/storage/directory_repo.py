@@ -341,6 +341,12 @@ def _signing_key(r: m.SigningKey) -> SigningKeyRecord:
     )
 
 
+def signing_kids(s: Session, states: frozenset[str]) -> list[str]:
+    """The kids of the keys in `states`, sorted (no key material read: bindings polls ask often)."""
+    # Sorted here, not by the database's collation: the bindings etag must not depend on the backend.
+    return sorted(s.scalars(select(m.SigningKey.kid).where(m.SigningKey.state.in_(states))))
+
+
 def update_signing_key(s: Session, kid: str, **values: object) -> None:
     s.execute(update(m.SigningKey).where(m.SigningKey.kid == kid).values(**values))
 
