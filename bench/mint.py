@@ -71,6 +71,8 @@ BARE_HTTP, BARE_HTTPS = "bare starlette http", "bare starlette https"
 LY_ASSERT, LY_SECRET = "lanyard token (assertion)", "lanyard token (secret)"
 LY_JWKS, LY_DISCO = "lanyard jwks", "lanyard discovery"
 PEER_ASSERT, PEER_SECRET = "oidc-provider token (assertion)", "oidc-provider token (secret)"
+# G14: the same grants on a second platform started with LANYARD_AUDIT=off, rotated in the same run.
+OFF_ASSERT, OFF_SECRET = "lanyard token (assertion, audit off)", "lanyard token (secret, audit off)"
 
 
 def goals(bare: str) -> list[report.GoalSpec]:
@@ -91,6 +93,14 @@ def goals(bare: str) -> list[report.GoalSpec]:
                 report.RatioSpec("token (secret) / RSA sign", LY_SECRET, RSA_PY),
                 report.RatioSpec("token (secret) / oidc-provider (client_secret_post)", LY_SECRET, PEER_SECRET),
                 report.RatioSpec("oidc-provider (private_key_jwt) / node RSA sign", PEER_ASSERT, RSA_NODE),
+            ],
+        ),
+        report.GoalSpec(
+            "G14",
+            "token minting with the audit trail on (group commit) vs off",
+            [
+                report.RatioSpec("token (assertion): audit on / off", LY_ASSERT, OFF_ASSERT, target=0.90, floor=0.70),
+                report.RatioSpec("token (secret): audit on / off", LY_SECRET, OFF_SECRET, target=0.90, floor=0.70),
             ],
         ),
         report.GoalSpec(
@@ -175,6 +185,12 @@ def setup_lanyard(run: Run, home: Path) -> None:
     run.add_http(LY_SECRET, service.secret_target())
     run.add_http(LY_JWKS, HttpTarget(service.jwks_url))
     run.add_http(LY_DISCO, HttpTarget(service.discovery_url))
+    log("starting lanyard up with LANYARD_AUDIT=off (G14)")
+    off = start_lanyard(home.with_name("lanyard-home-audit-off"), run.logdir, {"LANYARD_AUDIT": "off"}, "lanyard-off")
+    run.servers.append(off.server)
+    check_service(run, off.service, off.ca)
+    run.add_http(OFF_ASSERT, off.service.assertion_target())
+    run.add_http(OFF_SECRET, off.service.secret_target())
 
 
 def probe_stalls(run: Run, name: str, target: HttpTarget) -> None:

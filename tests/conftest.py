@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -335,12 +337,24 @@ def secret_token(platform: RunningPlatform, client_id: str, secret: str, resourc
     return str(response.json()["access_token"])
 
 
+@pytest.fixture
+def workload_folder() -> Iterator[Path]:
+    """A folder the test and its workloads share: workloads run under uids of their own, which cannot
+    reach pytest's private tmp_path."""
+    folder = Path(tempfile.mkdtemp(prefix="lanyard-test-"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def app_service_tokens_around(
-    home: Path, target: list[str], tmp_path: Path, between: Callable[[], object], resource: str = ARM_RESOURCE
+    home: Path, target: list[str], folder: Path, between: Callable[[], object], resource: str = ARM_RESOURCE
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A workload run under `target` (`webapp run ...`) asks its App Service endpoint for a token, waits
     while `between()` runs, then asks again: the two raw answers (status and body)."""
-    ready, go = tmp_path / "probe-ready", tmp_path / "probe-go"
+    ready, go = folder / "probe-ready", folder / "probe-go"
     request = {
         "kind": "raw",
         "path": f"?api-version=2019-08-01&resource={resource}",

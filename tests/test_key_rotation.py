@@ -194,7 +194,7 @@ def test_a_restart_in_the_middle_of_a_rotation_resumes_it(tmp_path: Path) -> Non
         second.stop()
 
 
-def test_agents_drop_the_tokens_a_revoked_key_signed(tmp_path: Path) -> None:
+def test_agents_drop_the_tokens_a_revoked_key_signed(tmp_path: Path, workload_folder: Path) -> None:
     """The agent caches tokens; when the key that signed them is revoked it must not hand them out."""
     running = start_platform(tmp_path / "agented")
     try:
@@ -208,7 +208,7 @@ def test_agents_drop_the_tokens_a_revoked_key_signed(tmp_path: Path) -> None:
             cli_json(home, "keys", "revoke", old)  # returns once every agent applied it
 
         first, second = app_service_tokens_around(
-            home, ["webapp", "run", "-g", "drop-rg", "-n", "drop-app"], tmp_path, revoke_the_signing_key
+            home, ["webapp", "run", "-g", "drop-rg", "-n", "drop-app"], workload_folder, revoke_the_signing_key
         )
         assert first["status"] == 200 and second["status"] == 200
         assert kid_of(first["body"]["access_token"]) == old

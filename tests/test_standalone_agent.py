@@ -169,7 +169,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_workloads_do_not_outlive_their_agent(platform: RunningPlatform, tmp_path: Path) -> None:
+def test_workloads_do_not_outlive_their_agent(
+    platform: RunningPlatform, tmp_path: Path, workload_folder: Path
+) -> None:
     import time
 
     token = cli_json(platform.home, "host", "join-token", "create")["token"]
@@ -178,7 +180,7 @@ def test_workloads_do_not_outlive_their_agent(platform: RunningPlatform, tmp_pat
     wait_ready(home, agent)
     cli_json(platform.home, "group", "create", "-n", "outlive-rg", "-l", "westus")
     cli_json(platform.home, "webapp", "create", "-g", "outlive-rg", "-n", "outlive-app")
-    pid_file = tmp_path / "pid"
+    pid_file = workload_folder / "pid"  # written by the workload, under its own uid
     runner = subprocess.Popen(
         [
             sys.executable,

@@ -76,12 +76,15 @@ def start_platform(
     core: int | str = SERVER_CORE,
     require_agent: bool = True,
     log_name: str = "lanyard",
+    env: dict[str, str] | None = None,
 ) -> tuple[Server, dict[str, Any], StartTiming]:
     """`lanyard up` on `core` (the agent it forks inherits it), waited for until ready."""
     # A file left by a process that died uncleanly must never look like readiness.
     (home / "endpoints.json").unlink(missing_ok=True)
     cmd = [str(lanyard_binary()), "up", "--home", str(home), "--port", "0"]
-    server = Server("lanyard", cmd, logdir / f"{log_name}.log", core=core)
+    server = Server(
+        "lanyard", cmd, logdir / f"{log_name}.log", core=core, env={**os.environ, **env} if env else None
+    )
     started = time.perf_counter()
     server.start()
     try:
@@ -96,8 +99,10 @@ def start_platform(
     return server, endpoints, timing
 
 
-def start_lanyard(home: Path, logdir: Path) -> Lanyard:
-    server, endpoints, _ = start_platform(home, logdir, require_agent=False)
+def start_lanyard(
+    home: Path, logdir: Path, env: dict[str, str] | None = None, log_name: str = "lanyard"
+) -> Lanyard:
+    server, endpoints, _ = start_platform(home, logdir, require_agent=False, log_name=log_name, env=env)
     try:
         base = f"{endpoints['authority'].rstrip('/')}/{endpoints['tenant_id']}"
         wait_http(f"{base}/v2.0/.well-known/openid-configuration", READY_TIMEOUT_S, server)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from lanyard.core.errors import ConfigError
@@ -18,6 +19,76 @@ from lanyard.core.errors import ConfigError
 DEFAULT_HOME = "~/.lanyard"
 DEFAULT_ZONE = "lanyard.localhost"
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail (docs/security.md): on unless LANYARD_AUDIT=off (benchmarks compare both)."""
+
+    enabled: bool = True
+    # A grant whose record is not accepted within this many seconds is refused with 503.
+    deadline: float = 2.0
+    # A JSON-lines copy written in addition to the database; when it fails, grants fail too.
+    file: Path | None = None
+    # The agent's journal is fsync'd per group commit; off, it is only written before the answer.
+    fsync: bool = True
+
+
+def load_audit_settings(env: Mapping[str, str] | None = None, *, file: str | None = None) -> AuditSettings:
+    env = os.environ if env is None else env
+    raw = (env.get("LANYARD_AUDIT") or "on").strip().lower()
+    if raw not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"LANYARD_AUDIT must be on or off, got {raw[:20]!r}")
+    fsync = (env.get("LANYARD_AUDIT_FSYNC") or "on").strip().lower()
+    deadline = _seconds(env, "LANYARD_AUDIT_DEADLINE", 2.0)
+    if deadline > 60:
+        raise ConfigError("LANYARD_AUDIT_DEADLINE must be at most 60 seconds: a grant must never wait longer")
+    path = file or env.get("LANYARD_AUDIT_FILE") or None
+    return AuditSettings(
+        enabled=raw in ("on", "1", "true"),
+        deadline=deadline,
+        file=Path(path).expanduser().absolute() if path else None,
+        fsync=fsync not in ("off", "0", "false"),
+    )
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Listener bounds, rate limits and failed-secret backoff (docs/security.md, "Limits"). The
+    defaults never trip a legitimate client, the test suite or the benchmarks; a rate of 0 is no limit."""
+
+    max_header_bytes: int = 64 * 1024
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive: int = 30
+    max_connections: int = 4096
+    max_in_flight: int = 1024
+    # Token endpoint, per client_id and server process: above one core's RSA signing rate.
+    client_rate: float = 5000.0
+    client_burst: float = 10000.0
+    # Wrong client secrets allowed per (client_id, source address) before 429, and the seconds it
+    # takes to earn one more attempt back. Successes never refund (the attacker's bucket stays empty).
+    secret_failures: int = 20
+    secret_failure_refill: float = 3.0
+    # Host agent, per workload (resource id): above what one agent process serves.
+    workload_rate: float = 20000.0
+    workload_burst: float = 20000.0
+    # Opt-in: IMDS limits as Azure publishes them, 20 requests/s and 5 concurrent per VM.
+    azure_imds: bool = False
+
+    def listener(self) -> Any:
+        """The ListenerLimits for this process's listeners (imported late: it pulls in uvicorn)."""
+        from lanyard.core.listener import ListenerLimits
+
+        return ListenerLimits(
+            max_head_bytes=self.max_header_bytes,
+            head_timeout=self.head_timeout,
+            body_timeout=self.body_timeout,
+            keep_alive=self.keep_alive,
+            max_connections=self.max_connections,
+            max_in_flight=self.max_in_flight,
+            tls_handshake_timeout=self.head_timeout,
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +117,11 @@ class Settings:
     identity_cert_lifetime: float = 90 * 86400.0
     identity_cert_renew_after: float = 46 * 86400.0
     identity_cert_grace: float = 86400.0
+    # The level of the `lanyard.*` loggers (LANYARD_LOG_LEVEL); other libraries stay at WARNING.
+    log_level: str = "WARNING"
+    access_log: bool = True  # LANYARD_ACCESS_LOG=off: no access log (metrics still count)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def database(self) -> str:
@@ -98,6 +174,73 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """LANYARD_LOG_LEVEL, checked: the agent reads it too, without the rest of the settings."""
+    env = os.environ if env is None else env
+    raw = (env.get("LANYARD_LOG_LEVEL") or "WARNING").strip().upper()
+    if raw not in LOG_LEVELS:
+        raise ConfigError(f"LANYARD_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw[:20]!r}")
+    return raw
+
+
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw[:40]!r}") from exc
+    if not (value == value and 0 <= value <= 1e9):
+        raise ConfigError(f"{name} must be a number from 0 (no limit) to 1e9")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if not 1 <= value <= 1 << 30:
+        raise ConfigError(f"{name} must be a positive integer")
+    return value
+
+
+def load_limit_settings(env: Mapping[str, str] | None = None, *, azure_imds: bool | None = None) -> LimitSettings:
+    """LANYARD_* limits: read by `lanyard up` (and its workers) and by `lanyard agent` alike."""
+    env = os.environ if env is None else env
+    imds = (env.get("LANYARD_IMDS_AZURE_LIMITS") or "off").strip().lower()
+    if imds not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"LANYARD_IMDS_AZURE_LIMITS must be on or off, got {imds[:20]!r}")
+    keep_alive = _count(env, "LANYARD_KEEPALIVE_TIMEOUT", 30)
+    if keep_alive > 3600:
+        raise ConfigError("LANYARD_KEEPALIVE_TIMEOUT must be at most 3600 seconds")
+    return LimitSettings(
+        max_header_bytes=_count(env, "LANYARD_MAX_HEADER_BYTES", 64 * 1024),
+        head_timeout=_seconds(env, "LANYARD_HEAD_TIMEOUT", 10.0),
+        body_timeout=_seconds(env, "LANYARD_BODY_TIMEOUT", 30.0),
+        keep_alive=keep_alive,
+        max_connections=_count(env, "LANYARD_MAX_CONNECTIONS", 4096),
+        max_in_flight=_count(env, "LANYARD_MAX_IN_FLIGHT", 1024),
+        client_rate=_rate(env, "LANYARD_CLIENT_RATE", 5000.0),
+        client_burst=_rate(env, "LANYARD_CLIENT_BURST", 10000.0),
+        secret_failures=_count(env, "LANYARD_SECRET_FAILURES", 20),
+        secret_failure_refill=_seconds(env, "LANYARD_SECRET_FAILURE_REFILL", 3.0),
+        workload_rate=_rate(env, "LANYARD_WORKLOAD_RATE", 20000.0),
+        workload_burst=_rate(env, "LANYARD_WORKLOAD_BURST", 20000.0),
+        azure_imds=imds in ("on", "1", "true") if azure_imds is None else azure_imds,
+    )
+
+
+def access_log_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """LANYARD_ACCESS_LOG: on (the default) or off; the agent reads it too."""
+    env = os.environ if env is None else env
+    raw = (env.get("LANYARD_ACCESS_LOG") or "on").strip().lower()
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"LANYARD_ACCESS_LOG must be on or off, got {raw[:20]!r}")
+    return raw in ("on", "true", "1")
+
+
 def check_public_url(raw: str | None) -> str | None:
     if not raw:
         return None
@@ -129,6 +272,7 @@ def load_settings(
     agent_port: int | None = None,
     public_url: str | None = None,
     workers: int | None = None,
+    audit_file: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
@@ -161,4 +305,8 @@ def load_settings(
         identity_cert_lifetime=_seconds(env, "LANYARD_IDENTITY_CERT_LIFETIME", 90 * 86400.0),
         identity_cert_renew_after=_seconds(env, "LANYARD_IDENTITY_CERT_RENEW_AFTER", 46 * 86400.0),
         identity_cert_grace=_seconds(env, "LANYARD_IDENTITY_CERT_GRACE", 86400.0),
+        log_level=log_level(env),
+        access_log=access_log_enabled(env),
+        limits=load_limit_settings(env),
+        audit=load_audit_settings(env, file=audit_file),
     )

@@ -256,7 +256,7 @@ def test_a_role_assignment_removed_through_b_is_denied_by_a_on_the_next_request(
 
 
 def test_an_identity_removed_through_b_stops_the_agent_before_the_call_returns(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, workload_folder: Path
 ) -> None:
     home = cluster.first.home
     cli_json(home, "group", "create", "-n", "cluster-mi", "-l", "westus")
@@ -264,7 +264,7 @@ def test_an_identity_removed_through_b_stops_the_agent_before_the_call_returns(
     first, second = app_service_tokens_around(
         home,
         ["webapp", "run", "-g", "cluster-mi", "-n", "cluster-app"],
-        tmp_path,
+        workload_folder,
         lambda: run_cli(cluster.views[1], "webapp", "identity", "remove", "-g", "cluster-mi", "-n", "cluster-app"),
     )
     assert first["status"] == 200

@@ -124,17 +124,17 @@ def test_user_assigned_identity_reads_with_its_own_policy(platform: RunningPlatf
 
 
 def test_rbac_changes_apply_to_the_very_next_request(
-    platform: RunningPlatform, kv: dict[str, Any], tmp_path: Path
+    platform: RunningPlatform, kv: dict[str, Any], workload_folder: Path
 ) -> None:
     """One app process, one SecretClient (its token cached): grant, read, revoke, denied."""
     url, home = vault_url(kv["rbac"]), platform.home
-    step = [tmp_path / f"step{i}" for i in range(3)]
+    step = [workload_folder / f"step{i}" for i in range(3)]
     get = {"kind": "kv-get", "vault": url, "name": "db-password"}
     actions = [
         {**get, "mark": str(step[0])},
         {"kind": "wait-file", "path": str(step[1])},
         {**get, "mark": str(step[2])},
-        {"kind": "wait-file", "path": str(tmp_path / "step3")},
+        {"kind": "wait-file", "path": str(workload_folder / "step3")},
         get,
     ]
     process = subprocess.Popen(
@@ -164,7 +164,7 @@ def test_rbac_changes_apply_to_the_very_next_request(
         step[1].write_text("go")
         wait_for(step[2])
         run_cli(home, "role", "assignment", "delete", "--ids", assignment["id"])
-        (tmp_path / "step3").write_text("go")
+        (workload_folder / "step3").write_text("go")
         stdout, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

@@ -4,6 +4,7 @@ against the directory's JWKS with the identity's oid and xms_mirid."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -153,16 +154,20 @@ def test_environment_output_and_exit_code(platform: RunningPlatform, apps: dict[
         code, results, _ = run_probe(
             platform,
             webapp(),
-            [{"kind": "env", "names": names}],
+            [{"kind": "env", "names": names}, {"kind": "file-digests", "names": names[-3:]}],
             env={"PROBE_EXIT": "7", "IDENTITY_HEADER": "smuggled"},
         )
     assert code == 7
-    (env,) = ok_values(results)
+    env, digests = ok_values(results)
     assert env["WEBSITE_SITE_NAME"] == "mi-app" and env["GREETING"] == "hello"
     assert env["IDENTITY_ENDPOINT"] == env["MSI_ENDPOINT"] == platform.endpoints["agent"]["url"]
     assert env["IDENTITY_HEADER"] == env["MSI_SECRET"] != "smuggled" and len(env["IDENTITY_HEADER"]) >= 43
-    assert env["REQUESTS_CA_BUNDLE"] == env["SSL_CERT_FILE"] == platform.endpoints["ca_bundle"]
-    assert env["NODE_EXTRA_CA_CERTS"] == platform.endpoints["ca_cert"]
+    # The CA files the platform's environment names are the platform's (copies the workload's uid can
+    # read: the originals are in the platform's private home).
+    assert env["REQUESTS_CA_BUNDLE"] == env["SSL_CERT_FILE"]
+    bundle = hashlib.sha256(Path(platform.endpoints["ca_bundle"]).read_bytes()).hexdigest()
+    cert = hashlib.sha256(Path(platform.endpoints["ca_cert"]).read_bytes()).hexdigest()
+    assert digests == {"REQUESTS_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle, "NODE_EXTRA_CA_CERTS": cert}
     # A new start gets a new header.
     _, again, _ = run_probe(platform, webapp(), [{"kind": "env", "names": ["IDENTITY_HEADER"]}])
     assert ok_values(again)[0]["IDENTITY_HEADER"] != env["IDENTITY_HEADER"]
@@ -294,13 +299,15 @@ def test_imds_in_a_network_namespace_without_any_environment(platform: RunningPl
     assert after <= before  # the namespace is gone with the workload
 
 
-def test_removing_an_identity_stops_it_on_the_next_request(platform: RunningPlatform, tmp_path: Path) -> None:
+def test_removing_an_identity_stops_it_on_the_next_request(
+    platform: RunningPlatform, workload_folder: Path
+) -> None:
     home = platform.home
     cli_json(home, "webapp", "create", "-g", "mi-rg", "-n", "mi-revoke", "--assign-identity", "[system]")
     first, second = app_service_tokens_around(
         home,
         webapp("mi-revoke"),
-        tmp_path,
+        workload_folder,
         lambda: run_cli(home, "webapp", "identity", "remove", "-g", "mi-rg", "-n", "mi-revoke"),
     )
     assert first["status"] == 200

@@ -5,8 +5,11 @@ exactly the environment the platform gives an app."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -121,8 +124,69 @@ def raw(action: dict[str, Any]) -> dict[str, Any]:
     return {"status": status, "body": json.loads(body or b"null"), "ms": (time.perf_counter() - started) * 1000}
 
 
+def raw_loop(action: dict[str, Any]) -> dict[str, Any]:
+    """`count` requests, each on a new connection: the statuses seen, and whose tokens came back."""
+    statuses: dict[str, int] = {}
+    subjects: set[str] = set()
+    for _ in range(int(action["count"])):
+        answer = raw(action)
+        statuses[str(answer["status"])] = statuses.get(str(answer["status"]), 0) + 1
+        token = (answer["body"] or {}).get("access_token") if isinstance(answer["body"], dict) else None
+        if token:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            subjects.add(str(claims.get("oid")))
+    return {"statuses": statuses, "subjects": sorted(subjects), "pid": os.getpid()}
+
+
+def write_env(action: dict[str, Any]) -> None:
+    """Leak some of this process's environment into a file (what an attacker would copy)."""
+    with open(action["path"], "w") as fh:
+        json.dump({name: os.environ.get(name) for name in action["names"]} | {"pid": os.getpid()}, fh)
+
+
+def connect_unix(action: dict[str, Any]) -> str:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(action["path"])
+        return "connected"
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        sock.close()
+
+
+def ids(action: dict[str, Any]) -> dict[str, Any]:
+    return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "home": os.environ.get("HOME")}
+
+
 def env(action: dict[str, Any]) -> dict[str, str | None]:
     return {name: os.environ.get(name) for name in action["names"]}
+
+
+def file_digests(action: dict[str, Any]) -> dict[str, str | None]:
+    """sha256 of each file an environment variable names (None: unreadable by this process)."""
+    out: dict[str, str | None] = {}
+    for name in action["names"]:
+        try:
+            with open(os.environ.get(name, ""), "rb") as fh:
+                out[name] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            out[name] = None
+    return out
+
+
+def read_paths(action: dict[str, Any]) -> dict[str, str]:
+    """What reading each path gives this process: "ok" or the error's name."""
+    out = {}
+    for path in action["paths"]:
+        try:
+            with open(path, "rb") as fh:
+                fh.read(1)
+            out[path] = "ok"
+        except OSError as exc:
+            out[path] = type(exc).__name__
+    return out
 
 
 def wait_file(action: dict[str, Any]) -> bool:
@@ -149,6 +213,12 @@ ACTIONS = {
     "raw": raw,
     "env": env,
     "wait-file": wait_file,
+    "file-digests": file_digests,
+    "raw-loop": raw_loop,
+    "ids": ids,
+    "write-env": write_env,
+    "connect-unix": connect_unix,
+    "read-paths": read_paths,
     "unset": unset,
     "kv-get": kv_get,
     "kv-get-async": kv_get_async,

@@ -28,6 +28,8 @@ class Workload:
     kind: str | None
     name: str
     identities: tuple[Identity, ...]
+    # "strict": only a process of the running workload gets tokens; "header": whoever holds the secret.
+    attestation: str = "strict"
 
     def select(self, selector: tuple[SelectorKind, str] | None) -> Identity:
         """The identity a request asks for; without a selector, the system-assigned one."""
@@ -80,7 +82,12 @@ class BindingsState:
                 keys[cache_key] = key
                 identities.append(Identity(i["kind"], i["objectId"], i["clientId"], i["resourceId"] or "", key))
             workloads[w["resourceId"].lower()] = Workload(
-                w["resourceId"], w["type"], w.get("kind"), w["name"], tuple(identities)
+                w["resourceId"],
+                w["type"],
+                w.get("kind"),
+                w["name"],
+                tuple(identities),
+                "header" if w.get("callerAttestation") == "header" else "strict",
             )
         self._workloads, self._keys = workloads, keys
         self.etag = doc.get("etag")

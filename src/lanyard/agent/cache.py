@@ -52,6 +52,7 @@ class TokenCache:
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_calls = 0
         self.hits = 0
+        self.misses = 0  # requests that waited for an upstream call (metrics read these three)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -66,6 +67,7 @@ class TokenCache:
             if now > half_life and key not in self._pending and not self._backing_off(key, now):
                 self._start(key, fetch)  # refresh ahead; this caller keeps the cached token
             return token
+        self.misses += 1
         pending = self._pending.get(key)
         if pending is None:
             failure = self._failures.get(key)

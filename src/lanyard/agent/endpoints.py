@@ -15,11 +15,16 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from lanyard.agent.attest import Caller
+from lanyard.agent.attesting import CallerCheck
+from lanyard.agent.audit import AgentAudit
 from lanyard.agent.bindings import BindingsState, Identity
 from lanyard.agent.cache import TokenCache
 from lanyard.agent.guards import headers_of, refusal
+from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.upstream import Upstream, UpstreamError
-from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
+from lanyard.core.errors import AuditUnavailable
 from lanyard.protocol.msi import (
     IssuedToken,
     MsiError,
@@ -57,15 +62,27 @@ def query_of(scope: Scope) -> dict[str, str]:
 class TokenService:
     """Identity resolution and caching shared by every local protocol."""
 
-    def __init__(self, state: BindingsState, cache: TokenCache, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        state: BindingsState,
+        cache: TokenCache,
+        upstream: Upstream,
+        limits: WorkloadLimits | None = None,
+        audit: AgentAudit | None = None,
+    ) -> None:
         self.state = state
         self.cache = cache
         self.upstream = upstream
+        self.limits = limits or WorkloadLimits.unlimited()
+        self.audit = audit  # None: audit is off (LANYARD_AUDIT=off)
 
-    async def issue(self, resource_id: str, request: TokenRequest) -> IssuedToken:
-        return (await self.issue_for(resource_id, request))[0]
+    async def issue(self, resource_id: str, request: TokenRequest, caller: Caller | None = None) -> IssuedToken:
+        return (await self.issue_for(resource_id, request, caller))[0]
 
-    async def issue_for(self, resource_id: str, request: TokenRequest) -> tuple[IssuedToken, Identity]:
+    async def issue_for(
+        self, resource_id: str, request: TokenRequest, caller: Caller | None = None
+    ) -> tuple[IssuedToken, Identity]:
+        """`caller` is the attested process (None where attestation is off for this workload)."""
         workload = self.state.workload(resource_id)
         if workload is None:
             raise MsiError(
@@ -77,7 +94,8 @@ class TokenService:
             return await self.upstream.identity_token(identity.key, identity.client_id, request.resource)
 
         try:
-            token = await self.cache.get(identity.object_id, request.resource, fetch)
+            with self.limits.admit(workload):  # every request counts, cache hits too (docs/security.md)
+                token = await self.cache.get(identity.object_id, request.resource, fetch)
         except UpstreamError as exc:
             log.warning("token request for %s failed: %s", identity.client_id, exc)
             raise MsiError(
@@ -89,14 +107,40 @@ class TokenService:
         current = self.state.workload(resource_id)
         if current is None or identity.object_id not in {i.object_id for i in current.identities}:
             raise MsiError(400, "Unable to load the proper Managed Identity.")
+        if self.audit is not None:
+            try:
+                await self.audit.token_served(identity, resource_id, request.resource, token, caller)
+            except AuditUnavailable as exc:
+                raise MsiError(
+                    503,
+                    "The token could not be recorded in the audit journal; retry shortly.",
+                    "temporarily_unavailable",
+                ) from exc
         return token, identity
 
 
+async def attested(
+    service: TokenService, check: CallerCheck, scope: Scope, registration: RunningWorkload | None, resource_id: str
+) -> Caller | None:
+    """The attested caller for a request on behalf of `resource_id` (None: attestation is off for it)."""
+    bound = service.state.workload(resource_id)
+    if bound is None:
+        return None  # issue() answers that the workload is no longer placed here
+    return await check(scope, registration, bound)
+
+
 class AppServiceEndpoint:
-    def __init__(self, service: TokenService, workloads: WorkloadRegistry, allowed_hosts: frozenset[bytes]) -> None:
+    def __init__(
+        self,
+        service: TokenService,
+        workloads: WorkloadRegistry,
+        allowed_hosts: frozenset[bytes],
+        check: CallerCheck,
+    ) -> None:
         self.service = service
         self.workloads = workloads
         self.allowed_hosts = allowed_hosts
+        self.check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,9 +160,10 @@ class AppServiceEndpoint:
             if workload is None or workload.kind != "appservice":
                 raise MsiError(401, "Unauthorized: the X-IDENTITY-HEADER is missing or not valid.")
             request = parse_app_service(query)
-            token = await self.service.issue(workload.resource_id, request)
+            caller = await attested(self.service, self.check, scope, workload, workload.resource_id)
+            token = await self.service.issue(workload.resource_id, request, caller)
         except MsiError as exc:
-            await send_json(send, exc.status, exc.app_service_body())
+            await send_json(send, exc.status, exc.app_service_body(), exc.headers)
             return
         await send_json(send, 200, app_service_body(token, request, self.service.cache.clock.now()))
 
@@ -136,10 +181,19 @@ def check_metadata_request(scope: Scope, headers: dict[bytes, bytes], allowed_ho
 
 
 class ImdsEndpoint:
-    def __init__(self, service: TokenService, resource_id: str, allowed_hosts: frozenset[bytes]) -> None:
+    def __init__(
+        self,
+        service: TokenService,
+        resource_id: str,
+        allowed_hosts: frozenset[bytes],
+        check: CallerCheck,
+        registration: RunningWorkload,
+    ) -> None:
         self.service = service
         self.resource_id = resource_id
         self.allowed_hosts = allowed_hosts
+        self.check = check
+        self.registration = registration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,11 +212,12 @@ class ImdsEndpoint:
                 # Never 404 on IMDS: the SDKs retry 404 for ~24 s (docs/protocols.md §1.7).
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
-            token = await self.service.issue(self.resource_id, request)
+            caller = await attested(self.service, self.check, scope, self.registration, self.resource_id)
+            token = await self.service.issue(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")
-            await send_json(send, exc.status, exc.imds_body())
+            await send_json(send, exc.status, exc.imds_body(), exc.headers)
             return
         await send_json(send, 200, imds_body(token, request, self.service.cache.clock.now()))
 
@@ -176,19 +231,32 @@ class ArcEndpoint:
     KEY_TTL = 60.0
 
     def __init__(
-        self, service: TokenService, resource_id: str, allowed_hosts: frozenset[bytes], owner: tuple[int, int] | None
+        self,
+        service: TokenService,
+        resource_id: str,
+        allowed_hosts: frozenset[bytes],
+        owner: tuple[int, int] | None,
+        check: CallerCheck,
+        registration: RunningWorkload,
     ) -> None:
         self.service = service
         self.resource_id = resource_id
         self.allowed_hosts = allowed_hosts
         self.owner = owner
+        self.check = check
+        self.registration = registration
         self._keys: dict[str, tuple[str, float]] = {}  # secret -> (file, expiry)
 
     def _challenge(self) -> str:
         import os
         import secrets as pysecrets
 
-        os.makedirs(self.KEY_DIR, mode=0o755, exist_ok=True)
+        # The agent's umask is 077: folders it makes here get 0755 explicitly (each key file inside is
+        # its owner's alone); folders that were already there are left as they are.
+        for folder in (os.path.dirname(self.KEY_DIR), self.KEY_DIR):
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+                os.chmod(folder, 0o755)  # noqa: S103 - the key files inside are 0600
         secret = pysecrets.token_urlsafe(32)
         path = f"{self.KEY_DIR}/{pysecrets.token_hex(16)}.key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -255,11 +323,12 @@ class ArcEndpoint:
                     [(b"www-authenticate", f"Basic realm={realm}".encode())],
                 )
                 return
-            token, identity = await self.service.issue_for(self.resource_id, request)
+            caller = await attested(self.service, self.check, scope, self.registration, self.resource_id)
+            token, identity = await self.service.issue_for(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")
-            await send_json(send, exc.status, exc.imds_body())
+            await send_json(send, exc.status, exc.imds_body(), exc.headers)
             return
         body = imds_body(token, request, self.service.cache.clock.now())
         # Clients check that a user-assigned answer names the identity they asked for.

@@ -14,27 +14,34 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from lanyard.agent.attesting import AttestingProtocol, CallerCheck
+from lanyard.agent.audit import AgentAudit
 from lanyard.agent.bindings import BindingsState
 from lanyard.agent.cache import TokenCache
 from lanyard.agent.credential import DEFAULT_LIFETIME, HostCredentialRenewal, new_host_certificate
 from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEndpoint, ImdsEndpoint, TokenService
 from lanyard.agent.guards import allowed_hosts_for
+from lanyard.agent.isolation import DEFAULT_UID_RANGE, WorkloadUsers, limitations
+from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
-from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 from lanyard.client.assertion import CertificateKey
+from lanyard.config import AuditSettings, LimitSettings
 from lanyard.core.clock import SystemClock
-from lanyard.core.files import write_atomically
+from lanyard.core.files import secure_tree, write_atomically
+from lanyard.core.listener import BoundedConfig, BoundedServer, bounded_config
 from lanyard.core.loop import event_loop_runner
+from lanyard.core.ratelimit import Rate
+from lanyard.observe.agent import AgentObservability
 
 log = logging.getLogger("lanyard.agent")
 AGENT_FILE = "agent.json"
@@ -55,12 +62,16 @@ class AgentOptions:
     port: int
     name: str
     host_cert_lifetime: float = DEFAULT_LIFETIME
+    workload_uids: tuple[int, int] = DEFAULT_UID_RANGE
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def load_or_join(options: AgentOptions) -> HostIdentity:
     """The host credential: made here (the private key never leaves this machine) and registered once
     with a one-time join token."""
     options.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_tree(options.home)  # host key and identity keys: the agent's user alone, whatever was there
     host_file, key_file, cert_file = (options.home / n for n in ("host.json", "host-key.pem", "host.pem"))
     if host_file.exists():
         record = json.loads(host_file.read_text())
@@ -109,24 +120,18 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that can add listeners with their own app after start (one per VM's metadata service)."""
+class _Server(BoundedServer):
+    """uvicorn that can add listeners with their own app after start (one per VM's metadata service),
+    each bounded like the first (docs/security.md, "Limits")."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
         yield  # the agent installs its own handlers
 
     async def add_listener(self, sock: socket.socket, app: Any) -> asyncio.base_events.Server:
-        config = uvicorn.Config(
-            app, lifespan="off", log_level="warning", access_log=False, server_header=False, proxy_headers=False
-        )
-        config.load()
-
-        def factory(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state={}, _loop=_loop
-            )
-
+        limits = self.config.limits if isinstance(self.config, BoundedConfig) else None
+        config = bounded_config(app, limits=limits, protocol=AttestingProtocol)
+        factory = self.protocol_factory(config)
         server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=1024)
         self.servers.append(server)
         return server
@@ -173,18 +178,31 @@ class Agent:
             renewal.run(tick=min(60.0, self.options.host_cert_lifetime / 20))
         )
 
-        service = TokenService(self.state, self.cache, upstream)
+        audit = None
+        if self.options.audit.enabled:  # LANYARD_AUDIT=off: benchmarks compare both
+            audit = AgentAudit(self.options.home, identity.host_id, self.options.audit)
+        if audit is not None:
+            await audit.start(upstream)
+        limits = self.options.limits
+        service = TokenService(
+            self.state,
+            self.cache,
+            upstream,
+            WorkloadLimits(
+                Rate.of(limits.workload_rate, limits.workload_burst),
+                azure_imds=limits.azure_imds,
+            ),
+            audit,
+        )
+        observe = AgentObservability(self.options.home, self.cache)
+        check = CallerCheck()
         sock = _tcp_socket("127.0.0.1", self.options.port)
         port = sock.getsockname()[1]
         appservice_url = f"http://127.0.0.1:{port}{APP_SERVICE_PATH}"
-        config = uvicorn.Config(
-            AppServiceEndpoint(service, self.workloads, allowed_hosts_for(port)),
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            timeout_keep_alive=30,
-            proxy_headers=False,
+        config = bounded_config(
+            observe.wrap(AppServiceEndpoint(service, self.workloads, allowed_hosts_for(port), check), "appservice"),
+            limits=limits.listener(),
+            protocol=AttestingProtocol,
             timeout_graceful_shutdown=2,
         )
         server = _Server(config)
@@ -194,7 +212,9 @@ class Agent:
                 raise AgentError("the token endpoint failed to start")
             await asyncio.sleep(0.01)
 
-        async def open_imds(resource_id: str, netns: str | None) -> tuple[str, Callable[[], Awaitable[None]]]:
+        async def open_imds(
+            resource_id: str, netns: str | None, registration: RunningWorkload
+        ) -> tuple[str, Callable[[], Awaitable[None]]]:
             if netns:
                 imds_sock = run_in_netns(netns, functools.partial(_tcp_socket, "169.254.169.254", 80))
                 extra = ["169.254.169.254"]
@@ -203,7 +223,10 @@ class Agent:
                 extra = []
             imds_port = imds_sock.getsockname()[1]
             listener = await server.add_listener(
-                imds_sock, ImdsEndpoint(service, resource_id, allowed_hosts_for(imds_port, extra))
+                imds_sock,
+                observe.wrap(
+                    ImdsEndpoint(service, resource_id, allowed_hosts_for(imds_port, extra), check, registration), "imds"
+                ),
             )
 
             async def close() -> None:
@@ -214,12 +237,12 @@ class Agent:
             return f"http://127.0.0.1:{imds_port}", close
 
         async def open_arc(
-            resource_id: str, owner: tuple[int, int] | None
+            resource_id: str, owner: tuple[int, int] | None, registration: RunningWorkload
         ) -> tuple[str, Callable[[], Awaitable[None]]]:
             arc_sock = _tcp_socket("127.0.0.1", 0)
             arc_port = arc_sock.getsockname()[1]
-            endpoint = ArcEndpoint(service, resource_id, allowed_hosts_for(arc_port), owner)
-            listener = await server.add_listener(arc_sock, endpoint)
+            endpoint = ArcEndpoint(service, resource_id, allowed_hosts_for(arc_port), owner, check, registration)
+            listener = await server.add_listener(arc_sock, observe.wrap(endpoint, "arc"))
 
             async def close() -> None:
                 listener.close()
@@ -239,14 +262,21 @@ class Agent:
                 self.options.ca_file,
                 open_imds,
                 open_arc,
+                WorkloadUsers(self.options.home, self.options.workload_uids) if os.geteuid() == 0 else None,
             ),
         )
         await control.start()
+        metrics_socket = await observe.serve_metrics(server.add_listener)
+        missing = limitations()
+        for line in missing:
+            log.warning("not isolated (the agent is not root): %s", line)
         info = {
             "url": appservice_url,
             "socket": str(self.options.home / "control.sock"),
             "hostId": identity.host_id,
             "pid": os.getpid(),
+            "metrics": str(metrics_socket),
+            "isolation": {"workloadUids": not missing, "callerAttestation": True, "limitations": missing},
         }
         write_atomically(self.options.home / AGENT_FILE, json.dumps(info).encode())
         log.info("agent ready at %s (host %s)", appservice_url, identity.host_id)
@@ -258,15 +288,20 @@ class Agent:
         with contextlib.suppress(FileNotFoundError):
             (self.options.home / AGENT_FILE).unlink()
         await control.close()
+        check.close()
         server.should_exit = True
         follow.cancel()
         renewing.cancel()
         await asyncio.gather(server_task, follow, renewing, return_exceptions=True)
+        if audit is not None:
+            await audit.close()  # ships what it can first
         await upstream.aclose()
+        observe.close()
         return 0
 
 
 def run_agent(options: AgentOptions) -> int:
+    os.umask(0o077)  # everything the agent writes is its user's alone
     with contextlib.suppress(FileNotFoundError):
         (options.home / AGENT_FILE).unlink()
     try:

@@ -3,7 +3,8 @@
 The CLI passes its stdin/stdout/stderr over the unix socket (SCM_RIGHTS), so the workload is the
 agent's own child, writes straight to the user's terminal, and its environment is the platform's.
 The socket is 0600 and the peer's uid comes from the kernel (SO_PEERCRED): only the agent's own
-user, or root, may start workloads, and they run as the agent's user.
+user, or root, may start workloads. A root agent runs each workload under a uid of its own
+(agent/isolation.py); an unprivileged one runs them as itself and says what that cannot protect.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import struct
@@ -25,8 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lanyard.agent.attest import WorkloadScope, read_stat
 from lanyard.agent.bindings import BindingsState
-from lanyard.agent.workloads import WorkloadRegistry
+from lanyard.agent.isolation import (
+    IsolationError,
+    RunAs,
+    RunFolder,
+    WorkloadUsers,
+    limitations,
+    named_user,
+    unusable,
+)
+from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 
 log = logging.getLogger("lanyard.agent.runner")
 MAX_REQUEST = 1024 * 1024
@@ -43,6 +55,8 @@ PLATFORM_VARIABLES = frozenset(
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
     }
 )
+# The platform's own configuration (its KEK among it) never reaches a workload from the caller's shell.
+PLATFORM_PREFIXES = ("LANYARD_",)
 
 
 @dataclass
@@ -54,8 +68,11 @@ class RunContext:
     appservice_url: str
     ca_bundle: str
     ca_cert: str
-    open_imds: Callable[[str, str | None], Any]  # (resource_id, netns) -> awaitable (url, closer)
-    open_arc: Callable[[str, tuple[int, int] | None], Any]  # (resource_id, key owner) -> awaitable (url, closer)
+    # (resource_id, netns, registration) -> awaitable (url, closer)
+    open_imds: Callable[[str, str | None, RunningWorkload], Any]
+    # (resource_id, key owner, registration) -> awaitable (url, closer)
+    open_arc: Callable[[str, tuple[int, int] | None, RunningWorkload], Any]
+    users: WorkloadUsers | None = None  # a root agent's uid allocation; None: workloads run as the agent
 
 
 def _truthy(value: str | None) -> bool:
@@ -178,27 +195,32 @@ class ControlServer:
                     os.close(fd)
             conn.close()
 
-    def _environment(self, request: dict[str, Any], header: str | None, imds_url: str | None) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in dict(request.get("env") or {}).items()
-            if isinstance(k, str) and isinstance(v, str) and k not in PLATFORM_VARIABLES
-        }
-        settings = {
-            k: v
-            for k, v in dict(request.get("appSettings") or {}).items()
-            if isinstance(k, str) and isinstance(v, str) and k not in PLATFORM_VARIABLES
-        }
+    def _environment(
+        self,
+        request: dict[str, Any],
+        header: str | None,
+        imds_url: str | None,
+        folder: RunFolder | None,
+        run_as: RunAs | None,
+    ) -> dict[str, str]:
+        def allowed(name: object, value: object) -> bool:
+            return (
+                isinstance(name, str)
+                and isinstance(value, str)
+                and name not in PLATFORM_VARIABLES
+                and not name.startswith(PLATFORM_PREFIXES)
+            )
+
+        env = {k: v for k, v in dict(request.get("env") or {}).items() if allowed(k, v)}
+        settings = {k: v for k, v in dict(request.get("appSettings") or {}).items() if allowed(k, v)}
         env.update(settings)
+        if folder is not None and run_as is not None:
+            env.update({"HOME": str(folder.path), "USER": run_as.name, "LOGNAME": run_as.name})
         # Sync Python trusts REQUESTS_CA_BUNDLE, async Python SSL_CERT_FILE, node adds NODE_EXTRA_CA_CERTS
         # to its own roots: each gets the public roots plus the platform CA (docs/protocols.md §4.4).
-        env.update(
-            {
-                "REQUESTS_CA_BUNDLE": self.ctx.ca_bundle,
-                "SSL_CERT_FILE": self.ctx.ca_bundle,
-                "NODE_EXTRA_CA_CERTS": self.ctx.ca_cert,
-            }
-        )
+        bundle = folder.ca_bundle if folder is not None else self.ctx.ca_bundle
+        cert = folder.ca_cert if folder is not None else self.ctx.ca_cert
+        env.update({"REQUESTS_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle, "NODE_EXTRA_CA_CERTS": cert})
         if request.get("kind") == "appservice":
             env.update(
                 {
@@ -225,6 +247,15 @@ class ControlServer:
             env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds_url
         return env
 
+    def _run_as(self, request: dict[str, Any], resource_id: str) -> RunAs | None:
+        """Whom the workload runs as: None for an unprivileged agent (itself, with a warning)."""
+        user = request.get("user")
+        if self.ctx.users is None:
+            if user:
+                raise IsolationError("--user needs a root agent: this agent cannot change uid")
+            return None
+        return named_user(str(user)) if user else self.ctx.users.for_resource(resource_id)
+
     async def _run(self, conn: socket.socket, request: dict[str, Any], fds: list[int], uid: int, gid: int) -> None:
         loop = asyncio.get_running_loop()
         resource_id = str(request["resourceId"])
@@ -236,16 +267,38 @@ class ControlServer:
         if bound is None:
             self._send(conn, {"error": f"{resource_id} is not placed on this host"})
             return
-        registration = None
+        command = [str(a) for a in argv]
+        cwd = str(request.get("cwd") or "/")
+        try:
+            run_as = self._run_as(request, bound.resource_id)
+        except IsolationError as exc:
+            self._send(conn, {"error": str(exc)})
+            return
+        if run_as is None:
+            for line in limitations():
+                self._send(conn, {"warning": f"not isolated: {line}"})
+        else:
+            path_variable = str(dict(request.get("env") or {}).get("PATH") or os.defpath)
+            problem = await loop.run_in_executor(None, unusable, command, cwd, path_variable, run_as)
+            if problem:
+                self._send(conn, {"error": problem})
+                return
+            if shutil.which("setpriv") is None:
+                self._send(conn, {"error": "workload isolation needs setpriv (util-linux) on this host"})
+                return
+        registration: RunningWorkload | None = None
         closer: Callable[[], Any] | None = None
         netns: str | None = None
         imds_url: str | None = None
         header: str | None = None
+        folder: RunFolder | None = None
         try:
+            if run_as is not None:
+                folder = RunFolder(run_as, self.ctx.ca_bundle, self.ctx.ca_cert)
+            registration = self.ctx.workloads.start(resource_id, kind)
             if kind == "appservice":
                 disabled = _truthy(dict(request.get("appSettings") or {}).get("WEBSITE_DISABLE_MSI"))
                 if bound.identities and not disabled:
-                    registration = self.ctx.workloads.start(resource_id, "appservice")
                     header = registration.header
             elif kind == "arc":
                 if os.getuid() != 0:
@@ -253,30 +306,47 @@ class ControlServer:
                         conn, {"error": "Arc mode needs a root agent: its key files live in /var/opt/azcmagent/tokens"}
                     )
                     return
-                owner = (uid, gid) if uid != 0 else None
-                imds_url, closer = await self.ctx.open_arc(resource_id, owner)
+                # The key file is readable by the workload's uid alone: that is Arc's proof of locality.
+                owner = (run_as.uid, run_as.gid) if run_as is not None else (uid, gid) if uid != 0 else None
+                imds_url, closer = await self.ctx.open_arc(resource_id, owner, registration)
             else:
                 if request.get("netns"):
                     netns = await loop.run_in_executor(None, create_netns)
-                imds_url, closer = await self.ctx.open_imds(resource_id, netns)
-            env = self._environment(request, header, None if netns else imds_url)
-            command = [str(a) for a in argv]
+                imds_url, closer = await self.ctx.open_imds(resource_id, netns, registration)
+            env = self._environment(request, header, None if netns else imds_url, folder, run_as)
+            # setpriv drops to the workload's uid and then execs in place: the pid we supervise and
+            # attest is the workload's own (the event loop's subprocess support cannot change uid).
+            drop: list[str] = []
+            if run_as is not None:
+                drop = ["setpriv", f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--"]
+            command = [*drop, *command]
             if netns:
                 command = ["ip", "netns", "exec", netns, *command]
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=fds[0],
-                stdout=fds[1],
-                stderr=fds[2],
-                env=env,
-                cwd=str(request.get("cwd") or "/"),
-                start_new_session=True,
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=fds[0],
+                    stdout=fds[1],
+                    stderr=fds[2],
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            except PermissionError as exc:
+                who = f" as {run_as.name} (uid {run_as.uid})" if run_as else ""
+                self._send(conn, {"error": f"cannot start {argv[0]}{who}: {exc.strerror} ({exc.filename or argv[0]})"})
+                return
+            stat = read_stat(process.pid)
+            registration.pid = process.pid
+            registration.scope = WorkloadScope(
+                process.pid, stat.start_time if stat else -1, run_as.uid if run_as is not None else None
             )
-            if registration is not None:
-                registration.pid = process.pid
             self._processes.add(process)
             try:
-                self._send(conn, {"pid": process.pid})
+                started: dict[str, Any] = {"pid": process.pid}
+                if run_as is not None:
+                    started["uid"] = run_as.uid
+                self._send(conn, started)
                 code = await self._supervise(conn, process)
             finally:
                 self._processes.discard(process)
@@ -291,6 +361,8 @@ class ControlServer:
                 await closer()
             if netns:
                 await loop.run_in_executor(None, delete_netns, netns)
+            if folder is not None:
+                folder.remove()
 
     async def _supervise(self, conn: socket.socket, process: asyncio.subprocess.Process) -> int:
         """Relay signals from the CLI; if the CLI goes away, the workload is stopped too."""

@@ -141,6 +141,23 @@ class Upstream:
             raise UpstreamError(f"the bindings API answered {response.status_code}: {response.text[:200]}")
         return dict(response.json())
 
+    async def platform_call(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> httpx.Response:
+        """One call to a /lanyard/v1/agent route, signed in as this host."""
+        token = await self.host_token()
+        try:
+            response = await self._http.request(
+                method,
+                f"{self.host.authority}{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{path} is unreachable ({type(exc).__name__})") from exc
+        if response.status_code == 401:
+            self._host_token = None
+        return response
+
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()

@@ -11,13 +11,17 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field
 
+from lanyard.agent.attest import WorkloadScope
+
 
 @dataclass
 class RunningWorkload:
     resource_id: str
-    kind: str  # "appservice" | "imds"
+    kind: str  # "appservice" | "imds" | "arc"
     header: str = field(repr=False)
     pid: int | None = None
+    # Set once the process exists: what a caller must match (docs/security.md, caller attestation).
+    scope: WorkloadScope | None = None
 
 
 class WorkloadRegistry:

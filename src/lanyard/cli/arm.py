@@ -224,6 +224,12 @@ def site_path(profile: Profile, group: str, name: str, slot: str | None = None) 
     return f"{path}/slots/{slot}" if slot else path
 
 
+RUN_USER_HELP = (
+    "Run as this existing (unprivileged) user instead of the uid the agent allocates to this resource "
+    "(root agents only)."
+)
+
+
 def make_site_group(kind: str, noun: str) -> click.Group:
     @click.group(noun)
     def site_group() -> None:
@@ -237,6 +243,11 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--plan", "-p", help="App Service plan name or id.")
     @click.option("--location", "-l")
     @click.option("--assign-identity", multiple=True, help="[system] and/or user-assigned identity ids or names.")
+    @click.option(
+        "--tags",
+        multiple=True,
+        help="KEY=VALUE, repeatable (lanyard.callerAttestation=header: Azure's header-only check).",
+    )
     @click.pass_context
     def create(
         ctx: click.Context,
@@ -245,6 +256,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         plan: str | None,
         location: str | None,
         assign_identity: tuple[str, ...],
+        tags: tuple[str, ...],
     ) -> None:
         profile = _profile(ctx)
         loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
@@ -256,6 +268,8 @@ def make_site_group(kind: str, noun: str) -> click.Group:
                 else (f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{plan}")
             )
         body: dict[str, Any] = {"location": loc, "kind": kind, "properties": props}
+        if tags:
+            body["tags"] = parse_pairs(tags)
         if assign_identity:
             system, users = resolve_identity_ids(profile, resource_group, assign_identity)
             body["identity"] = identity_body(system, users)
@@ -421,6 +435,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--name", "-n", required=True)
     @click.option("--slot", "-s")
     @click.option("--agent-home", help="Run on the agent with this home folder (default: the platform's own).")
+    @click.option("--user", help=RUN_USER_HELP)
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     @click.pass_context
     def run(
@@ -429,6 +444,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         name: str,
         slot: str | None,
         agent_home: str | None,
+        user: str | None,
         command: tuple[str, ...],
     ) -> None:
         """Run COMMAND as this app on this host, with the environment App Service gives it."""
@@ -451,6 +467,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
                 "resourceGroup": resource_group,
                 "hostName": (site.get("properties") or {}).get("defaultHostName", ""),
                 "ownerName": f"{profile.endpoints['subscription_id']}+{resource_group}",
+                "user": user,
             },
         )
 
@@ -585,6 +602,7 @@ def vm_delete(ctx: click.Context, resource_group: str, name: str, yes: bool) -> 
     help="Speak the Azure Arc protocol (IDENTITY_ENDPOINT + IMDS_ENDPOINT, the "
     "401 key-file challenge) instead of IMDS (Linux, root).",
 )
+@click.option("--user", help=RUN_USER_HELP)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def vm_run(
@@ -594,6 +612,7 @@ def vm_run(
     netns: bool,
     agent_home: str | None,
     arc: bool,
+    user: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND as this VM on this host, with a metadata service (IMDS) of its own."""
@@ -606,7 +625,13 @@ def vm_run(
         fail("--arc and --netns cannot be combined")
     run_workload(
         socket_path,
-        {"kind": "arc" if arc else "imds", "resourceId": record["id"], "argv": list(command), "netns": netns},
+        {
+            "kind": "arc" if arc else "imds",
+            "resourceId": record["id"],
+            "argv": list(command),
+            "netns": netns,
+            "user": user,
+        },
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,10 +11,12 @@ import click
 
 from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
+from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
+from lanyard.cli.logs import logs
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
 
@@ -44,6 +46,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--workers", type=int, default=None, help="Server processes on this machine sharing the port.")
 @click.option("--worker-of", type=int, default=None, hidden=True)
 @click.option("--no-agent", is_flag=True, help="Do not start a host agent for this machine.")
+@click.option(
+    "--audit-file",
+    default=None,
+    help="Also write the audit trail to this JSON-lines file (or $LANYARD_AUDIT_FILE); if it fails, grants fail.",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -58,9 +65,12 @@ def up(
     workers: int | None,
     worker_of: int | None,
     no_agent: bool,
+    audit_file: str | None,
 ) -> None:
     """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lanyard.observe import multiproc
+    from lanyard.observe.logs import configure as configure_logging
+
     home = str(up_home or ctx.find_root().obj["home"])
     settings = load_settings(
         home=home,
@@ -73,8 +83,11 @@ def up(
         agent_port=agent_port,
         public_url=public_url,
         workers=workers,
+        audit_file=audit_file,
     )
+    configure_logging(settings.home, settings.log_level)
     if worker_of is not None:
+        multiproc.enable(settings.home, fresh=False)
         from lanyard.server.up import serve_worker
 
         sys.exit(serve_worker(settings, worker_of))
@@ -86,6 +99,8 @@ def up(
         from lanyard.server.agent_launch import start_early
 
         early = start_early(settings.home, settings.agent_port)  # boots while the server imports
+    if settings.workers > 1:
+        multiproc.enable(settings.home, fresh=True)  # after the agent started: it keeps its own
     from lanyard.server.up import serve
 
     sys.exit(serve(settings, early_agent=early, home_lock=lock))
@@ -112,6 +127,12 @@ def up(
     envvar="LANYARD_HOST_CERT_LIFETIME",
     help="Seconds this host's own certificate lives (default a year); renewed at half its life.",
 )
+@click.option(
+    "--workload-uids",
+    default=None,
+    envvar="LANYARD_WORKLOAD_UIDS",
+    help="FIRST-LAST: the uids a root agent gives workloads, one per app, slot or VM (default 900000000-900099999).",
+)
 def agent_command(
     agent_home: str,
     server: str | None,
@@ -122,15 +143,25 @@ def agent_command(
     port: int,
     name: str | None,
     host_cert_lifetime: float | None,
+    workload_uids: str | None,
 ) -> None:
     """Run a host agent: the local token service and workload runner for this machine."""
     import socket
 
     from lanyard.agent.credential import DEFAULT_LIFETIME
+    from lanyard.agent.isolation import DEFAULT_UID_RANGE, parse_uid_range
     from lanyard.agent.main import AgentOptions, read_server_file, run_agent
+    from lanyard.config import load_audit_settings, load_limit_settings, log_level
+    from lanyard.observe import multiproc
+    from lanyard.observe.logs import configure as configure_logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = Path(agent_home).expanduser().resolve()
+    configure_logging(home, log_level())
+    multiproc.disable_for_child(os.environ)  # an agent started by hand from a worker's shell
+    try:
+        uid_range = parse_uid_range(workload_uids) if workload_uids else DEFAULT_UID_RANGE
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workload-uids") from exc
     if server_file:
         server = read_server_file(Path(server_file))
     sys.exit(
@@ -144,6 +175,9 @@ def agent_command(
                 port=port,
                 name=name or socket.gethostname(),
                 host_cert_lifetime=_positive(host_cert_lifetime, DEFAULT_LIFETIME, "--host-cert-lifetime"),
+                workload_uids=uid_range,
+                limits=load_limit_settings(),  # LANYARD_* limits, the same names `lanyard up` reads
+                audit=load_audit_settings(),  # LANYARD_AUDIT*, as `lanyard up` reads them
             )
         )
     )
@@ -197,9 +231,11 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
 cli.add_command(ad)
 cli.add_command(keyvault)
 cli.add_command(keys)
+cli.add_command(audit)
 cli.add_command(kek)
 cli.add_command(status)
 cli.add_command(down)
+cli.add_command(logs)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 

@@ -69,6 +69,8 @@ def run_workload(socket_path: str, request: dict[str, Any]) -> NoReturn:
             message = json.loads(line)
             if "error" in message:
                 fail(str(message["error"]))
+            if "warning" in message:
+                print(f"lanyard: warning: {message['warning']}", file=sys.stderr, flush=True)
             if "exit" in message:
                 sys.stdout.flush()
                 os._exit(int(message["exit"]))

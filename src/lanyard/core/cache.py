@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
@@ -24,10 +24,13 @@ _MISSING = object()
 
 
 class FeedCache(Generic[K, V]):
-    def __init__(self, maxsize: int, ttl: float, clock: Clock) -> None:
+    def __init__(self, maxsize: int, ttl: float, clock: Clock, stats: tuple[Any, Any] | None = None) -> None:
         self._data: TTLCache[K, V] = TTLCache(maxsize=maxsize, ttl=ttl, timer=clock.now)
         self._lock = threading.Lock()
         self._epoch = 0
+        # (hit, miss) counters (observe.metrics.cache_stats), or None: this module stays free of them.
+        self._hit: Any = stats[0] if stats is not None else None
+        self._miss: Any = stats[1] if stats is not None else None
 
     def __len__(self) -> int:
         with self._lock:
@@ -35,7 +38,10 @@ class FeedCache(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            return self._data.get(key)
+            value = self._data.get(key)
+        if self._hit is not None:
+            (self._miss if value is None else self._hit).inc()
+        return value
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -57,7 +63,11 @@ class FeedCache(Generic[K, V]):
             found = self._data.get(key, _MISSING)
             epoch = self._epoch
         if found is not _MISSING:
+            if self._hit is not None:
+                self._hit.inc()
             return found  # type: ignore[return-value]
+        if self._miss is not None:
+            self._miss.inc()
         value = loader()
         self.put(key, value, epoch)
         return value

@@ -4,6 +4,7 @@
     ├── ConfigError                   operator mistakes at start-up (bad home, unreadable KEK)
     ├── CryptoError                   a ciphertext that does not decrypt under any known key
     ├── StoreUnavailable              the database cannot be reached: 503 in the called API's format
+    │   └── AuditUnavailable          a grant's audit record was not accepted in time: 503, nothing granted
     ├── OAuthError                    RFC 6749 §5.2 {"error", "error_description", "error_codes"}
     │   ├── InvalidRequest            400 invalid_request
     │   ├── InvalidClient             401 invalid_client
@@ -45,6 +46,11 @@ class StoreUnavailable(LanyardError):
     handler renders it by the API that was called) and the request can be retried."""
 
     status = 503
+
+
+class AuditUnavailable(StoreUnavailable):
+    """The audit trail did not durably accept a grant's record within its deadline (docs/security.md,
+    "The audit trail"): the grant is refused with 503 in the called API's format."""
 
 
 class OAuthError(LanyardError):

@@ -1,8 +1,11 @@
-"""Files other processes read while we write them: replaced atomically, never seen half-written."""
+"""Files other processes read while we write them: replaced atomically, never seen half-written; and
+the platform's folders, kept its user's alone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from pathlib import Path
 
 
@@ -14,3 +17,27 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
         fh.write(data)
     os.chmod(tmp, mode)  # O_CREAT's mode is filtered by the umask
     os.replace(tmp, path)
+
+
+def secure_tree(root: Path) -> None:
+    """The platform's files are its user's alone, whatever state the folder was found in: folders 0700,
+    files 0600, owned by the running user."""
+    me, group = os.geteuid(), os.getegid()
+    if not root.exists():
+        return
+    for folder, dirs, files in os.walk(root):
+        _tighten(Path(folder), 0o700, me, group)
+        for name in files:
+            _tighten(Path(folder) / name, 0o600, me, group)
+        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+
+
+def _tighten(path: Path, mode: int, uid: int, gid: int) -> None:
+    with contextlib.suppress(OSError):
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            return
+        if (info.st_uid, info.st_gid) != (uid, gid) and os.geteuid() == 0:
+            os.chown(path, uid, gid)
+        if stat.S_IMODE(info.st_mode) & ~mode:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & mode)

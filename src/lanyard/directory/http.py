@@ -14,8 +14,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lanyard.core.errors import InvalidRequest, OAuthError
+from lanyard.audit.record import Event, token_ref, unverified_claims
+from lanyard.audit.writer import NULL_AUDITOR, Auditor
+from lanyard.core.errors import AuditUnavailable, InvalidRequest, OAuthError
+from lanyard.directory.limits import ClientLimits
 from lanyard.directory.service import Directory
+from lanyard.observe import metrics
 from lanyard.protocol import discovery
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, is_guid, parse_form, parse_token_request
 
@@ -29,18 +33,54 @@ class InvalidTenant(OAuthError):
     error = "invalid_tenant"
 
 
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
+
+
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def oauth_error(exc: OAuthError) -> Response:
-    return json_response(exc.body(), exc.status, NO_STORE)
+    retry_after = getattr(exc, "retry_after", None)
+    return json_response(exc.body(), exc.status, {**NO_STORE, "Retry-After": retry_after} if retry_after else NO_STORE)
 
 
 class DirectoryRoutes:
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, audit: Auditor = NULL_AUDITOR, limits: ClientLimits | None = None) -> None:
         self.directory = directory
         self.authority = directory.config.authority
+        self.audit = audit
+        self.limits = limits or ClientLimits.unlimited()
+
+    async def _record_issued(self, request: Request, tenant: str, endpoint: str, token: str) -> None:
+        """No token leaves unless its record was accepted (docs/security.md, "The audit trail")."""
+        claims = unverified_claims(token)
+        token_id = claims.get("uti") or claims.get("jti")
+        client = request.client
+        event = Event(
+            "token.issue",
+            "granted",
+            claims.get("oid"),
+            claims.get("appid"),
+            claims.get("aud"),
+            None,
+            {
+                "token_ref": token_ref(str(token_id)) if token_id else None,
+                "credential": "secret" if claims.get("appidacr") == "1" else "certificate",
+                "endpoint": endpoint,
+                "tenant": tenant,
+                "exp": claims.get("exp"),
+                "client": f"{client.host}:{client.port}" if client else None,
+            },
+        )
+        try:
+            await self.audit.record(event)
+        except AuditUnavailable as exc:
+            raise TemporarilyUnavailable(
+                90033, "A transient error has occurred (the audit trail is unavailable). Please try again."
+            ) from exc
 
     def _tenant(self, request: Request, *, allow_alias: bool) -> str:
         tenant = str(request.path_params["tenant"]).lower()
@@ -73,13 +113,21 @@ class DirectoryRoutes:
                 if len(body) > MAX_FORM_BYTES:
                     raise InvalidRequest(900144, "The request body is too large.")
             token_request = parse_token_request(parse_form(body), endpoint, request.headers.get("authorization"))
-            if self.directory.is_cached(token_request.client_id):
-                # Pure CPU (one signature check, one signature): a thread hop would only add contention.
-                result = self.directory.token(tenant, token_request)
-            else:
-                # Storage may be a network database: keep its round-trips off the event loop.
-                result = await run_in_threadpool(self.directory.token, tenant, token_request)
+            with self.limits.guard(token_request, request.client.host if request.client else ""):
+                if self.directory.is_cached(token_request.client_id):
+                    # Pure CPU (one signature check, one signature): a thread hop would only add contention.
+                    result = self.directory.token(tenant, token_request)
+                else:
+                    # Storage may be a network database: keep its round-trips off the event loop.
+                    result = await run_in_threadpool(self.directory.token, tenant, token_request)
+            if self.audit.enabled:
+                await self._record_issued(request, tenant, endpoint, str(result["access_token"]))
         except OAuthError as exc:
+            metrics.token_refused(exc.error)
+            if self.audit.enabled and exc.status != 503:
+                self.audit.note(
+                    Event("token.refuse", "denied", None, None, None, None, {"error": exc.error, "code": exc.aadsts})
+                )
             return oauth_error(exc)
         return json_response(result, 200, NO_STORE)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from lanyard.audit.record import Event
+from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ConfigError
 from lanyard.directory.service import Directory
@@ -48,8 +50,11 @@ class RenewalPolicy:
 
 
 class IdentityRenewal:
-    def __init__(self, directory: Directory, clock: Clock, policy: RenewalPolicy) -> None:
+    def __init__(
+        self, directory: Directory, clock: Clock, policy: RenewalPolicy, audit: Auditor = NULL_AUDITOR
+    ) -> None:
         self.directory = directory
+        self.audit = audit
         self.store = directory.store
         self.clock = clock
         self.policy = policy
@@ -67,7 +72,7 @@ class IdentityRenewal:
         if not due:
             return 0
         fresh = {p.app_id: self.directory.make_identity_credential(p) for p in due}
-        renewed = 0
+        renewed: list[str] = []
         with self.store.session() as s:
             transaction_lock(s, "identity-renewal")
             still_due = {p.app_id for p in repo.identities_due_for_renewal(s, cutoff, BATCH)}
@@ -76,8 +81,13 @@ class IdentityRenewal:
                     continue  # another node renewed it while we generated keys
                 repo.add_credential(s, record, now)
                 repo.end_platform_credentials(s, app_id, keep=record.key_id, end_at=now + self.policy.grace)
-                renewed += 1
+                renewed.append(app_id)
             repo.delete_ended_platform_credentials(s, now - KEEP_ENDED)
         if renewed:
-            log.warning("renewed the certificates of %d managed identit%s", renewed, "y" if renewed == 1 else "ies")
-        return renewed
+            n = len(renewed)
+            log.warning("renewed the certificates of %d managed identit%s", n, "y" if n == 1 else "ies")
+        for app_id in renewed:
+            self.audit.eventually(
+                Event("credential.identity.renew", app_id=app_id, detail={"key_id": fresh[app_id].key_id})
+            )
+        return len(renewed)

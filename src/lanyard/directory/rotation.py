@@ -20,10 +20,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from lanyard.audit.record import Event
+from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError, ConfigError
 from lanyard.crypto.barrier import Barrier
 from lanyard.directory.keys import SigningKeys, new_signing_key
+from lanyard.observe import metrics
 from lanyard.storage import directory_repo as repo
 from lanyard.storage.db import Store
 
@@ -62,6 +65,7 @@ class KeyLifecycle:
         self.keys = keys
         self.clock = clock
         self.policy = policy
+        self.audit: Auditor = NULL_AUDITOR
 
     # -- what is due --------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class KeyLifecycle:
                 return done
             if pending is not None and pending.activates_at is not None and now >= pending.activates_at:
                 self._activate(s, pending, active, now)
+                metrics.KEY_ROTATIONS.labels("scheduled").inc()
                 done.append(f"activated {pending.kid}, retired {active.kid}")
                 pending = None
                 active = None
@@ -124,6 +129,9 @@ class KeyLifecycle:
                     done.append(f"removed {r.kid}")
         for line in done:
             log.warning("signing keys: %s", line)
+        if done:
+            # Already committed: recorded when the trail accepts it (retried), never lost silently.
+            self.audit.eventually(Event("credential.signing_key.schedule", detail={"transitions": done}))
         return done
 
     def _activate(self, s: repo.Session, new: repo.SigningKeyRecord, old: repo.SigningKeyRecord, now: float) -> None:
@@ -135,6 +143,18 @@ class KeyLifecycle:
     # -- operator actions -----------------------------------------------------------------------
 
     def rotate(self, *, immediate: bool) -> repo.SigningKeyRecord:
+        record = self._rotate(immediate=immediate)
+        self.audit.record_sync(
+            Event("credential.signing_key.rotate", resource=record.kid, detail={"immediate": immediate})
+        )
+        return record
+
+    def revoke(self, kid: str) -> repo.SigningKeyRecord:
+        record = self._revoke(kid)
+        self.audit.record_sync(Event("credential.signing_key.revoke", resource=record.kid))
+        return record
+
+    def _rotate(self, *, immediate: bool) -> repo.SigningKeyRecord:
         """Schedule the next key now (published, signing after the publish lead), or, with
         `immediate`, make a new key sign at once (verifiers with a cached key set refetch it on the
         unknown kid). The old key is retired, not revoked: its tokens stay valid."""
@@ -150,6 +170,7 @@ class KeyLifecycle:
                     repo.add_signing_key(s, fresh)
                     pending = fresh
                 self._activate(s, pending, active, now)
+                metrics.KEY_ROTATIONS.labels("immediate").inc()
                 return _with(pending, state="active", activated_at=now, activates_at=None)
             if pending is not None:
                 raise ArmError(
@@ -161,7 +182,7 @@ class KeyLifecycle:
             repo.add_signing_key(s, fresh)
             return fresh
 
-    def revoke(self, kid: str) -> repo.SigningKeyRecord:
+    def _revoke(self, kid: str) -> repo.SigningKeyRecord:
         now = self.clock.now()
         with self.store.session() as s:
             repo.lock_signing_keys(s)
@@ -187,6 +208,7 @@ class KeyLifecycle:
                 activates_at=None,
                 sealed_private_key=b"",
             )
+            metrics.KEY_ROTATIONS.labels("revoked").inc()
             return _with(found, state="revoked", revoked_at=now, sealed_private_key=b"")
 
 

@@ -6,7 +6,9 @@ Protocol rules live in :mod:`lanyard.protocol`; this module joins them to storag
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
+import logging
 import math
 import secrets
 import threading
@@ -26,6 +28,7 @@ from lanyard.core.errors import GraphError, InvalidClient, InvalidRequest, Unaut
 from lanyard.crypto.barrier import Barrier
 from lanyard.crypto.pki import new_rsa_key, private_key_pem, self_signed, thumbprint_sha1, thumbprint_sha256
 from lanyard.directory.keys import SigningKeys
+from lanyard.observe import metrics
 from lanyard.protocol.access_token import Subject, issuer_v1, token_response, v1_claims
 from lanyard.protocol.assertion import RegisteredCertificate, verify_client_assertion
 from lanyard.protocol.oauth2 import TokenRequest, is_guid
@@ -34,6 +37,7 @@ from lanyard.storage import directory_repo as repo
 from lanyard.storage.db import Store
 from lanyard.storage.feed import ANY, RESET, Change
 
+log = logging.getLogger("lanyard.directory")
 SECRET_DEFAULT_YEARS = 1
 # Clients and their credentials are cached per node and invalidated per client id by the change
 # feed, from whichever node wrote; the TTL bounds staleness only while the feed is down.
@@ -100,7 +104,9 @@ class Directory:
         self._issuers: frozenset[str] = frozenset()
         self._tenant_listeners: list[Callable[[frozenset[str]], None]] = []
         self._load_tenants()
-        self._clients: FeedCache[str, _Client] = FeedCache(CLIENT_CACHE_SIZE, CLIENT_CACHE_SECONDS, clock)
+        self._clients: FeedCache[str, _Client] = FeedCache(
+            CLIENT_CACHE_SIZE, CLIENT_CACHE_SECONDS, clock, metrics.cache_stats("clients")
+        )
         self._opened: LRUCache[str, tuple[str, str]] = LRUCache(maxsize=CLIENT_CACHE_SIZE)
         self._opened_lock = threading.Lock()
         # Resource servers trust what is published (keys as stored, issuers of known tenants).
@@ -236,7 +242,9 @@ class Directory:
                 "are signing into the correct cloud.",
             )
         principal, method = self.authenticate(tenant_id, request)
-        return self.mint(principal, request.resource, method, request.endpoint)
+        issued = self.mint(principal, request.resource, method, request.endpoint)
+        metrics.token_issued(method, principal.kind.lower())
+        return issued
 
     def mint(
         self,
@@ -256,6 +264,10 @@ class Directory:
             lifetime=self.config.token_lifetime,
             auth_method=method,
         )
+        if log.isEnabledFor(logging.DEBUG):
+            # The token's id as a hash (docs/security.md): enough to match a log line to an audit record.
+            uti = hashlib.sha256(str(claims.get("uti", "")).encode()).hexdigest()[:16]
+            log.debug("issued a %s token to %s for %s (uti#%s)", method, principal.app_id, resource[:200], uti)
         return token_response(self.keys.signer.sign(claims), claims, endpoint)
 
     # -- applications and service principals (Graph's role) ----------------------------------

@@ -122,6 +122,10 @@ class FleetRoutes:
             raise ArmError("The caller is not a registered host.", code="AuthorizationFailed", status=403)
         return host
 
+    async def authenticate_host(self, request: Request) -> HostRecord:
+        """The registered host an agent's token names, for other routes agents call (audit shipping)."""
+        return await self._host(request)
+
     async def credential(self, request: Request) -> Response:
         """An agent registers its renewed certificate, signed in with its current one."""
         try:

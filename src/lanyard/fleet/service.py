@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 
 from lanyard.arm.service import Caller, ControlPlane
+from lanyard.audit.record import Event
+from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError, GraphError
 from lanyard.directory.keys import PUBLISHED_STATES
@@ -38,6 +40,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+ATTESTATION_TAG = "lanyard.callerAttestation"
+
+
+def caller_attestation(tags: dict[str, str] | None) -> str:
+    """Strict unless the resource's owner opted into Azure's header-only check with a tag."""
+    value = (tags or {}).get(ATTESTATION_TAG, "")
+    return "header" if value.strip().lower() == "header" else "strict"
+
+
 @dataclass(frozen=True)
 class Bindings:
     generation: int
@@ -52,6 +63,7 @@ class Fleet:
         self.control = control
         self.clock = clock
         self.tenant_id = tenant_id
+        self.audit: Auditor = NULL_AUDITOR
 
     # -- joining ------------------------------------------------------------------------------
 
@@ -63,6 +75,14 @@ class Fleet:
             fleet_repo.add_join_token(
                 s, hash_token(token), host_name, self.clock.now() + ttl, caller.object_id if caller else None
             )
+        self.audit.eventually(
+            Event(
+                "credential.host.join_token",
+                principal=caller.object_id if caller else None,
+                app_id=caller.app_id if caller else None,
+                detail={"name": host_name, "ttl": ttl},
+            )
+        )
         return token
 
     def _subscription_scope(self, s: Any) -> str:
@@ -91,6 +111,15 @@ class Fleet:
                     f"The certificate was refused: {getattr(exc, 'message', 'invalid')}", "InvalidCertificate"
                 ) from exc
             host = fleet_repo.add_host(s, str(uuid.uuid4()), name, principal.object_id, self.clock.now())
+        self.audit.record_sync(
+            Event(
+                "credential.host.join",
+                principal=principal.object_id,
+                app_id=principal.app_id,
+                host=host.id,
+                detail={"name": name},
+            )
+        )
         return {
             "hostId": host.id,
             "clientId": principal.app_id,
@@ -122,6 +151,15 @@ class Fleet:
             if record.end_at <= now:
                 raise bad_request("The certificate has already expired.", "InvalidCertificate")
             dirrepo.end_certificates(s, principal.app_id, keep=record.key_id, end_at=now + HOST_CERT_GRACE)
+        self.audit.record_sync(
+            Event(
+                "credential.host.renew",
+                principal=principal.object_id,
+                app_id=principal.app_id,
+                host=host.id,
+                detail={"key_id": record.key_id},
+            )
+        )
         return {"hostId": host.id, "keyId": record.key_id, "endDateTime": record.end_at}
 
     def host_for_principal(self, principal_id: str) -> fleet_repo.HostRecord | None:
@@ -185,6 +223,15 @@ class Fleet:
                     self.control.revoke_workload_identities(s, record)
             fleet_repo.delete_host(s, host.id)
             dirrepo.delete_principal(s, host.principal_id)
+        self.audit.record_sync(
+            Event(
+                "credential.host.revoke",
+                principal=caller.object_id,
+                app_id=caller.app_id,
+                host=host.id,
+                detail={"name": host.name, "placements_removed": len(placed)},
+            )
+        )
         return {"hostId": host.id, "name": host.name, "revoked": True, "placementsRemoved": len(placed)}
 
     def list_hosts(self, caller: Caller) -> list[dict[str, Any]]:
@@ -255,6 +302,7 @@ class Fleet:
                         "kind": record.kind,
                         "name": record.name,
                         "identities": identities,
+                        "callerAttestation": caller_attestation(record.tags),
                     }
                 )
             # The published signing keys: an agent drops cached tokens signed by any other (revoked).

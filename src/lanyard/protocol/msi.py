@@ -63,11 +63,18 @@ _SELECTORS: dict[str, SelectorKind] = {
 class MsiError(Exception):
     """A refusal, rendered in the protocol that was called."""
 
-    def __init__(self, status: int, message: str, error: str = "invalid_request") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error: str = "invalid_request",
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error = error
+        self.headers = headers or []  # e.g. Retry-After on a 429
 
     def app_service_body(self) -> dict[str, Any]:
         return {"statusCode": self.status, "message": self.message, "correlationId": str(uuid.uuid4())}

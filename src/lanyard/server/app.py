@@ -16,17 +16,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanyard.arm.http import ArmRoutes
 from lanyard.arm.service import ControlPlane
+from lanyard.audit import NULL_AUDITOR, server_auditor
+from lanyard.audit.api import AuditRoutes
+from lanyard.audit.http import AuditMiddleware
+from lanyard.audit.writer import Auditor
 from lanyard.core.clock import Clock
 from lanyard.core.errors import StoreUnavailable
 from lanyard.core.jobs import PeriodicJob
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
+from lanyard.directory.limits import ClientLimits
 from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy
 from lanyard.directory.rotation import KeyLifecycle, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
+from lanyard.observe import metrics
+from lanyard.observe.access import AccessLog, AccessLogMiddleware
+from lanyard.observe.files import log_dir
+from lanyard.observe.http import MetricsRoutes, count_denial, platform_family
+from lanyard.observe.logs import ACCESS_LOG
 from lanyard.server.bootstrap import Platform
 from lanyard.server.keys_api import KeyRoutes
 from lanyard.storage.feed import Follower
@@ -174,10 +184,13 @@ class Served:
     hub: BindingsHub
     follower: Follower
     jobs: tuple[PeriodicJob, ...]
+    access: AccessLog | None = None  # closed by the server on shutdown (writes out what is queued)
+    audit: Auditor = NULL_AUDITOR  # bound to the server's loop when it starts, closed when it stops
 
 
 def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     follower = Follower(platform.store.engine)
+    auditor = server_auditor(platform.settings.audit, platform.store.engine, clock)
     directory = Directory(
         platform.store,
         platform.barrier,
@@ -190,7 +203,11 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             identity_cert_lifetime=platform.settings.identity_cert_lifetime,
         ),
     )
-    directory_routes = DirectoryRoutes(directory)
+    limits = platform.settings.limits
+    client_limits = ClientLimits.of(
+        limits.client_rate, limits.client_burst, limits.secret_failures, limits.secret_failure_refill, clock
+    )
+    directory_routes = DirectoryRoutes(directory, auditor, client_limits)
 
     async def settle_nodes() -> bool:
         return await follower.settle(platform.store.written_through)
@@ -213,25 +230,30 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     # The admin application is Owner of the platform's subscription, as its creator would be.
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
     fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
+    fleet.audit = auditor
     hub = BindingsHub(fleet, platform.store, clock)
     arm = ArmRoutes(control, directory, urls.authority, settle=settle_all)
     settings = platform.settings
     policy = RotationPolicy.for_tokens(settings.key_rotation_period, settings.key_publish_lead, settings.token_lifetime)
     lifecycle = KeyLifecycle(platform.store, platform.barrier, platform.keys, clock, policy)
+    lifecycle.audit = auditor
     rotation = PeriodicJob("signing-key rotation", lifecycle.step, tick=min(1.0, policy.publish_lead / 10))
     renewal_policy = RenewalPolicy.checked(
         settings.identity_cert_lifetime, settings.identity_cert_renew_after, settings.identity_cert_grace
     )
     renewal = PeriodicJob(
         "identity certificate renewal",
-        IdentityRenewal(directory, clock, renewal_policy).step,
+        IdentityRenewal(directory, clock, renewal_policy, auditor).step,
         tick=min(60.0, renewal_policy.renew_after / 10),
     )
+    fleet_routes = FleetRoutes(fleet, hub, arm, settle_all)
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
             *KeyRoutes(lifecycle, arm, settle_all).routes(),
-            *FleetRoutes(fleet, hub, arm, settle_all).routes(),
+            *MetricsRoutes(arm).routes(),
+            *AuditRoutes(arm, fleet_routes.authenticate_host).routes(),
+            *fleet_routes.routes(),
             *arm.routes(),
             *directory_routes.routes(),
         ],
@@ -244,8 +266,9 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         urls.vault_audience,
         f"{urls.authority}/{platform.identity.tenant_id}",
         settle_nodes,
+        audit=auditor,
     )
-    documents = StaticDocuments(app, directory_routes)
+    documents = StaticDocuments(AuditMiddleware(app, auditor, _send_error), directory_routes)
     ports = (urls.port, urls.bound_port) if urls.bound_port and urls.bound_port != urls.port else (urls.port,)
     routed = HostRouter(documents, vault_app, platform.settings.dns_zone, ports)
     # Everything that caches follows the change feed: this node's own commits at once, every
@@ -254,4 +277,12 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         follower.subscribe(listener)
     platform.store.on_commit(follower.dispatch)
     platform.store.on_commit(lambda _changes: follower.wake())
-    return Served(CatchAll(routed), fleet, hub, follower, (rotation, renewal))
+    access = (
+        AccessLog(log_dir(platform.settings.home) / ACCESS_LOG, clock, metrics.ACCESS_LOG_DROPPED).start()
+        if platform.settings.access_log
+        else None
+    )
+    served = AccessLogMiddleware(
+        CatchAll(routed), access, platform_family, metrics.HTTP_RESPONSES, metrics.HTTP_LATENCY, count_denial
+    )
+    return Served(served, fleet, hub, follower, (rotation, renewal), access, auditor)

@@ -170,15 +170,15 @@ def ensure_tls(settings: Settings, ca: CertificateAuthority, barrier: Barrier, c
         server_key_password=barrier.derive("tls-server-key").hex(),
     )
     ca_pem = cert_pem(ca.cert)
-    write_atomically(files.ca_cert, ca_pem, mode=0o644)
+    write_atomically(files.ca_cert, ca_pem)
     public_roots = Path(certifi.where()).read_bytes()
-    write_atomically(files.ca_bundle, public_roots.rstrip(b"\n") + b"\n" + ca_pem, mode=0o644)
+    write_atomically(files.ca_bundle, public_roots.rstrip(b"\n") + b"\n" + ca_pem)
     names, ips = server_names(settings)
     now = clock.now()
     if not _server_cert_current(files.server_cert, ca, names, ips, now) or not files.server_key.exists():
         key, cert = ca.issue_server(dt.datetime.fromtimestamp(now, dt.UTC), names, ips)
         write_atomically(files.server_key, private_key_pem(key, files.server_key_password.encode()))
-        write_atomically(files.server_cert, cert_pem(cert) + ca_pem, mode=0o644)
+        write_atomically(files.server_cert, cert_pem(cert) + ca_pem)
     return files
 
 

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from lanyard.arm.http import ArmRoutes, arm_response
 from lanyard.arm.service import Caller
+from lanyard.audit.record import Event
 from lanyard.core.errors import ArmError
 from lanyard.crypto.barrier import Barrier
 from lanyard.directory.rotation import KeyLifecycle, describe
@@ -87,6 +88,14 @@ class KeyRoutes:
                 lambda blob: Barrier.kek_id_of(blob) == barrier.active_id,
             )
             await self.settle()
+            await self.lifecycle.audit.record(
+                Event(
+                    "credential.kek.reseal",
+                    principal=caller.object_id,
+                    app_id=caller.app_id,
+                    detail={**result, "active_kek_id": barrier.active_id.hex()},
+                )
+            )
         except ArmError as exc:
             return arm_response(exc.status_value, exc.body())
         return arm_response(200, {**result, "activeKekId": barrier.active_id.hex()})

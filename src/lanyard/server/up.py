@@ -23,9 +23,11 @@ from lanyard.agent.main import AGENT_FILE, wait_for_agent
 from lanyard.config import Settings
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import ConfigError
-from lanyard.core.files import write_atomically
+from lanyard.core.files import secure_tree, write_atomically
+from lanyard.core.listener import BoundedServer, bounded_config
 from lanyard.core.loop import event_loop_runner
 from lanyard.fleet.service import Fleet
+from lanyard.observe import multiproc
 from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
 from lanyard.server.app import Urls, build_app, urls_for
 from lanyard.server.bootstrap import Platform, bootstrap
@@ -121,8 +123,8 @@ def write_endpoints(home: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, plus a hook that runs once every socket is listening."""
+class _Server(BoundedServer):
+    """uvicorn's server (TLS handshake bounded), plus a hook that runs once every socket is listening."""
 
     def __init__(self, config: uvicorn.Config, on_ready: Any, on_shutdown: Any = None) -> None:
         super().__init__(config)
@@ -165,18 +167,14 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(app: Any, platform: Platform) -> uvicorn.Config:
-    return uvicorn.Config(
+    # Header size, head/body deadlines, keep-alive, connection and in-flight caps (docs/security.md).
+    return bounded_config(
         app,
+        limits=platform.settings.limits.listener(),
         ssl_certfile=str(platform.tls.server_cert),
         ssl_keyfile=str(platform.tls.server_key),
         ssl_keyfile_password=platform.tls.server_key_password,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=3,
-        proxy_headers=False,  # a balancer in front is TCP-mode; never trust X-Forwarded-For
-        server_header=False,
         date_header=True,
     )
 
@@ -188,6 +186,9 @@ def serve(
     home_lock: HomeLock | None = None,
 ) -> int:
     lock = home_lock or HomeLock.acquire(settings.home)
+    # The home holds the KEK, the database and the TLS keys: its user's alone, whatever state it was in.
+    os.umask(0o077)
+    secure_tree(settings.home)
     clock = clock or SystemClock()
     endpoints_path = settings.home / ENDPOINTS_FILE
     with contextlib.suppress(FileNotFoundError):
@@ -233,6 +234,7 @@ def serve(
     def ready() -> None:
         nonlocal agent
         served.hub.bind(asyncio.get_running_loop())
+        served.audit.bind(asyncio.get_running_loop())
         for job in served.jobs:
             job.start()
         if not settings.agent:
@@ -264,6 +266,9 @@ def serve(
             early_agent.wait(timeout=10)
         workers.stop()
         served.follower.stop()
+        if served.access is not None:
+            served.access.close()
+        served.audit.close()
         platform.store.close()
         lock.release()
     return 0
@@ -287,6 +292,7 @@ def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) ->
 
     def ready() -> None:
         served.hub.bind(asyncio.get_running_loop())
+        served.audit.bind(asyncio.get_running_loop())
         for job in served.jobs:
             job.start()
         write_atomically(settings.home / f"worker-{os.getpid()}.ready", b"")
@@ -300,6 +306,9 @@ def serve_worker(settings: Settings, parent: int, clock: Clock | None = None) ->
         with contextlib.suppress(FileNotFoundError):
             (settings.home / f"worker-{os.getpid()}.ready").unlink()
         served.follower.stop()
+        if served.access is not None:
+            served.access.close()
+        served.audit.close()
         platform.store.close()
     return 0
 
@@ -324,6 +333,8 @@ class WorkerPool:
                 argv += ["--public-url", s.public_url]
             if s.public_host:
                 argv += ["--public-host", s.public_host]
+            if s.audit.file is not None:
+                argv += ["--audit-file", str(s.audit.file)]
             self.processes.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -346,6 +357,7 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            multiproc.process_exited(process.pid)
 
 
 class LocalAgent:
@@ -385,7 +397,7 @@ class LocalAgent:
 
     def _spawn(self) -> None:
         argv = [*agent_argv(self.settings.home, self.settings.agent_port), "--server", self.urls.authority]
-        env = dict(os.environ)
+        env = multiproc.disable_for_child(dict(os.environ))  # the agent keeps its own metrics
         if not (self.home / "host.json").exists():
             # One use, two minutes, passed only to our own child, in its environment (not argv: `ps` shows that).
             env["LANYARD_JOIN_TOKEN"] = self.fleet.create_join_token(None, "local", ttl=120)

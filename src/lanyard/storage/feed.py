@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from lanyard.observe import metrics
 from lanyard.storage import models as m
 
 log = logging.getLogger("lanyard.feed")
@@ -312,7 +313,7 @@ class Follower:
     def _fetch(self, execute: Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]) -> None:
         while True:
             rows = execute(
-                "SELECT id, kind, key FROM changes WHERE id > :p ORDER BY id LIMIT 2000", {"p": self.position}
+                "SELECT id, kind, key, at FROM changes WHERE id > :p ORDER BY id LIMIT 2000", {"p": self.position}
             )
             if not rows:
                 return
@@ -324,6 +325,7 @@ class Follower:
                     self.dispatch([Change(int(rows[0][0]), RESET, ANY)])
             changes = [Change(int(r[0]), str(r[1]), str(r[2])) for r in rows]
             self.dispatch(changes)
+            metrics.FEED_LAG.observe(max(0.0, time.time() - float(rows[-1][3] or 0.0)))
             with self._applied:
                 self.position = changes[-1].id
                 self._applied.notify_all()

@@ -251,3 +251,31 @@ class Node(Base):
     position: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[float] = mapped_column(Float)
     seen_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditRecord(Base):
+    """The append-only audit trail (lanyard/audit): hash-chained records, one chain per server
+    process and per host agent. Not on the change feed: nothing caches it."""
+
+    __tablename__ = "audit"
+    __table_args__ = (
+        Index("ix_audit_chain_seq", "chain", "seq", unique=True),
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_principal", "principal"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    chain: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str | None] = mapped_column(String(64))
+    app_id: Mapped[str | None] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(1200))
+    host: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    prev_sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))

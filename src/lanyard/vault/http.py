@@ -15,7 +15,11 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lanyard.audit.record import Event, outcome_of
+from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.cache import FeedCache
+from lanyard.core.errors import AuditUnavailable
+from lanyard.observe.metrics import cache_stats
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 from lanyard.protocol.keyvault import VaultError, challenge, check_api_version
 from lanyard.protocol.verify import TokenVerifier
@@ -46,13 +50,17 @@ class VaultApp:
         audience: str,
         authorization_uri: str,
         settle: Callable[[], Awaitable[bool]] | None = None,
+        audit: Auditor = NULL_AUDITOR,
     ) -> None:
         self.service = service
+        self.audit = audit
         self.settle = settle
         self.verifier = verifier
         self.audiences = frozenset({normalize_audience(audience)})
         self.challenge = challenge(authorization_uri, audience).encode()
-        self._validated: FeedCache[str, dict[str, Any]] = FeedCache(VALIDATED_SIZE, VALIDATED_TTL, service.clock)
+        self._validated: FeedCache[str, dict[str, Any]] = FeedCache(
+            VALIDATED_SIZE, VALIDATED_TTL, service.clock, cache_stats("vault_validated_tokens")
+        )
 
     def apply(self, changes: Sequence[Change]) -> None:
         if any(c.kind in ("signing_keys", "tenants", RESET) for c in changes):
@@ -101,11 +109,37 @@ class VaultApp:
         except orjson.JSONDecodeError as exc:
             raise VaultError(400, "BadParameter", "The request body is not valid JSON.") from exc
 
+    def _event(self, vault: str, caller: Caller | None, method: str, path: str, status: int | None) -> Event:
+        parts = [p for p in path.split("/") if p]
+        operation = f"vault.{(parts[0].lower() if parts else 'vault')[:20]}.{method.lower()[:10]}"
+        return Event(
+            operation,
+            "request" if status is None else outcome_of(status),
+            caller.object_id if caller else None,
+            caller.app_id if caller else None,
+            f"{vault}/{'/'.join(parts)}"[:1200],
+            None,
+            {"status": status} if status is not None else {},
+        )
+
+    async def _record(self, event: Event) -> None:
+        """A secret value, or a change, is answered only once its record was accepted."""
+        if not self.audit.enabled:
+            return
+        try:
+            await self.audit.record(event)
+        except AuditUnavailable as exc:
+            raise VaultError(
+                503, "ServiceUnavailable", "The audit trail is unavailable; nothing was returned. Retry shortly."
+            ) from exc
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, vault_name: str) -> None:
         headers = _headers(scope)
         try:
             caller = self._caller(headers)
         except VaultError as exc:
+            if self.audit.enabled:
+                self.audit.note(self._event(vault_name, None, scope["method"], scope["path"], exc.status))
             await self._send(send, exc.status, exc.body(), challenge=True)
             return
         try:
@@ -117,15 +151,21 @@ class VaultApp:
             method = scope["method"]
             fast = self._cached_read(vault, caller, method, scope["path"])
             if fast is not None:
+                await self._record(self._event(vault_name, caller, method, scope["path"], 200))
                 await self._send(send, 200, fast)
                 return
             body = await self._body(receive) if method in ("PUT", "PATCH", "POST") else None
+            if method != "GET":
+                await self._record(self._event(vault_name, caller, method, scope["path"], None))
             status, result = await run_in_threadpool(
                 self._dispatch, vault, caller, method, scope["path"], body, query, api_version
             )
+            await self._record(self._event(vault_name, caller, method, scope["path"], status))
             if self.settle is not None and method != "GET":
                 await self.settle()  # every node serves the new value once we answer
         except VaultError as exc:
+            if exc.status in (401, 403) and self.audit.enabled:
+                self.audit.note(self._event(vault_name, caller, scope["method"], scope["path"], exc.status))
             if exc.status >= 500:
                 log.error("vault %s failed: %s", vault_name, exc.code)
             await self._send(send, exc.status, exc.body(), challenge=exc.status == 401)

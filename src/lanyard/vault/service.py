@@ -22,6 +22,7 @@ from lanyard.core.cache import FeedCache
 from lanyard.core.clock import Clock
 from lanyard.core.errors import CryptoError
 from lanyard.crypto.barrier import Barrier
+from lanyard.observe.metrics import cache_stats
 from lanyard.protocol.keyvault import (
     OPERATIONS,
     SecretVersion,
@@ -103,11 +104,17 @@ class VaultService:
         self.barrier = barrier
         self.clock = clock
         self.zone_suffix = zone_suffix  # vault.{zone}:{port}
-        self._vaults: FeedCache[str, Vault | None] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
-        self._assignments: FeedCache[str, list[Assignment]] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
-        self._decisions: FeedCache[tuple[str, str, str], bool] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
+        self._vaults: FeedCache[str, Vault | None] = FeedCache(CACHE_SIZE, CACHE_TTL, clock, cache_stats("vaults"))
+        self._assignments: FeedCache[str, list[Assignment]] = FeedCache(
+            CACHE_SIZE, CACHE_TTL, clock, cache_stats("vault_role_assignments")
+        )
+        self._decisions: FeedCache[tuple[str, str, str], bool] = FeedCache(
+            CACHE_SIZE, CACHE_TTL, clock, cache_stats("vault_decisions")
+        )
         # (vault key, name key) -> {requested version ("" = latest): (name, version)}
-        self._reads: FeedCache[tuple[str, str], Mapping[str, _Read]] = FeedCache(CACHE_SIZE, CACHE_TTL, clock)
+        self._reads: FeedCache[tuple[str, str], Mapping[str, _Read]] = FeedCache(
+            CACHE_SIZE, CACHE_TTL, clock, cache_stats("vault_reads")
+        )
 
     # -- following the change feed ------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""Who is calling a local token endpoint: the process behind a connection, found from the kernel.
+
+Loopback TCP: the connection's row in /proc/<pid>/net/tcp{,6} (read through a process in the
+workload's network namespace, so a VM's own namespace works too) gives the socket's inode and the
+uid that made it; the processes holding `socket:[inode]` among /proc/*/fd are the callers.
+Unix sockets: SO_PEERCRED. A connection is attested once, on its first request, and before every
+answer the caller is re-checked (still alive, same start time), so a pid that exited and was reused
+identifies nothing (docs/security.md, caller attestation).
+
+A caller is served only when every process holding the socket belongs to the workload the identity
+is bound to: its process tree (the workload's session; the agent is the session leader's parent, so
+that pid cannot be reused while the workload is registered) and, when workloads run under their own
+uids, that uid. A socket shared with any other process (fd inheritance, SCM_RIGHTS) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+PROC = "/proc"
+# The full /proc/*/fd scan is O(every fd on the host): cap it so a host with huge fd tables cannot
+# turn each new connection into an unbounded walk; beyond the cap the caller is unattestable.
+MAX_FDS_SCANNED = 500_000
+
+
+class Unattested(Exception):
+    """The caller could not be tied to the workload; the message says why (never a secret)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The process on the other end of a connection, as the kernel reports it."""
+
+    pid: int
+    uid: int
+    start_time: int  # /proc/PID/stat field 22: tells a live process from a reused pid
+    exe: str  # /proc/PID/exe, resolved ("" when it cannot be read)
+
+    def audit_fields(self) -> dict[str, object]:
+        return {"pid": self.pid, "uid": self.uid, "exe": self.exe}
+
+    def alive(self) -> bool:
+        """Still the same process: a caller that exited (or whose pid was reused) is not."""
+        stat = read_stat(self.pid)
+        return stat is not None and stat.start_time == self.start_time
+
+
+@dataclass(frozen=True)
+class ProcessStat:
+    pid: int
+    ppid: int
+    session: int
+    start_time: int
+
+
+@dataclass
+class WorkloadScope:
+    """What a caller must match to speak for one running workload."""
+
+    root_pid: int
+    root_start: int
+    uid: int | None  # the workload's own uid when it runs isolated; None: any uid in the tree
+    net_pid: int = 0  # a process in the workload's network namespace (its root, normally)
+
+    def __post_init__(self) -> None:
+        if not self.net_pid:
+            self.net_pid = self.root_pid
+
+
+@dataclass
+class PeerConnection:
+    """One accepted TCP connection: its two addresses, and the caller once attested."""
+
+    local: tuple[str, int]  # the listener's end (our sockname)
+    remote: tuple[str, int]  # the caller's end (our peername)
+    caller: Caller | None = None
+    scope_root: int = 0  # the workload the caller was attested for
+    refused: str | None = field(default=None)
+
+
+def read_stat(pid: int) -> ProcessStat | None:
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    tail = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return ProcessStat(pid, int(tail[1]), int(tail[3]), int(tail[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"{PROC}/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _exe_of(pid: int) -> str:
+    try:
+        return os.readlink(f"{PROC}/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _hex_address(host: str, port: int) -> tuple[str, str]:
+    """The /proc/net/tcp spelling of an address: the 32-bit words of the address in host byte order."""
+    if ":" in host:
+        packed = socket.inet_pton(socket.AF_INET6, host)
+        return "".join(f"{w:08X}" for w in struct.unpack("=4I", packed)), f"{port:04X}"
+    packed = socket.inet_pton(socket.AF_INET, host)
+    return f"{struct.unpack('=I', packed)[0]:08X}", f"{port:04X}"
+
+
+def _v4_mapped(host: str) -> str:
+    return "::ffff:" + host
+
+
+def find_socket(net_pid: int, caller_end: tuple[str, int], listener_end: tuple[str, int]) -> tuple[int, int]:
+    """(uid, inode) of the caller's socket, from the connection table of `net_pid`'s namespace."""
+    wanted: list[tuple[str, str]] = []
+    host, port = caller_end
+    lhost, lport = listener_end
+    wanted.append((":".join(_hex_address(host, port)), ":".join(_hex_address(lhost, lport))))
+    if ":" not in host:  # an IPv4 caller of a dual-stack listener shows up v4-mapped in tcp6
+        wanted.append(
+            (":".join(_hex_address(_v4_mapped(host), port)), ":".join(_hex_address(_v4_mapped(lhost), lport)))
+        )
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"{PROC}/{net_pid}/net/{table}", "rb") as fh:
+                lines = fh.read().decode("ascii", "replace").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            if (fields[1], fields[2]) in wanted:
+                inode = int(fields[9])
+                if inode == 0:
+                    raise Unattested("the calling socket is already closed")
+                return int(fields[7]), inode
+    raise Unattested("no process holds the calling socket any more (the caller exited)")
+
+
+def socket_holders(inode: int, skip: int | None = None) -> list[int]:
+    """Every pid with `socket:[inode]` open. Costs one readlink per fd on the host, hence once per
+    connection and capped."""
+    target = f"socket:[{inode}]"
+    holders: list[int] = []
+    scanned = 0
+    with os.scandir(PROC) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid == skip:
+                continue
+            fd_dir = f"{PROC}/{pid}/fd"
+            try:
+                names = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for name in names:
+                scanned += 1
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"{fd_dir}/{name}") == target:
+                        holders.append(pid)
+                        break
+            if scanned > MAX_FDS_SCANNED:
+                raise Unattested("too many open files on this host to find the caller")
+    return holders
+
+
+def in_workload(pid: int, scope: WorkloadScope) -> bool:
+    """In the workload's session (a process that left it with setsid is out: fail closed) and, when
+    the workload runs isolated, under its uid."""
+    stat = read_stat(pid)
+    if stat is None:
+        return False
+    root = read_stat(scope.root_pid)
+    if root is None or root.start_time != scope.root_start:
+        return False
+    if stat.session != scope.root_pid and pid != scope.root_pid:
+        return False
+    return scope.uid is None or _uid_of(pid) == scope.uid
+
+
+def attest(conn: PeerConnection, scope: WorkloadScope) -> Caller:
+    """The caller of `conn`, if every holder of its socket is part of `scope`; else Unattested."""
+    uid, inode = find_socket(scope.net_pid, conn.remote, conn.local)
+    if scope.uid is not None and uid != scope.uid:
+        raise Unattested("the calling socket belongs to another user")
+    holders = socket_holders(inode, skip=os.getpid())
+    if not holders:
+        raise Unattested("no process holds the calling socket (the caller exited, or is not visible to the agent)")
+    outsiders = [p for p in holders if not in_workload(p, scope)]
+    if outsiders:
+        raise Unattested("the calling socket is held by a process outside the workload")
+    pid = min(holders)
+    stat = read_stat(pid)
+    if stat is None:
+        raise Unattested("the caller exited during attestation")
+    owner = _uid_of(pid)
+    if owner is None:
+        raise Unattested("the caller exited during attestation")
+    caller = Caller(pid, owner, stat.start_time, _exe_of(pid))
+    # After the decision: still the same process (a pid reused mid-way fails here).
+    if not caller.alive():
+        raise Unattested("the caller exited during attestation")
+    return caller
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of a unix-socket peer, from the kernel."""
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid, gid

@@ -1,0 +1,85 @@
+"""Caller attestation wired into the agent's listeners: one PeerConnection per accepted connection,
+attested on its first token request, re-checked on every later one.
+
+The connection object rides in each request's ASGI `state` (uvicorn copies the protocol's app_state
+into every scope), so the hot path pays one dict lookup and one /proc/PID/stat read per request; the
+/proc scan happens once per connection, on a single worker thread so a flood of unattested
+connections queues there instead of taking every core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.types import Scope
+
+from lanyard.agent.attest import Caller, PeerConnection, Unattested, attest
+from lanyard.agent.bindings import Workload
+from lanyard.agent.workloads import RunningWorkload
+from lanyard.core.listener import BoundedHttpToolsProtocol
+from lanyard.protocol.msi import MsiError
+
+log = logging.getLogger("lanyard.agent.attest")
+CONNECTION = "lanyard.connection"
+CALLER = "lanyard.caller"  # the attested Caller, for the access log
+HEADER_ONLY = "header"
+
+
+class AttestingProtocol(BoundedHttpToolsProtocol):
+    """The bounded httptools protocol (lanyard.core.listener), remembering each connection's two
+    addresses for attestation."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        local = transport.get_extra_info("sockname")
+        remote = transport.get_extra_info("peername")
+        # app_state is shared by every connection of a listener: give this one its own.
+        state = dict(self.app_state)
+        if isinstance(local, tuple) and isinstance(remote, tuple):
+            state[CONNECTION] = PeerConnection((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])))
+        self.app_state = state
+
+
+class CallerCheck:
+    """Decides, per request, whether the process behind the connection may speak for a workload."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attest")
+        self.refusals = 0
+
+    async def __call__(self, scope: Scope, registration: RunningWorkload | None, workload: Workload) -> Caller | None:
+        if workload.attestation == HEADER_ONLY:
+            return None  # the resource opted into Azure's behaviour: whoever holds the secret
+        conn: PeerConnection | None = (scope.get("state") or {}).get(CONNECTION)
+        if registration is None or registration.scope is None:
+            raise self._refuse(workload, conn, "the workload has not started yet")
+        if conn is None:
+            raise self._refuse(workload, conn, "the connection's peer is unknown")
+        if conn.refused is not None:
+            raise self._refuse(workload, conn, conn.refused)
+        caller = conn.caller
+        if caller is None or conn.scope_root != registration.scope.root_pid:
+            try:
+                caller = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, attest, conn, registration.scope
+                )
+            except Unattested as exc:
+                conn.refused = str(exc)
+                raise self._refuse(workload, conn, str(exc)) from None
+            conn.caller, conn.scope_root = caller, registration.scope.root_pid
+        elif not caller.alive():
+            conn.refused = "the attested caller exited"
+            raise self._refuse(workload, conn, conn.refused)
+        scope[CALLER] = caller
+        return caller
+
+    def _refuse(self, workload: Workload, conn: PeerConnection | None, reason: str) -> MsiError:
+        self.refusals += 1
+        peer = f"{conn.remote[0]}:{conn.remote[1]}" if conn is not None else "unknown"
+        log.warning("refused a token request for %s from %s: %s", workload.resource_id, peer, reason)
+        return MsiError(401, f"Unauthorized: the calling process is not part of this workload ({reason}).")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
