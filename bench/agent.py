@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Host-agent benchmark: goals G1, G2, G4, G5 and G9 of docs/performance.md.
+"""Host-agent benchmark: goals G1, G2, G4, G5, G9 and G14 of docs/performance.md.
 
     python bench/agent.py --smoke [--out DIR]   # ~1 minute: correctness + floors at half strength (CI)
     python bench/agent.py --full  [--out DIR]   # ~9 minutes: longer rounds, the figures to quote
@@ -12,6 +12,16 @@ Measured in one run, against one `lanyard up` and workloads started with `lanyar
   G1  cached-token req/s from the agent, App Service and IMDS shapes, c32, / a bare Starlette app
   G2  cached-token service time at one connection (p50, p99)
   G5  boot storm: 1,000 distinct cold (identity, resource) pairs at once / the RSA-sign time budget
+  G14 cached-token req/s, c32, with wrk run as the App Service workload itself: audit and caller
+      attestation on / a second `lanyard up` with LANYARD_AUDIT=off serving a header-only app
+
+G1, G2, G4, G5 and G9 measure the token path without caller attestation: their web app and VM are
+tagged lanyard.callerAttestation=header (Azure's header-only check), since wrk and the storm client
+are started by this script, outside the workloads' sessions, and an attested endpoint refuses them
+(401). G14 measures what attestation and the audit trail cost, so its wrk runs inside the workload
+(`lanyard webapp run -- sh -c 'exec wrk ...'`, its summary read from the run CLI's stdout); the same
+is done against a header-only app on the same platform to split the two costs. The strict app is
+also checked to refuse the same request from outside its session.
 
 Pinning (see bench/README.md for why): the agent and the reference app on core 0; `lanyard up`'s
 server process, wrk, the storm client and this script on core 1.
@@ -54,6 +64,7 @@ from benchkit.harness import (  # noqa: E402
     Server,
     Target,
     all_cores,
+    assert_loopback,
     can_pin,
     ensure_wrk,
     free_port,
@@ -67,13 +78,14 @@ from benchkit.harness import (  # noqa: E402
     run_rounds,
     run_wrk,
     wait_http,
+    wrk_script,
 )
 from benchkit.lanyard import StartTiming, cli, lanyard_binary, start_platform  # noqa: E402
 from benchkit.msi import ARM, Shape, app_service_shape, exactness, fetch, imds_shape, probe_target  # noqa: E402
 from benchkit.rawhttp import timed_get  # noqa: E402
 from benchkit.storm import StormResult, StormSpec  # noqa: E402
 from benchkit.tokens import CheckFailed  # noqa: E402
-from benchkit.workloads import Workload, start_workload  # noqa: E402
+from benchkit.workloads import Workload, shared_scratch, start_workload, wrk_as_webapp  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,12 @@ BARE_C1 = "bare starlette http c1"
 AS32, IMDS32 = "agent app service c32", "agent imds c32"
 AS1, IMDS1 = "agent app service c1", "agent imds c1"
 PROBE1 = "imds probe (no Metadata) c1, keep-alive"
+G14_ON = "agent app service c32 as the workload, audit + attestation on"
+G14_HEADER = "agent app service c32 as the workload, audit on, header-only"
+G14_OFF = "agent app service c32 as the workload, audit off, header-only"
+HEADER_ONLY = ("--tags", "lanyard.callerAttestation=header")  # Azure's header-only check, no attestation
+G14_GROUP = "bench-g14"
+AGENT_JOURNAL = "audit/journal.jsonl"  # under the agent's home (lanyard.agent.audit.JOURNAL)
 
 # Figure names (lists of values, one per repetition).
 F_READY = "G9 warm start to ready (s)"
@@ -166,6 +184,15 @@ def goals() -> list[report.GoalSpec]:
             limits=[report.LimitSpec("extra signatures", F_EXTRA, "tokens", target=0, floor=0)],
         ),
         report.GoalSpec(
+            "G14",
+            "audit and caller attestation on: cached tokens (wrk as the App Service workload, c32)",
+            ratios=[
+                report.RatioSpec("audit + attestation on / both off", G14_ON, G14_OFF, target=0.90, floor=0.70),
+                report.RatioSpec("attestation on / header-only (audit on in both)", G14_ON, G14_HEADER),
+                report.RatioSpec("audit on / audit off (header-only in both)", G14_HEADER, G14_OFF),
+            ],
+        ),
+        report.GoalSpec(
             "G5",
             f"boot storm: {STORM_PAIRS} distinct cold pairs at once",
             limits=[
@@ -200,6 +227,7 @@ class Run(script.BenchRun[Mode]):
     """The shared run state, plus workloads to stop, figures and details, and a tag for fresh resources."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    scratch: Path = Path("/nonexistent")  # writable by the workloads' uids (workloads.shared_scratch)
     workloads: list[Workload] = field(default_factory=list)
     figures: dict[str, list[float]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -346,20 +374,22 @@ def pin_platform(run: Run, platform_: Platform) -> None:
 
 def provision(home: Path) -> Identities:
     """The resources a user would create: a group, a user-assigned identity, a web app holding its
-    system identity and the user-assigned one, and a VM with a system identity."""
+    system identity and the user-assigned one, and a VM with a system identity; both header-only
+    (see the module docstring: wrk and the storm client are not part of the workloads)."""
     cli(home, "group", "create", "-n", "bench", "-l", "westus")
     uai = cli(home, "identity", "create", "-g", "bench", "-n", "bench-uai")
-    app = cli(home, "webapp", "create", "-g", "bench", "-n", "bench-app", "--assign-identity", "[system]", "bench-uai")
-    vm = cli(home, "vm", "create", "-g", "bench", "-n", "bench-vm", "--assign-identity", "[system]")
+    system = ("--assign-identity", "[system]")
+    app = cli(home, "webapp", "create", "-g", "bench", "-n", "bench-app", *HEADER_ONLY, *system, "bench-uai")
+    vm = cli(home, "vm", "create", "-g", "bench", "-n", "bench-vm", *HEADER_ONLY, *system)
     return Identities(str(app["identity"]["principalId"]), str(vm["identity"]["principalId"]), str(uai["clientId"]))
 
 
 def start_workloads(run: Run, home: Path, ids: Identities) -> tuple[Shape, Shape, Shape]:
     """App Service and IMDS workloads; the shapes: system identity, user-assigned, IMDS."""
     log_path = run.logdir / "workloads.log"
-    webapp = start_workload(home, "webapp", "bench", "bench-app", run.workdir, log_path)
+    webapp = start_workload(home, "webapp", "bench", "bench-app", run.scratch, log_path)
     run.workloads.append(webapp)
-    vm = start_workload(home, "vm", "bench", "bench-vm", run.workdir, log_path)
+    vm = start_workload(home, "vm", "bench", "bench-vm", run.scratch, log_path)
     run.workloads.append(vm)
     return (
         app_service_shape(webapp.env, ids.app_principal),
@@ -470,6 +500,87 @@ def storm_once(spec: StormSpec) -> StormResult:
     return StormResult.from_json(done.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------------------------------- G14
+
+
+def setup_g14(run: Run, main: Platform) -> Platform | None:
+    """G14's three apps, each with only a system identity: a strict one (attestation on) and a
+    header-only one on the main platform, and a header-only one on a second `lanyard up` started
+    with LANYARD_AUDIT=off. Their targets run wrk as the app's workload; it needs wrk."""
+    if run.wrk is None:
+        return None
+    cli(main.home, "group", "create", "-n", G14_GROUP, "-l", "westus")
+    cli(main.home, "webapp", "create", "-g", G14_GROUP, "-n", "strict", "--assign-identity", "[system]")
+    create_header_only_app(main.home)
+    check_strict_refuses_outsiders(run, main.home)
+    off = start_audit_off(run)
+    cli(off.home, "group", "create", "-n", G14_GROUP, "-l", "westus")
+    create_header_only_app(off.home)
+    lua = run.scratch / "wrk-workload.lua"
+    lua.write_text(wrk_script(HttpTarget("http://127.0.0.1/")))  # the URL is the workload's own
+    lua.chmod(0o644)
+    for name, platform_, app in ((G14_ON, main, "strict"), (G14_HEADER, main, "header"), (G14_OFF, off, "header")):
+        run.targets.append(Target(name, wrk_in_workload(run.wrk, platform_.home, app, lua)))
+    return off
+
+
+def create_header_only_app(home: Path) -> None:
+    cli(home, "webapp", "create", "-g", G14_GROUP, "-n", "header", *HEADER_ONLY, "--assign-identity", "[system]")
+
+
+def wrk_in_workload(wrk: str, home: Path, app: str, lua: Path) -> Callable[[float], Sample]:
+    def measure(seconds: float) -> Sample:
+        return wrk_as_webapp(home, G14_GROUP, app, wrk, lua, seconds, CONNECTIONS, ARM)
+
+    return measure
+
+
+def check_strict_refuses_outsiders(run: Run, home: Path) -> None:
+    """The strict app's header, leaked to this script (outside the workload's session), must get a
+    401: else G14 would compare attestation with itself."""
+    workload = start_workload(home, "webapp", G14_GROUP, "strict", run.scratch, run.logdir / "workloads.log")
+    try:
+        assert_loopback(workload.env["IDENTITY_ENDPOINT"])
+        response = httpx.get(
+            workload.env["IDENTITY_ENDPOINT"],
+            params={"api-version": "2019-08-01", "resource": ARM},
+            headers={"X-IDENTITY-HEADER": workload.env["IDENTITY_HEADER"]},
+            timeout=30,
+        )
+    finally:
+        workload.stop()
+    run.details["G14 strict app, its header from outside the workload"] = response.status_code
+    if response.status_code != 401:
+        raise CheckFailed(f"G14: the strict app served a caller outside its workload ({response.status_code})")
+
+
+def start_audit_off(run: Run) -> Platform:
+    """The second platform, pinned like the first; idle except while its own target runs."""
+    home = run.workdir / "lanyard-home-audit-off"
+    log("lanyard up with LANYARD_AUDIT=off (G14)")
+    server, endpoints, _ = start_platform(
+        home, run.logdir, all_cores(), log_name="lanyard-audit-off", env={"LANYARD_AUDIT": "off"}
+    )
+    run.servers.append(server)
+    off = Platform(server, endpoints, home)
+    pin_process(off.agent_pid, SERVER_CORE)
+    pin_process(off.server.pid, LOAD_CORE)
+    return off
+
+
+def journal_states(main: Platform, off: Platform) -> str:
+    """What each agent's audit journal holds after the run: the comparison needs one and not the other."""
+
+    def state(platform_: Platform) -> str:
+        path = platform_.home / "agent" / AGENT_JOURNAL
+        if not path.exists():
+            return "no journal"
+        with path.open("rb") as journal:
+            return f"{sum(1 for _ in journal)} records"
+
+    return f"audit on: {state(main)}; audit off: {state(off)}"
+
+
 # ---------------------------------------------------------------------------------------- run
 
 
@@ -510,7 +621,10 @@ def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
         with run.contention(platform_.agent_pid, F_WAIT_PROBE):
             measure_probe(run, shapes[2])
         add_agent_targets(run, platform_.agent_pid, shapes[0], shapes[2])
+        audit_off = setup_g14(run, platform_)
         samples = run_rounds(run.targets, run.mode.warm_up_s, run.mode.rounds, run.mode.seconds)
+        if audit_off is not None:
+            run.details["G14 audit journals after the rounds"] = journal_states(platform_, audit_off)
         run.figure(F_EXTRA, extra + check_hits_after_load(run, shapes, before))
         run_storms(run, shapes[0], storm_budget(run))
     except (CheckFailed, RuntimeError, TimeoutError, OSError, httpx.HTTPError, subprocess.SubprocessError) as exc:
@@ -519,9 +633,9 @@ def measure(run: Run, home: Path) -> dict[str, list[Sample]]:
     if run.wrk is None:
         run.notes.append("wrk unavailable: G1 and G2 were not measured")
     figures_from_samples(run, samples)
-    for server in run.servers[-1:]:
+    for server in run.servers:
         if not server.alive():
-            run.failures.append(f"lanyard up died during the run:\n{server.log_tail()}")
+            run.failures.append(f"{server.name} died during the run:\n{server.log_tail()}")
     return samples
 
 
@@ -590,7 +704,7 @@ def main(argv: list[str]) -> int:
         os.sched_setaffinity(0, {LOAD_CORE})
     out_dir: Path = args.out.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="lanyard-bench-agent-"))
-    run = Run(mode, ensure_wrk(), workdir, out_dir / "logs" / "agent")
+    run = Run(mode, ensure_wrk(), workdir, out_dir / "logs" / "agent", scratch=shared_scratch(workdir))
     run.meta.update(describe(run))
     samples = script.measure_and_clean_up(
         run, lambda: measure(run, workdir / "lanyard-home"), lambda: stop_everything(run)

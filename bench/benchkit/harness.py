@@ -389,9 +389,20 @@ def run_wrk(wrk: str, target: HttpTarget, seconds: float, connections: int, work
         LOAD_CORE,
     )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    return parse_wrk(done.stdout, f"exit {done.returncode}: {done.stderr.strip()[:400]}")
+
+
+def wrk_script(target: HttpTarget) -> str:
+    """The Lua script run_wrk gives wrk (method, body, headers, the WRKJSON summary line), for a wrk
+    started some other way (as a workload, by the agent)."""
+    return _lua_script(target)
+
+
+def parse_wrk(stdout: str, context: str) -> Sample:
+    """The Sample in the WRKJSON line wrk's done() hook printed; `context` explains its absence."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk produced no summary (exit {done.returncode}): {done.stderr.strip()[:400]}")
+        raise RuntimeError(f"wrk produced no summary ({context})")
     raw = json.loads(line.removeprefix("WRKJSON "))
     duration = raw["duration_us"] / 1e6
     return Sample(

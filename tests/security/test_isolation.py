@@ -199,6 +199,37 @@ def test_copied_headers_get_nothing_and_each_workload_gets_its_own_tokens(
     # Every copied header: refused, whoever copied it.
     for answer in (with_c, as_root, as_nobody):
         assert answer["statuses"] == {"401": 40} and answer["subjects"] == [], answer
+    # The audit trail names the attested process of every token served, and every refusal.
+    pids = {
+        boxes[name]["id"].lower(): answer["pid"]
+        for name, answer in (("iso-a", own_a), ("iso-b", own_b), ("iso-c", own_c))
+    }
+    served, refused = shipped_records(platform, pids, refusals=120)
+    assert len(served) == 180
+    for record in served:
+        assert record["detail"]["caller"]["pid"] == pids[record["resource"].lower()], record
+        assert record["detail"]["caller"]["uid"] not in (0, NOBODY)
+    assert len(refused) == 120 and {r["outcome"] for r in refused} == {"denied"}
+
+
+def shipped_records(
+    platform: RunningPlatform, pids: dict[str, int], refusals: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The agent's token and refusal records for these workloads, once the agent has shipped them."""
+    deadline = time.monotonic() + 30
+    while True:
+        tokens = cli_json(platform.home, "audit", "list", "--action", "agent.token")
+        denials = cli_json(platform.home, "audit", "list", "--action", "agent.attestation")
+        served = [
+            r
+            for r in tokens
+            if (r.get("resource") or "").lower() in pids
+            and (r.get("detail") or {}).get("caller", {}).get("pid") in set(pids.values())
+        ]
+        refused = [r for r in denials if (r.get("resource") or "").lower() in pids]
+        if (len(served) >= 180 and len(refused) >= refusals) or time.monotonic() > deadline:
+            return served, refused
+        time.sleep(0.5)
 
 
 def test_the_vm_metadata_listener_serves_only_the_vm(

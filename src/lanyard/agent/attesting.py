@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Scope
@@ -45,8 +46,10 @@ class AttestingProtocol(BoundedHttpToolsProtocol):
 class CallerCheck:
     """Decides, per request, whether the process behind the connection may speak for a workload."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_refusal: Callable[[str, str, str], None] | None = None) -> None:
+        """`on_refusal(resource_id, peer, reason)`: the audit trail's note of each refusal."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attest")
+        self.on_refusal = on_refusal
         self.refusals = 0
 
     async def __call__(self, scope: Scope, registration: RunningWorkload | None, workload: Workload) -> Caller | None:
@@ -79,6 +82,8 @@ class CallerCheck:
         self.refusals += 1
         peer = f"{conn.remote[0]}:{conn.remote[1]}" if conn is not None else "unknown"
         log.warning("refused a token request for %s from %s: %s", workload.resource_id, peer, reason)
+        if self.on_refusal is not None:
+            self.on_refusal(workload.resource_id, peer, reason)
         return MsiError(401, f"Unauthorized: the calling process is not part of this workload ({reason}).")
 
     def close(self) -> None:

@@ -94,6 +94,14 @@ class AgentAudit:
             Event("agent.token", "granted", identity.object_id, identity.client_id, resource_id, self.host_id, detail)
         )
 
+    def attestation_refused(self, resource_id: str, peer: str, reason: str) -> None:
+        """A token refused because its caller is not the workload's (nothing granted: not awaited)."""
+        self.writer.note(
+            Event(
+                "agent.attestation", "denied", None, None, resource_id, self.host_id, {"peer": peer, "reason": reason}
+            )
+        )
+
     # -- shipping -------------------------------------------------------------------------------
 
     async def start(self, upstream: Upstream) -> None:

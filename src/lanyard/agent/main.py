@@ -195,7 +195,7 @@ class Agent:
             audit,
         )
         observe = AgentObservability(self.options.home, self.cache)
-        check = CallerCheck()
+        check = CallerCheck(audit.attestation_refused if audit is not None else None)
         sock = _tcp_socket("127.0.0.1", self.options.port)
         port = sock.getsockname()[1]
         appservice_url = f"http://127.0.0.1:{port}{APP_SERVICE_PATH}"

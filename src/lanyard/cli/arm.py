@@ -547,6 +547,11 @@ def vm() -> None:
 @click.option("--image", default="Debian12", show_default=True)
 @click.option("--location", "-l")
 @click.option("--assign-identity", multiple=True, help="[system] and/or user-assigned identity ids or names.")
+@click.option(
+    "--tags",
+    multiple=True,
+    help="KEY=VALUE, repeatable (lanyard.callerAttestation=header: Azure's header-only check).",
+)
 @click.pass_context
 def vm_create(
     ctx: click.Context,
@@ -555,10 +560,13 @@ def vm_create(
     image: str,
     location: str | None,
     assign_identity: tuple[str, ...],
+    tags: tuple[str, ...],
 ) -> None:
     profile = _profile(ctx)
     loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
     body: dict[str, Any] = {"location": loc, "properties": {"storageProfile": {"imageReference": {"id": image}}}}
+    if tags:
+        body["tags"] = parse_pairs(tags)
     if assign_identity:
         system, users = resolve_identity_ids(profile, resource_group, assign_identity)
         body["identity"] = identity_body(system, users)
