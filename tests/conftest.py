@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -148,13 +149,38 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         server = request.getfixturevalue("postgres")
         database = server.create_database("platform")
     extra = ("--database", database) if database else ()
-    running = start_platform(tmp_path_factory.mktemp("home"), *extra)
+    # At DEBUG, so the whole suite doubles as the log-hygiene check (SECURITY F18): see the teardown.
+    running = start_platform(tmp_path_factory.mktemp("home"), *extra, env={"LANYARD_LOG_LEVEL": "DEBUG"})
     running.database = database
     yield running
     running.stop()
+    leaks = secrets_in_output(running)
+    assert not leaks, f"secrets in the shared platform's output after the whole suite: {leaks}"
     if server is not None and server.running and database is not None:
         with contextlib.suppress(Exception):
             server.drop_database(database)
+
+
+JWT_SHAPE = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
+
+
+def secrets_in_output(running: RunningPlatform) -> list[str]:
+    """What of a token, the admin secret or the KEK appears in the platform's logs (server, access,
+    agent), its console output or its audit trail (the SQLite database and its WAL)."""
+    needles = {running.endpoints["admin"]["client_secret"].encode(): "the admin client secret"}
+    kek = running.home / "kek"
+    if kek.is_file():
+        needles[kek.read_bytes().strip()] = "the KEK"
+    sinks = [p for p in running.home.rglob("*.log*") if p.is_file()]
+    sinks += [p for p in running.home.glob("lanyard.db*") if p.is_file()]
+    found = []
+    for sink in sinks:
+        data = sink.read_bytes()
+        match = JWT_SHAPE.search(data)
+        if match:
+            found.append(f"a token in {sink.name}")
+        found += [f"{what} in {sink.name}" for needle, what in needles.items() if needle and needle in data]
+    return found
 
 
 def _required(*flags: str) -> bool:

@@ -85,8 +85,9 @@ def test_seed_scenarios(platform: RunningPlatform) -> None:
     # a function app and a VM share the user-assigned identity
     func = lan("functionapp", "create", "-g", "life-rg", "-n", "life-func", "--assign-identity", "[system]", "life-uai")
     assert func["kind"] == "functionapp" and func["identity"]["type"] == "SystemAssigned, UserAssigned"
-    vm = lan("vm", "create", "-g", "life-rg", "-n", "life-vm")
+    vm = lan("vm", "create", "-g", "life-rg", "-n", "life-vm", "--tags", "lanyard.callerAttestation=header")
     assert vm["identity"]["type"] == "None"
+    assert lan("vm", "show", "-g", "life-rg", "-n", "life-vm")["tags"] == {"lanyard.callerAttestation": "header"}
     assigned = lan("vm", "identity", "assign", "-g", "life-rg", "-n", "life-vm", "--identities", "[system]", "life-uai")
     assert assigned["systemAssignedIdentity"] and uai["id"] in assigned["userAssignedIdentities"]
     vm_system = assigned["systemAssignedIdentity"]

@@ -242,6 +242,8 @@ def test_imds_with_environment_override(platform: RunningPlatform, apps: dict[st
         },
         {**base, "path": "/metadata/identity/oauth2/token?resource=x", "headers": {"Metadata": "true"}},
         {**base, "path": token_path, "headers": {"Metadata": "true"}},
+        # msal-node's spelling, with a trailing slash: the same resource, as on the real IMDS
+        {**base, "path": token_path.replace("token?", "token/?"), "headers": {"Metadata": "true"}},
     ]
     code, results, stderr = run_probe(platform, vm(), actions)
     assert code == 0, stderr
@@ -252,7 +254,8 @@ def test_imds_with_environment_override(platform: RunningPlatform, apps: dict[st
     assert claims_of(platform, values[2], ARM)["oid"] == uai["principalId"]
     assert claims_of(platform, values[3], ARM)["xms_mirid"] == apps["vm"]["id"]
     assert claims_of(platform, values[4], ARM)["oid"] == vm_oid
-    probe, forwarded, unknown, no_version, success = values[5:]
+    probe, forwarded, unknown, no_version, success, slashed = values[5:]
+    assert slashed["status"] == 200 and slashed["body"]["resource"] == "https://vault.azure.net"
     assert (probe["status"], probe["body"]) == (
         400,
         {"error": "invalid_request", "error_description": "Required metadata header not specified"},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -163,8 +164,17 @@ def test_file_sink_hanging(audited: RunningPlatform, burst: Burst) -> None:
     os.mkfifo(path)
     reader = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL)
     try:
-        # Fill the pipe, then stop its reader: the next write blocks.
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        # Fill the pipe, then stop its reader: the next write blocks. A non-blocking open for writing
+        # fails (ENXIO) until `cat` has opened its end.
+        opened = time.monotonic() + 10
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > opened:
+                    raise
+                time.sleep(0.01)
         os.kill(reader.pid, signal.SIGSTOP)
         with contextlib.suppress(BlockingIOError):
             while True:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from lanyard.agent.attest import PeerConnection, Unattested, WorkloadScope, attest, read_stat
+from lanyard.agent.attest import PeerConnection, Unattested, WorkloadScope, attest, attest_many, read_stat
 
 CONNECT_AND_WAIT = "import socket,sys,time;s=socket.create_connection(('127.0.0.1',int(sys.argv[1])));time.sleep(30)"
 # The workload's child connects (a grandchild of the session leader must count as the workload too).
@@ -162,3 +162,31 @@ def test_a_socket_of_another_uid_is_refused(listener: Listener) -> None:
     with started(CONNECT_AND_WAIT, str(listener.port), user=65534) as workload:
         caller = attest(listener.accept(), scope_of(workload, uid=65534))
     assert caller.uid == 65534
+
+
+def test_a_burst_of_connections_is_attested_with_one_walk(listener: Listener) -> None:
+    """Three workloads and an outsider connect at once: one attest_many call names each workload's
+    process for its own connection and refuses the outsider's."""
+    with (
+        started(CONNECT_AND_WAIT, str(listener.port)) as one,
+        started(CONNECT_AND_WAIT, str(listener.port)) as two,
+        started(CONNECT_AND_WAIT, str(listener.port)) as three,
+        started(CONNECT_AND_WAIT, str(listener.port)) as stranger,
+    ):
+        conns = [listener.accept() for _ in range(4)]
+        workloads = {p.pid: p for p in (one, two, three)}
+        by_pid = {}
+        for conn in conns:
+            # which process made this connection: the one whose attestation as itself succeeds
+            for process in (one, two, three, stranger):
+                try:
+                    attest(conn, scope_of(process))
+                except Unattested:
+                    continue
+                by_pid[process.pid] = conn
+        scopes = [scope_of(p) for p in (one, two, three)]
+        items = [(by_pid[p.pid], s) for p, s in zip((one, two, three), scopes, strict=True)]
+        items.append((by_pid[stranger.pid], scopes[0]))  # the stranger's connection, claimed for workload one
+        results = attest_many(items)
+    assert [r.pid for r in results[:3] if not isinstance(r, Unattested)] == list(workloads)
+    assert isinstance(results[3], Unattested)

@@ -123,39 +123,49 @@ def _v4_mapped(host: str) -> str:
     return "::ffff:" + host
 
 
-def find_socket(net_pid: int, caller_end: tuple[str, int], listener_end: tuple[str, int]) -> tuple[int, int]:
-    """(uid, inode) of the caller's socket, from the connection table of `net_pid`'s namespace."""
-    wanted: list[tuple[str, str]] = []
-    host, port = caller_end
-    lhost, lport = listener_end
-    wanted.append((":".join(_hex_address(host, port)), ":".join(_hex_address(lhost, lport))))
-    if ":" not in host:  # an IPv4 caller of a dual-stack listener shows up v4-mapped in tcp6
-        wanted.append(
-            (":".join(_hex_address(_v4_mapped(host), port)), ":".join(_hex_address(_v4_mapped(lhost), lport)))
-        )
+def _connection_table(net_pid: int) -> list[list[str]]:
+    rows: list[list[str]] = []
     for table in ("tcp", "tcp6"):
         try:
             with open(f"{PROC}/{net_pid}/net/{table}", "rb") as fh:
                 lines = fh.read().decode("ascii", "replace").splitlines()[1:]
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10:
-                continue
-            if (fields[1], fields[2]) in wanted:
-                inode = int(fields[9])
-                if inode == 0:
-                    raise Unattested("the calling socket is already closed")
-                return int(fields[7]), inode
+        rows.extend(fields for fields in (line.split() for line in lines) if len(fields) >= 10)
+    return rows
+
+
+def find_socket(
+    net_pid: int,
+    caller_end: tuple[str, int],
+    listener_end: tuple[str, int],
+    tables: dict[int, list[list[str]]] | None = None,
+) -> tuple[int, int]:
+    """(uid, inode) of the caller's socket, from the connection table of `net_pid`'s namespace
+    (`tables` caches each namespace's table for one batch of connections)."""
+    host, port = caller_end
+    lhost, lport = listener_end
+    wanted = {(":".join(_hex_address(host, port)), ":".join(_hex_address(lhost, lport)))}
+    if ":" not in host:  # an IPv4 caller of a dual-stack listener shows up v4-mapped in tcp6
+        wanted.add((":".join(_hex_address(_v4_mapped(host), port)), ":".join(_hex_address(_v4_mapped(lhost), lport))))
+    if tables is None:
+        tables = {}
+    if net_pid not in tables:
+        tables[net_pid] = _connection_table(net_pid)
+    for fields in tables[net_pid]:
+        if (fields[1], fields[2]) in wanted:
+            inode = int(fields[9])
+            if inode == 0:
+                raise Unattested("the calling socket is already closed")
+            return int(fields[7]), inode
     raise Unattested("no process holds the calling socket any more (the caller exited)")
 
 
-def socket_holders(inode: int, skip: int | None = None) -> list[int]:
-    """Every pid with `socket:[inode]` open. Costs one readlink per fd on the host, hence once per
-    connection and capped."""
-    target = f"socket:[{inode}]"
-    holders: list[int] = []
+def socket_holders(inodes: set[int], skip: int | None = None) -> dict[int, list[int]]:
+    """The pids with each `socket:[inode]` open: one readlink per fd on the host, so once per batch
+    of new connections (all the connections waiting share one walk) and capped."""
+    targets = {f"socket:[{inode}]": inode for inode in inodes}
+    holders: dict[int, list[int]] = {inode: [] for inode in inodes}
     scanned = 0
     with os.scandir(PROC) as entries:
         for entry in entries:
@@ -169,12 +179,14 @@ def socket_holders(inode: int, skip: int | None = None) -> list[int]:
                 names = os.listdir(fd_dir)
             except OSError:
                 continue
+            seen: set[int] = set()
             for name in names:
                 scanned += 1
                 with contextlib.suppress(OSError):
-                    if os.readlink(f"{fd_dir}/{name}") == target:
-                        holders.append(pid)
-                        break
+                    inode = targets.get(os.readlink(f"{fd_dir}/{name}"))
+                    if inode is not None and inode not in seen:
+                        seen.add(inode)
+                        holders[inode].append(pid)
             if scanned > MAX_FDS_SCANNED:
                 raise Unattested("too many open files on this host to find the caller")
     return holders
@@ -196,26 +208,49 @@ def in_workload(pid: int, scope: WorkloadScope) -> bool:
 
 def attest(conn: PeerConnection, scope: WorkloadScope) -> Caller:
     """The caller of `conn`, if every holder of its socket is part of `scope`; else Unattested."""
-    uid, inode = find_socket(scope.net_pid, conn.remote, conn.local)
+    (result,) = attest_many([(conn, scope)])
+    if isinstance(result, Unattested):
+        raise result
+    return result
+
+
+def attest_many(items: list[tuple[PeerConnection, WorkloadScope]]) -> list[Caller | Unattested]:
+    """Attest several connections with one walk of /proc: a burst of new connections (a pool of 32
+    opening at once) costs one scan, not 32 in a row."""
+    tables: dict[int, list[list[str]]] = {}
+    sockets: list[tuple[int, int] | Unattested] = []
+    for conn, scope in items:
+        try:
+            sockets.append(find_socket(scope.net_pid, conn.remote, conn.local, tables))
+        except Unattested as exc:
+            sockets.append(exc)
+    inodes = {found[1] for found in sockets if not isinstance(found, Unattested)}
+    try:
+        holders = socket_holders(inodes, skip=os.getpid()) if inodes else {}
+    except Unattested as exc:
+        return [exc for _ in items]
+    return [
+        found if isinstance(found, Unattested) else _decide(scope, found[0], holders.get(found[1], []))
+        for (_conn, scope), found in zip(items, sockets, strict=True)
+    ]
+
+
+def _decide(scope: WorkloadScope, uid: int, holders: list[int]) -> Caller | Unattested:
     if scope.uid is not None and uid != scope.uid:
-        raise Unattested("the calling socket belongs to another user")
-    holders = socket_holders(inode, skip=os.getpid())
+        return Unattested("the calling socket belongs to another user")
     if not holders:
-        raise Unattested("no process holds the calling socket (the caller exited, or is not visible to the agent)")
-    outsiders = [p for p in holders if not in_workload(p, scope)]
-    if outsiders:
-        raise Unattested("the calling socket is held by a process outside the workload")
+        return Unattested("no process holds the calling socket (the caller exited, or is not visible to the agent)")
+    if any(not in_workload(p, scope) for p in holders):
+        return Unattested("the calling socket is held by a process outside the workload")
     pid = min(holders)
     stat = read_stat(pid)
-    if stat is None:
-        raise Unattested("the caller exited during attestation")
     owner = _uid_of(pid)
-    if owner is None:
-        raise Unattested("the caller exited during attestation")
+    if stat is None or owner is None:
+        return Unattested("the caller exited during attestation")
     caller = Caller(pid, owner, stat.start_time, _exe_of(pid))
     # After the decision: still the same process (a pid reused mid-way fails here).
     if not caller.alive():
-        raise Unattested("the caller exited during attestation")
+        return Unattested("the caller exited during attestation")
     return caller
 
 

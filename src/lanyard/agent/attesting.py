@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Scope
 
-from lanyard.agent.attest import Caller, PeerConnection, Unattested, attest
+from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many
 from lanyard.agent.bindings import Workload
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.core.listener import BoundedHttpToolsProtocol
@@ -51,6 +51,42 @@ class CallerCheck:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attest")
         self.on_refusal = on_refusal
         self.refusals = 0
+        # Connections waiting for attestation; one drain at a time attests them all with one /proc walk.
+        self._pending: list[tuple[PeerConnection, WorkloadScope, asyncio.Future[Caller]]] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
+        self.scans = 0
+
+    async def _attest(self, conn: PeerConnection, scope: WorkloadScope) -> Caller:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Caller] = loop.create_future()
+        self._pending.append((conn, scope, future))
+        if not self._draining:
+            self._draining = True
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                self.scans += 1
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, attest_many, [(conn, scope) for conn, scope, _ in batch]
+                    )
+                except Exception as exc:  # an unexpected /proc failure refuses, never hangs the waiters
+                    results = [Unattested(f"attestation failed ({type(exc).__name__})") for _ in batch]
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Unattested):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._draining = False
 
     async def __call__(self, scope: Scope, registration: RunningWorkload | None, workload: Workload) -> Caller | None:
         if workload.attestation == HEADER_ONLY:
@@ -65,9 +101,7 @@ class CallerCheck:
         caller = conn.caller
         if caller is None or conn.scope_root != registration.scope.root_pid:
             try:
-                caller = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, attest, conn, registration.scope
-                )
+                caller = await self._attest(conn, registration.scope)
             except Unattested as exc:
                 conn.refused = str(exc)
                 raise self._refuse(workload, conn, str(exc)) from None

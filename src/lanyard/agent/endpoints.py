@@ -168,6 +168,13 @@ class AppServiceEndpoint:
         await send_json(send, 200, app_service_body(token, request, self.service.cache.clock.now()))
 
 
+def metadata_path(scope: Scope) -> str:
+    """The path without a trailing slash: msal-node asks for `/metadata/identity/oauth2/token/` and the
+    real IMDS and Arc services answer it as the same resource."""
+    path: str = scope["path"]
+    return path.rstrip("/") if len(path) > 1 else path
+
+
 def check_metadata_request(scope: Scope, headers: dict[bytes, bytes], allowed_hosts: frozenset[bytes]) -> None:
     """What IMDS and Arc both demand before anything else. The header check comes first and is cheap:
     the SDK's probe (no Metadata header) must get its 400 at once."""
@@ -201,14 +208,15 @@ class ImdsEndpoint:
         headers = headers_of(scope["headers"])
         try:
             check_metadata_request(scope, headers, self.allowed_hosts)
-            if scope["path"] == "/metadata/instance":
+            path = metadata_path(scope)
+            if path == "/metadata/instance":
                 await send_json(
                     send,
                     200,
                     {"compute": {"resourceId": self.resource_id, "name": self.resource_id.rsplit("/", 1)[-1]}},
                 )
                 return
-            if scope["path"] != IMDS_TOKEN_PATH:
+            if path != IMDS_TOKEN_PATH:
                 # Never 404 on IMDS: the SDKs retry 404 for ~24 s (docs/protocols.md §1.7).
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
@@ -307,7 +315,7 @@ class ArcEndpoint:
         headers = headers_of(scope["headers"])
         try:
             check_metadata_request(scope, headers, self.allowed_hosts)
-            if scope["path"] != IMDS_TOKEN_PATH:
+            if metadata_path(scope) != IMDS_TOKEN_PATH:
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
             if not self._redeem(headers.get(b"authorization", b"")):

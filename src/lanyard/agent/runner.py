@@ -105,6 +105,29 @@ def run_in_netns(netns: str, fn: Callable[[], Any]) -> Any:
     return result[0]
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+NETNS_NEEDS_ROOT = (
+    "--netns needs root or CAP_NET_ADMIN (with CAP_SYS_ADMIN, for `ip netns add`), and this host agent runs as "
+    "uid {uid} without them: start the platform as root (sudo lanyard up), or drop --netns (the VM then finds "
+    "its metadata service through AZURE_POD_IDENTITY_AUTHORITY_HOST)"
+)
+
+
+def may_make_netns() -> bool:
+    """Root, or the capabilities `ip netns add` uses (in the effective set: what this process may do now)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return all(effective >> cap & 1 for cap in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+    return False
+
+
 def create_netns() -> str:
     name = f"lanyard-{secrets.token_hex(4)}"
     for argv in (
@@ -311,7 +334,16 @@ class ControlServer:
                 imds_url, closer = await self.ctx.open_arc(resource_id, owner, registration)
             else:
                 if request.get("netns"):
-                    netns = await loop.run_in_executor(None, create_netns)
+                    if not may_make_netns():
+                        self._send(conn, {"error": NETNS_NEEDS_ROOT.format(uid=os.geteuid())})
+                        return
+                    try:
+                        netns = await loop.run_in_executor(None, create_netns)
+                    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+                        why = (getattr(exc, "stderr", b"") or b"").decode(errors="replace").strip().splitlines()
+                        reason = why[-1] if why else str(exc)
+                        self._send(conn, {"error": f"--netns: cannot make a network namespace: {reason}"})
+                        return
                 imds_url, closer = await self.ctx.open_imds(resource_id, netns, registration)
             env = self._environment(request, header, None if netns else imds_url, folder, run_as)
             # setpriv drops to the workload's uid and then execs in place: the pid we supervise and

@@ -13,12 +13,15 @@ from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.cli.doctor import doctor
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
 from lanyard.cli.logs import logs
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
+
+DEFAULT_AGENT_HOME = "~/.lanyard-agent"  # beside, never inside, a platform's ~/.lanyard
 
 
 @click.group()
@@ -47,6 +50,20 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--worker-of", type=int, default=None, hidden=True)
 @click.option("--no-agent", is_flag=True, help="Do not start a host agent for this machine.")
 @click.option(
+    "--detach",
+    is_flag=True,
+    help="Run in the background (output to <home>/logs/console.log); return once it is ready.",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="With --detach: seconds to wait for it to be ready before stopping it and saying why.",
+)
+@click.option("--detached-child", is_flag=True, hidden=True)
+@click.option(
     "--audit-file",
     default=None,
     help="Also write the audit trail to this JSON-lines file (or $LANYARD_AUDIT_FILE); if it fails, grants fail.",
@@ -65,9 +82,13 @@ def up(
     workers: int | None,
     worker_of: int | None,
     no_agent: bool,
+    detach: bool,
+    wait_seconds: float,
+    detached_child: bool,
     audit_file: str | None,
 ) -> None:
-    """Start the platform in the foreground (Ctrl-C or SIGTERM stops it)."""
+    """Start the platform in the foreground (Ctrl-C or SIGTERM stops it), or with --detach in the
+    background (`lanyard down` stops it)."""
     from lanyard.observe import multiproc
     from lanyard.observe.logs import configure as configure_logging
 
@@ -85,6 +106,18 @@ def up(
         workers=workers,
         audit_file=audit_file,
     )
+    if detach:
+        from lanyard.cli.lifecycle import start_detached
+        from lanyard.server.banner import show_banner
+
+        argv = [sys.executable, "-m", "lanyard", "up", "--home", str(settings.home), "--detached-child"]
+        for name, value in ctx.params.items():
+            skip = name in ("up_home", "detach", "wait_seconds", "detached_child", "worker_of")
+            if skip or value is None or value is False:
+                continue
+            argv += [f"--{name.replace('_', '-')}"] if value is True else [f"--{name.replace('_', '-')}", str(value)]
+        show_banner(start_detached(settings.home, argv, wait_seconds), settings.home)
+        return
     configure_logging(settings.home, settings.log_level)
     if worker_of is not None:
         multiproc.enable(settings.home, fresh=False)
@@ -103,11 +136,18 @@ def up(
         multiproc.enable(settings.home, fresh=True)  # after the agent started: it keeps its own
     from lanyard.server.up import serve
 
-    sys.exit(serve(settings, early_agent=early, home_lock=lock))
+    sys.exit(serve(settings, early_agent=early, home_lock=lock, banner=not detached_child))
 
 
 @cli.command("agent")
-@click.option("--home", "agent_home", required=True, help="The agent's own folder (host key, control socket).")
+@click.option(
+    "--home",
+    "agent_home",
+    envvar="LANYARD_AGENT_HOME",
+    default=DEFAULT_AGENT_HOME,
+    show_default=True,
+    help="The agent's own folder (host key, control socket); or $LANYARD_AGENT_HOME. Not a platform's home.",
+)
 @click.option("--server", help="The platform's HTTPS base URL (its authority).")
 @click.option("--server-file", help="Read --server from this file once it appears (used by `lanyard up`).")
 @click.option("--ca", "ca_file", required=True, help="The platform CA certificate (PEM).")
@@ -236,6 +276,7 @@ cli.add_command(kek)
 cli.add_command(status)
 cli.add_command(down)
 cli.add_command(logs)
+cli.add_command(doctor)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 

@@ -52,6 +52,8 @@ def configure(home: Path, level: str = "WARNING") -> Path:
     if not any(getattr(h, "_lanyard", False) for h in root.handlers):
         stderr = logging.StreamHandler(sys.stderr)
         stderr.setFormatter(formatter)
+        # A record logged with extra={"console": False} is for the file alone (stdout has said it).
+        stderr.addFilter(lambda record: getattr(record, "console", True))
         file_handler = SharedRotatingFileHandler(path)
         file_handler.setFormatter(formatter)
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()

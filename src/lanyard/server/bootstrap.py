@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,7 +209,9 @@ def _derive_root(s: repo.Session, barrier: Barrier) -> bytes:
     return root
 
 
-def bootstrap(settings: Settings, clock: Clock) -> Platform:
+def bootstrap(settings: Settings, clock: Clock, progress: Callable[[str], None] | None = None) -> Platform:
+    """`progress` hears what a first start is doing (it takes a few seconds: keys, CA, migrations)."""
+    say = progress or (lambda _message: None)
     prepare_home(settings.home)
     barrier = Barrier(
         load_kek(settings.home, settings.kek_b64), *load_other_keks(settings.home, settings.previous_keks_b64)
@@ -221,6 +224,9 @@ def bootstrap(settings: Settings, clock: Clock) -> Platform:
                 barrier.use_derive_root(_derive_root(s, barrier))
             with store.session() as s:
                 if repo.get_state(s, "tenant_id") is None:
+                    # Said only now: a node that cannot open the database must fail in one line.
+                    say(f"a new platform in the database {parsed_name(settings.database)}")
+                    say("creating the tenant, its subscription, the admin application and the certificate authority")
                     _first_start(s, barrier, clock)
             with store.session() as s:
                 identity, ca = _load_identity(s, barrier)
@@ -234,6 +240,7 @@ def bootstrap(settings: Settings, clock: Clock) -> Platform:
         store.close()
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         raise ConfigError(f"cannot reach the database {parsed_name(settings.database)}: {reason}") from exc
+    say("issuing this server's TLS certificate")
     tls = ensure_tls(settings, ca, barrier, clock)
     return Platform(settings, store, barrier, keys, identity, ca, tls)
 

@@ -30,6 +30,7 @@ from lanyard.fleet.service import Fleet
 from lanyard.observe import multiproc
 from lanyard.server.agent_launch import SERVER_URL_FILE, agent_argv
 from lanyard.server.app import Urls, build_app, urls_for
+from lanyard.server.banner import progress, show_banner
 from lanyard.server.bootstrap import Platform, bootstrap
 from lanyard.server.homelock import HomeLock
 
@@ -184,6 +185,7 @@ def serve(
     clock: Clock | None = None,
     early_agent: subprocess.Popen[bytes] | None = None,
     home_lock: HomeLock | None = None,
+    banner: bool = True,
 ) -> int:
     lock = home_lock or HomeLock.acquire(settings.home)
     # The home holds the KEK, the database and the TLS keys: its user's alone, whatever state it was in.
@@ -193,8 +195,11 @@ def serve(
     endpoints_path = settings.home / ENDPOINTS_FILE
     with contextlib.suppress(FileNotFoundError):
         endpoints_path.unlink()  # a stale file must never look like readiness (the home is ours now)
+    # A new home takes seconds to set up: say what is happening (warm starts stay quiet).
+    fresh = not (settings.home / "tls" / "ca.pem").exists()
+    say = progress if fresh else None
     try:
-        platform = bootstrap(settings, clock)
+        platform = bootstrap(settings, clock, say)
     except BaseException:
         if early_agent is not None and early_agent.poll() is None:
             early_agent.terminate()
@@ -205,6 +210,8 @@ def serve(
     socks = bind_all(settings.listen_hosts, settings.port, reuse_port=settings.workers > 1)
     port = socks[0].getsockname()[1]
     urls = urls_for(settings.advertised_host(), port, settings.dns_zone, settings.public_url)
+    if say is not None:
+        say(f"listening on {urls.authority}")
     # An agent started early (warm home) is waiting to learn where we listen.
     write_atomically(settings.home / SERVER_URL_FILE, urls.authority.encode())
     served = build_app(platform, urls, clock)
@@ -223,13 +230,19 @@ def serve(
         document["workers"] = settings.workers
         if agent_info is not None:
             document["agent"] = agent_info
+            if say is not None:
+                say(f"the host agent for this machine joined (host {agent_info.get('hostId')})")
         write_endpoints(settings.home, document)
+        # The person at the terminal gets the banner; the log file keeps a record for `lanyard logs`.
         log.warning(
             "lanyard is up at %s (tenant %s); endpoints in %s",
             urls.authority,
             platform.identity.tenant_id,
             endpoints_path,
+            extra={"console": False},
         )
+        if banner:  # detached, the `lanyard up --detach` that started us prints it
+            show_banner(document, settings.home)
 
     def ready() -> None:
         nonlocal agent
@@ -241,6 +254,8 @@ def serve(
             threading.Thread(target=announce, args=(None,), name="announce", daemon=True).start()
             return
         agent = LocalAgent(settings, platform, served.fleet, urls, early_agent)
+        if say is not None and not (agent.home / "host.json").exists():
+            say("starting the host agent for this machine: it joins the platform with a one-time token")
         agent.start(on_ready=announce, on_failure=lambda: setattr(server, "should_exit", True))
 
     def stopping() -> None:
