@@ -149,7 +149,7 @@ def test_every_node_serves_one_platform(cluster: Cluster) -> None:
     assert cluster.first.authority == f"https://localhost:{cluster.proxy.port}"
 
 
-def test_a_token_minted_by_any_node_verifies_on_every_node(cluster: Cluster) -> None:
+def test_a_token_minted_by_any_node_verifies_on_every_node(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     admin = cluster.first.endpoints["admin"]
     for minted_by in range(3):
         token = cluster.token_for(admin["client_id"], admin["client_secret"], ARM, node=minted_by)
@@ -164,7 +164,7 @@ def test_a_token_minted_by_any_node_verifies_on_every_node(cluster: Cluster) -> 
                 )
                 assert response.status_code == 200, (minted_by, verified_by, response.text)
     # The real SDK, through the balancer, gets the same kind of token.
-    os.environ["REQUESTS_CA_BUNDLE"] = cluster.first.endpoints["ca_bundle"]
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cluster.first.endpoints["ca_bundle"])
     from azure.identity import ClientSecretCredential
 
     credential = ClientSecretCredential(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import ssl
 import subprocess
@@ -41,7 +40,7 @@ def _private_key_lines(pem_path: str) -> list[str]:
     return [line for line in body.split() if len(line) >= 32]
 
 
-def test_no_token_secret_or_value_in_any_output(tmp_path: Path) -> None:
+def test_no_token_secret_or_value_in_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     running = start_platform(tmp_path / "home", env={"LANYARD_LOG_LEVEL": "DEBUG"})
     needles: dict[str, str] = {}  # what must not appear -> what it is (for the failure message)
     error_bodies: list[str] = []
@@ -49,7 +48,7 @@ def test_no_token_secret_or_value_in_any_output(tmp_path: Path) -> None:
         home = running.home
         admin = running.endpoints["admin"]
         needles[admin["client_secret"]] = "the admin client secret"
-        os.environ["REQUESTS_CA_BUNDLE"] = running.endpoints["ca_bundle"]
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", running.endpoints["ca_bundle"])  # this platform only
 
         # Client-secret and certificate applications, and their tokens.
         secret_app = cli_json(home, "ad", "sp", "create-for-rbac", "--name", "f18-secret")

@@ -559,7 +559,7 @@ def test_follower_survives_a_dropped_listen_connection(postgres: PostgresServer,
             rows = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
                 " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-                " AND (query ILIKE 'LISTEN%%' OR query ILIKE 'SELECT id, kind, key FROM changes%%'"
+                " AND (query ILIKE 'LISTEN%%' OR query ILIKE 'SELECT id, kind, key, at FROM changes%%'"
                 "      OR query ILIKE 'SELECT min(id) FROM changes%%')",
                 (database, FOLLOWER_APP_NAME),
             ).fetchall()

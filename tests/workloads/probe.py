@@ -128,15 +128,17 @@ def raw_loop(action: dict[str, Any]) -> dict[str, Any]:
     """`count` requests, each on a new connection: the statuses seen, and whose tokens came back."""
     statuses: dict[str, int] = {}
     subjects: set[str] = set()
+    bodies: dict[str, Any] = {}  # the first body seen with each status
     for _ in range(int(action["count"])):
         answer = raw(action)
         statuses[str(answer["status"])] = statuses.get(str(answer["status"]), 0) + 1
+        bodies.setdefault(str(answer["status"]), answer["body"])
         token = (answer["body"] or {}).get("access_token") if isinstance(answer["body"], dict) else None
         if token:
             payload = token.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             subjects.add(str(claims.get("oid")))
-    return {"statuses": statuses, "subjects": sorted(subjects), "pid": os.getpid()}
+    return {"statuses": statuses, "subjects": sorted(subjects), "pid": os.getpid(), "bodies": bodies}
 
 
 def write_env(action: dict[str, Any]) -> None:
