@@ -81,7 +81,7 @@ from benchkit.rotation import (  # noqa: E402
 from benchkit.seed import seed_identities  # noqa: E402
 from benchkit.tlsclient import Https, Reply  # noqa: E402
 from benchkit.tokens import ARM_SCOPE, FORM, CheckFailed, b64url_decode, check_token, secret_form  # noqa: E402
-from benchkit.workloads import start_workload  # noqa: E402
+from benchkit.workloads import shared_scratch, start_workload  # noqa: E402
 
 sys.path.insert(0, str(REPO_DIR))  # the tests' throwaway PostgreSQL cluster and haproxy
 from tests.support import haproxy as haproxy_support  # noqa: E402
@@ -691,8 +691,22 @@ def assignment(run: Run, large: ScaleNode) -> None:
     try:
         ep, home = node.endpoints, node.home
         cli(home, "group", "create", "-n", "g11mi", "-l", "westus")
-        site = cli(home, "webapp", "create", "-g", "g11mi", "-n", "g11app", "--assign-identity", "[system]")
-        workload = start_workload(home, "webapp", "g11mi", "g11app", run.workdir, run.logdir / "g11-workload.log")
+        # Header-only: the bench process asks with the workload's header (it is not the workload itself).
+        site = cli(
+            home,
+            "webapp",
+            "create",
+            "-g",
+            "g11mi",
+            "-n",
+            "g11app",
+            "--assign-identity",
+            "[system]",
+            "--tags",
+            "lanyard.callerAttestation=header",
+        )
+        scratch = shared_scratch(run.workdir)  # writable by the workload's own uid
+        workload = start_workload(home, "webapp", "g11mi", "g11app", scratch, run.logdir / "g11-workload.log")
         admin = ep["admin"]
         group = f"/subscriptions/{ep['subscription_id']}/resourceGroups/g11mi"
         with Https(node.port, node.ca) as conn:

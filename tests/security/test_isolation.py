@@ -280,3 +280,16 @@ def test_a_named_user_runs_the_workload_and_root_is_refused(platform: RunningPla
     assert ids["uid"] == NOBODY
     refused = run_cli(platform.home, *app("iso-a"), "--user", "root", "--", "true", check=False)
     assert refused.returncode != 0 and "owns the platform" in refused.stderr
+
+
+def test_what_a_workload_leaves_running_is_stopped_when_it_exits(
+    platform: RunningPlatform, boxes: dict[str, Any], workload_folder: Path
+) -> None:
+    pid_file = workload_folder / "daemon.pid"
+    result = run_cli(platform.home, *app("iso-a"), "--", "sh", "-c", f"sleep 300 & echo $! > {pid_file}")
+    assert result.returncode == 0, result.stderr
+    daemon = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{daemon}").exists():
+        assert time.monotonic() < deadline, "a child of the workload outlived it"
+        time.sleep(0.05)

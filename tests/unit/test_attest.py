@@ -17,7 +17,15 @@ from contextlib import contextmanager
 
 import pytest
 
-from lanyard.agent.attest import PeerConnection, Unattested, WorkloadScope, attest, attest_many, read_stat
+from lanyard.agent.attest import (
+    PeerConnection,
+    Unattested,
+    WorkloadScope,
+    attest,
+    attest_many,
+    in_workload,
+    read_stat,
+)
 
 CONNECT_AND_WAIT = "import socket,sys,time;s=socket.create_connection(('127.0.0.1',int(sys.argv[1])));time.sleep(30)"
 # The workload's child connects (a grandchild of the session leader must count as the workload too).
@@ -190,3 +198,30 @@ def test_a_burst_of_connections_is_attested_with_one_walk(listener: Listener) ->
         results = attest_many(items)
     assert [r.pid for r in results[:3] if not isinstance(r, Unattested)] == list(workloads)
     assert isinstance(results[3], Unattested)
+
+
+# The workload's child connects, then leaves the session (setsid) once the file named in argv[2] exists.
+CHILD_CONNECTS_THEN_LEAVES = (
+    "import subprocess,sys,time;"
+    "subprocess.Popen([sys.executable,'-c',"
+    "\"import os,socket,sys,time;s=socket.create_connection(('127.0.0.1',int(sys.argv[1])));"
+    "exec('while not os.path.exists(sys.argv[2]): time.sleep(0.01)');os.setsid();time.sleep(30)\","
+    "sys.argv[1],sys.argv[2]]);time.sleep(30)"
+)
+
+
+def test_a_caller_that_leaves_the_workload_after_attestation_fails_the_next_check(
+    listener: Listener, tmp_path: os.PathLike[str]
+) -> None:
+    """The per-request check: an attested caller that calls setsid is no longer the workload's."""
+    go = f"{tmp_path}/leave"
+    with started(CHILD_CONNECTS_THEN_LEAVES, str(listener.port), go) as workload:
+        scope = scope_of(workload)
+        caller = attest(listener.accept(), scope)
+        assert in_workload(caller.pid, scope, caller.start_time)
+        open(go, "w").close()
+        deadline = time.monotonic() + 20
+        while in_workload(caller.pid, scope, caller.start_time):
+            assert time.monotonic() < deadline, "the child never left the session"
+            time.sleep(0.01)
+        assert caller.alive()  # still running: it is the membership that failed, not the liveness

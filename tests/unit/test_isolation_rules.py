@@ -138,3 +138,17 @@ def test_the_platforms_folders_are_made_private_whatever_their_state(tmp_path: P
     for path in (home / "tls" / "server.key", home / "endpoints.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.stat().st_uid == os.geteuid()
+
+
+def test_a_relative_program_counts_from_the_runs_folder(open_dir: Path) -> None:
+    tool = open_dir / "tool.sh"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert unusable(["./tool.sh"], str(open_dir), "", STRANGER) is None
+    assert unusable(["tool.sh"], str(open_dir), ".", STRANGER) is None
+
+
+def test_a_damaged_uid_file_stops_the_agent_instead_of_reallocating(tmp_path: Path) -> None:
+    (tmp_path / isolation.UID_FILE).write_text("{not json")
+    with pytest.raises(IsolationError, match="damaged"):
+        WorkloadUsers(tmp_path)

@@ -28,7 +28,14 @@ MAX_FDS_SCANNED = 500_000
 
 
 class Unattested(Exception):
-    """The caller could not be tied to the workload; the message says why (never a secret)."""
+    """The caller could not be tied to the workload; the message says why (never a secret).
+    `final`: the connection itself is disqualified (its socket is another's, or shared with an
+    outsider), so later requests on it are refused without a new look; otherwise (a caller that
+    exited, a scan over its cap) the next request looks again."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class PeerConnection:
     local: tuple[str, int]  # the listener's end (our sockname)
     remote: tuple[str, int]  # the caller's end (our peername)
     caller: Caller | None = None
-    scope_root: int = 0  # the workload the caller was attested for
+    scope: WorkloadScope | None = None  # the very workload run the caller was attested for
     refused: str | None = field(default=None)
 
 
@@ -156,7 +163,7 @@ def find_socket(
         if (fields[1], fields[2]) in wanted:
             inode = int(fields[9])
             if inode == 0:
-                raise Unattested("the calling socket is already closed")
+                continue  # a TIME_WAIT row of an earlier connection with the same addresses
             return int(fields[7]), inode
     raise Unattested("no process holds the calling socket any more (the caller exited)")
 
@@ -192,11 +199,11 @@ def socket_holders(inodes: set[int], skip: int | None = None) -> dict[int, list[
     return holders
 
 
-def in_workload(pid: int, scope: WorkloadScope) -> bool:
+def in_workload(pid: int, scope: WorkloadScope, start_time: int | None = None) -> bool:
     """In the workload's session (a process that left it with setsid is out: fail closed) and, when
-    the workload runs isolated, under its uid."""
+    the workload runs isolated, under its uid; with `start_time`, still that very process."""
     stat = read_stat(pid)
-    if stat is None:
+    if stat is None or (start_time is not None and stat.start_time != start_time):
         return False
     root = read_stat(scope.root_pid)
     if root is None or root.start_time != scope.root_start:
@@ -219,11 +226,20 @@ def attest_many(items: list[tuple[PeerConnection, WorkloadScope]]) -> list[Calle
     opening at once) costs one scan, not 32 in a row."""
     tables: dict[int, list[list[str]]] = {}
     sockets: list[tuple[int, int] | Unattested] = []
+    me = os.geteuid()
     for conn, scope in items:
         try:
-            sockets.append(find_socket(scope.net_pid, conn.remote, conn.local, tables))
+            uid, inode = find_socket(scope.net_pid, conn.remote, conn.local, tables)
         except Unattested as exc:
             sockets.append(exc)
+            continue
+        # The cheap refusals first, so a stranger's connection never costs a walk of /proc.
+        if scope.uid is not None and uid != scope.uid:
+            sockets.append(Unattested("the calling socket belongs to another user", final=True))
+        elif me != 0 and uid != me:
+            sockets.append(Unattested("the calling socket belongs to a user this agent cannot see", final=True))
+        else:
+            sockets.append((uid, inode))
     inodes = {found[1] for found in sockets if not isinstance(found, Unattested)}
     try:
         holders = socket_holders(inodes, skip=os.getpid()) if inodes else {}
@@ -236,17 +252,17 @@ def attest_many(items: list[tuple[PeerConnection, WorkloadScope]]) -> list[Calle
 
 
 def _decide(scope: WorkloadScope, uid: int, holders: list[int]) -> Caller | Unattested:
-    if scope.uid is not None and uid != scope.uid:
-        return Unattested("the calling socket belongs to another user")
     if not holders:
         return Unattested("no process holds the calling socket (the caller exited, or is not visible to the agent)")
-    if any(not in_workload(p, scope) for p in holders):
-        return Unattested("the calling socket is held by a process outside the workload")
     pid = min(holders)
-    stat = read_stat(pid)
+    stat = read_stat(pid)  # read before the membership check, which then pins this very process
     owner = _uid_of(pid)
     if stat is None or owner is None:
         return Unattested("the caller exited during attestation")
+    if not in_workload(pid, scope, stat.start_time):
+        return Unattested("the calling socket is held by a process outside the workload", final=True)
+    if any(not in_workload(p, scope) for p in holders if p != pid):
+        return Unattested("the calling socket is held by a process outside the workload", final=True)
     caller = Caller(pid, owner, stat.start_time, _exe_of(pid))
     # After the decision: still the same process (a pid reused mid-way fails here).
     if not caller.alive():

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Scope
 
-from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many
+from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many, in_workload
 from lanyard.agent.bindings import Workload
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.core.listener import BoundedHttpToolsProtocol
@@ -99,16 +99,19 @@ class CallerCheck:
         if conn.refused is not None:
             raise self._refuse(workload, conn, conn.refused)
         caller = conn.caller
-        if caller is None or conn.scope_root != registration.scope.root_pid:
+        if caller is None or conn.scope is not registration.scope:
             try:
                 caller = await self._attest(conn, registration.scope)
             except Unattested as exc:
-                conn.refused = str(exc)
+                if exc.final:
+                    conn.refused = str(exc)
                 raise self._refuse(workload, conn, str(exc)) from None
-            conn.caller, conn.scope_root = caller, registration.scope.root_pid
-        elif not caller.alive():
-            conn.refused = "the attested caller exited"
-            raise self._refuse(workload, conn, conn.refused)
+            conn.caller, conn.scope = caller, registration.scope
+        elif not in_workload(caller.pid, registration.scope, caller.start_time):
+            # Every request: still the same process, still in this workload's session (setsid after
+            # attestation leaves it), the workload still the same run (its leader's start time).
+            conn.caller = None
+            raise self._refuse(workload, conn, "the attested caller exited or left the workload")
         scope[CALLER] = caller
         return caller
 

@@ -71,11 +71,18 @@ class WorkloadUsers:
         self.path = home / UID_FILE
         self.first, self.last = uid_range
         self._lock = threading.Lock()
-        try:
-            loaded = json.loads(self.path.read_text())
-            self._uids: dict[str, int] = {str(k): int(v) for k, v in dict(loaded).items()}
-        except (OSError, ValueError, TypeError):
-            self._uids = {}
+        self._uids: dict[str, int] = {}
+        if self.path.exists():
+            try:
+                loaded = json.loads(self.path.read_text())
+                self._uids = {str(k): int(v) for k, v in dict(loaded).items()}
+            except (OSError, ValueError, TypeError) as exc:
+                # Starting afresh could hand an old app's uid (and its files, its leftover processes) to
+                # another app: refuse, and say what to do.
+                raise IsolationError(
+                    f"{self.path} is unreadable or damaged ({type(exc).__name__}); restore it, or remove it "
+                    "once no workload runs, to allocate uids afresh"
+                ) from exc
 
     def for_resource(self, resource_id: str) -> RunAs:
         key = resource_id.lower()
@@ -88,7 +95,7 @@ class WorkloadUsers:
         return RunAs(uid, uid, f"uid-{uid}")
 
     def _allocate(self) -> int:
-        taken = set(self._uids.values())
+        taken = set(self._uids.values()) | _uids_running()
         for uid in range(self.first, self.last + 1):
             if uid in taken:
                 continue
@@ -97,6 +104,16 @@ class WorkloadUsers:
             except KeyError:
                 return uid
         raise IsolationError(f"the workload uid range {self.first}-{self.last} is used up")
+
+
+def _uids_running() -> set[int]:
+    """The uids of every process on the host (another agent's workloads among them)."""
+    uids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                uids.add(os.stat(f"/proc/{entry}").st_uid)
+    return uids
 
 
 def named_user(name: str) -> RunAs:
@@ -150,11 +167,12 @@ def _owner_name(uid: int) -> str:
         return str(uid)
 
 
-def resolve_program(program: str, path_variable: str) -> str | None:
+def resolve_program(program: str, path_variable: str, cwd: str = "/") -> str | None:
+    """Where exec will find `program`: relative names and PATH entries count from the run's cwd."""
     if "/" in program:
-        return program
+        return os.path.join(cwd, program)
     for folder in path_variable.split(os.pathsep):
-        candidate = os.path.join(folder or ".", program)
+        candidate = os.path.join(cwd, folder or ".", program)
         if os.path.isfile(candidate):
             return candidate
     return None
@@ -162,7 +180,7 @@ def resolve_program(program: str, path_variable: str) -> str | None:
 
 def unusable(argv: list[str], cwd: str, path_variable: str, run_as: RunAs) -> str | None:
     """One line saying which path the workload's uid cannot use and how to fix it, or None."""
-    program = resolve_program(argv[0], path_variable)
+    program = resolve_program(argv[0], path_variable, cwd)
     who = f"{run_as.name} (uid {run_as.uid})"
     if program is None or not os.path.exists(program):
         # setpriv would say so too, but in its words and with its exit code

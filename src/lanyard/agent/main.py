@@ -29,7 +29,7 @@ from lanyard.agent.cache import TokenCache
 from lanyard.agent.credential import DEFAULT_LIFETIME, HostCredentialRenewal, new_host_certificate
 from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEndpoint, ImdsEndpoint, TokenService
 from lanyard.agent.guards import allowed_hosts_for
-from lanyard.agent.isolation import DEFAULT_UID_RANGE, WorkloadUsers, limitations
+from lanyard.agent.isolation import DEFAULT_UID_RANGE, IsolationError, WorkloadUsers, limitations
 from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
@@ -307,7 +307,7 @@ def run_agent(options: AgentOptions) -> int:
     try:
         with event_loop_runner() as runner:
             return runner.run(Agent(options).run())
-    except (AgentError, UpstreamError) as exc:
+    except (AgentError, UpstreamError, IsolationError) as exc:
         raise SystemExit(f"ERROR: {exc}") from exc
 
 

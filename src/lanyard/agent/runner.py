@@ -57,6 +57,33 @@ PLATFORM_VARIABLES = frozenset(
 )
 # The platform's own configuration (its KEK among it) never reaches a workload from the caller's shell.
 PLATFORM_PREFIXES = ("LANYARD_",)
+# The tools root runs on a workload's behalf come from the system's folders, never from the PATH of
+# the shell that asked (a folder there may be writable by the workload's user).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def system_tool(name: str) -> str | None:
+    return shutil.which(name, path=SYSTEM_PATH)
+
+
+def kill_session(leader: int, uid: int) -> int:
+    """SIGKILL what is left of a workload's session (its processes under `uid`) once its leader
+    exited: a daemonized child would otherwise outlive the run, holding the caller's terminal. A
+    child that left the session with setsid escapes this (docs/isolation.md). Returns the count."""
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = read_stat(int(entry))
+        if stat is None or stat.session != leader or stat.pid == leader:
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(stat.pid, signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 @dataclass
@@ -130,17 +157,18 @@ def may_make_netns() -> bool:
 
 def create_netns() -> str:
     name = f"lanyard-{secrets.token_hex(4)}"
+    ip = system_tool("ip") or "ip"
     for argv in (
-        ["ip", "netns", "add", name],
-        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
-        ["ip", "netns", "exec", name, "ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
+        [ip, "netns", "add", name],
+        [ip, "netns", "exec", name, ip, "link", "set", "lo", "up"],
+        [ip, "netns", "exec", name, ip, "addr", "add", "169.254.169.254/32", "dev", "lo"],
     ):
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
     return name
 
 
 def delete_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+    subprocess.run([system_tool("ip") or "ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
 
 
 class ControlServer:
@@ -306,7 +334,7 @@ class ControlServer:
             if problem:
                 self._send(conn, {"error": problem})
                 return
-            if shutil.which("setpriv") is None:
+            if system_tool("setpriv") is None:
                 self._send(conn, {"error": "workload isolation needs setpriv (util-linux) on this host"})
                 return
         registration: RunningWorkload | None = None
@@ -350,10 +378,11 @@ class ControlServer:
             # attest is the workload's own (the event loop's subprocess support cannot change uid).
             drop: list[str] = []
             if run_as is not None:
-                drop = ["setpriv", f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--"]
+                setpriv = system_tool("setpriv") or "setpriv"
+                drop = [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--"]
             command = [*drop, *command]
             if netns:
-                command = ["ip", "netns", "exec", netns, *command]
+                command = [system_tool("ip") or "ip", "netns", "exec", netns, *command]
             try:
                 process = await asyncio.create_subprocess_exec(
                     *command,
@@ -382,6 +411,8 @@ class ControlServer:
                 code = await self._supervise(conn, process)
             finally:
                 self._processes.discard(process)
+                session_uid = run_as.uid if run_as is not None else os.geteuid()
+                await loop.run_in_executor(None, kill_session, process.pid, session_uid)
             self._send(conn, {"exit": code})
         except FileNotFoundError as exc:
             self._send(conn, {"error": f"cannot start {argv[0]}: {exc.strerror}"})

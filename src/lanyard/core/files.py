@@ -3,7 +3,6 @@ the platform's folders, kept its user's alone."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from pathlib import Path
@@ -33,11 +32,19 @@ def secure_tree(root: Path) -> None:
 
 
 def _tighten(path: Path, mode: int, uid: int, gid: int) -> None:
-    with contextlib.suppress(OSError):
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
-            return
+    """Through a descriptor opened without following links: a file swapped for a symlink between a
+    check and the chmod cannot redirect root's chown/chmod onto the link's target."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # a symlink (ELOOP), a socket (ENXIO), gone: nothing of ours to tighten through it
+    try:
+        info = os.fstat(fd)
         if (info.st_uid, info.st_gid) != (uid, gid) and os.geteuid() == 0:
-            os.chown(path, uid, gid)
+            os.fchown(fd, uid, gid)
         if stat.S_IMODE(info.st_mode) & ~mode:
-            os.chmod(path, stat.S_IMODE(info.st_mode) & mode)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & mode)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
