@@ -73,3 +73,16 @@ def test_a_failing_sink_refuses_every_waiter(sink: Sink) -> None:
     results = asyncio.run(main())
     writer.close()
     assert all(isinstance(r, AuditUnavailable) for r in results)
+
+
+def test_identical_events_of_a_batch_become_one_record_with_a_count() -> None:
+    from lanyard.audit.record import Event, coalesce
+
+    served = Event(
+        "agent.token", "granted", "oid", "app", "/sites/a", "host", {"token_ref": "ab", "caller": {"pid": 7}}
+    )
+    other = Event("agent.token", "granted", "oid", "app", "/sites/a", "host", {"token_ref": "ab", "caller": {"pid": 8}})
+    merged = coalesce([served, other, served, served])
+    assert [e.detail.get("caller") for e in merged] == [{"pid": 7}, {"pid": 8}]
+    assert merged[0].detail["count"] == 3 and "count" not in merged[1].detail
+    assert coalesce([served, other]) == [served, other]  # nothing to merge: the same list back

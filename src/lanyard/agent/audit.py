@@ -63,6 +63,7 @@ class AgentAudit:
             [FileSink(self.path, fsync=settings.fsync)],
             settings.deadline,
             on_written=self._written,
+            coalesce=True,  # a pool hammering one cached token: one record per batch, with its count
         )
         self.shipped_seq = 0
         self._wake = asyncio.Event()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lanyard.audit.record import Chain, Event
+from lanyard.audit.record import Chain, Event, coalesce
 from lanyard.core.clock import Clock, SystemClock
 from lanyard.core.errors import AuditUnavailable
 
@@ -110,14 +110,17 @@ class GroupCommit:
         deadline: float = DEFAULT_DEADLINE,
         clock: Clock | None = None,
         on_written: Callable[[list[dict[str, Any]]], None] | None = None,
+        coalesce: bool = False,
     ) -> None:
-        """`on_written(records)` runs in the writer thread once the primary sink holds them."""
+        """`on_written(records)` runs in the writer thread once the primary sink holds them.
+        `coalesce`: identical events of a batch become one record with a count (record.coalesce)."""
         if not sinks:
             raise ValueError("an audit writer needs at least one sink")
         self.chain = chain
         self.sinks = list(sinks)
         self.deadline = deadline
         self.on_written = on_written
+        self.coalesce = coalesce
         self.clock: Clock = clock or SystemClock()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -261,7 +264,7 @@ class GroupCommit:
             if head is not None and head[0] >= self.chain.seq:
                 self.chain.seq, self.chain.sha256 = head
             self._stale = False
-        records = self.chain.extend(events, self.clock.now())
+        records = self.chain.extend(coalesce(events) if self.coalesce else events, self.clock.now())
         primary, *mirrors = self.sinks
         primary.write(records)
         self.chain.advance(records)
