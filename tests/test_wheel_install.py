@@ -146,7 +146,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def test_the_installed_wheel_runs_up_status_doctor_logs_down(installed: Installed, home: Path) -> None:
     if not vault_names_resolve() and not required():
-        pytest.skip("*.vault.lanyard.localhost does not resolve here (doctor checks it): run scripts/ensure-dns as root")
+        pytest.skip(
+            "*.vault.lanyard.localhost does not resolve here (doctor checks it): run scripts/ensure-dns as root"
+        )
     env = user_env(installed.venv)
 
     # The command on PATH is the venv's, and the package it runs is the installed one, plugin included.

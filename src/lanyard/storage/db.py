@@ -67,6 +67,7 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to head. Cheap when it is already there: one SELECT, no Alembic import."""
     from sqlalchemy import inspect, text
 
+    current = None
     with engine.connect() as conn:
         if inspect(conn).has_table("alembic_version"):
             current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -75,9 +76,17 @@ def migrate(engine: Engine) -> None:
 
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
+    known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if current is not None and current not in known:
+        # A newer Lanyard migrated this database; running older code on it would be guesswork.
+        raise ConfigError(
+            f"the database is at schema revision {current}, newer than this Lanyard knows (up to {HEAD_REVISION}): "
+            "upgrade Lanyard on this node, or restore a backup taken before the upgrade"
+        )
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
