@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -111,17 +113,33 @@ _kv_client: Any = None
 def raw(action: dict[str, Any]) -> dict[str, Any]:
     base = os.environ.get(action.get("base_env", "IDENTITY_ENDPOINT"), action.get("base", ""))
     url = base + action.get("path", "")
+    for name, env_name in action.get("query_from_env", {}).items():
+        url += f"&{name}={urllib.parse.quote(os.environ.get(env_name, ''))}"
     headers = dict(action.get("headers", {}))
     for name, env_name in action.get("headers_from_env", {}).items():
         headers[name] = os.environ.get(env_name, "")
-    request = urllib.request.Request(url, headers=headers, method=action.get("method", "GET"))  # noqa: S310
+    # A form body (Cloud Shell's POST): "data" is a dict of fields.
+    data = urllib.parse.urlencode(action["data"]).encode() if "data" in action else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=action.get("method", "GET"))  # noqa: S310
+    context = None
+    if action.get("tls_unverified"):  # Service Fabric's self-signed endpoint: peer-thumbprint checks the pin
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test endpoint
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310 - loopback
             status, body = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
     return {"status": status, "body": json.loads(body or b"null"), "ms": (time.perf_counter() - started) * 1000}
+
+
+def peer_thumbprint(action: dict[str, Any]) -> str:
+    """SHA-1 of the certificate the HTTPS endpoint in `url_env` presents, as Service Fabric clients pin it."""
+    url = urllib.parse.urlparse(os.environ[action.get("url_env", "IDENTITY_ENDPOINT")])
+    der = ssl.get_server_certificate((url.hostname or "", url.port or 443))
+    return hashlib.sha1(ssl.PEM_cert_to_DER_cert(der), usedforsecurity=False).hexdigest().upper()
 
 
 def raw_loop(action: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +223,10 @@ def unset(action: dict[str, Any]) -> None:
         os.environ.pop(name, None)
 
 
+def set_env(action: dict[str, Any]) -> None:
+    os.environ.update(action["values"])
+
+
 ACTIONS = {
     "azid-sync": azid_sync,
     "azid-async": azid_async,
@@ -213,6 +235,7 @@ ACTIONS = {
     "dac-async": dac_async,
     "msal": msal_mi,
     "raw": raw,
+    "peer-thumbprint": peer_thumbprint,
     "env": env,
     "wait-file": wait_file,
     "file-digests": file_digests,
@@ -222,6 +245,7 @@ ACTIONS = {
     "connect-unix": connect_unix,
     "read-paths": read_paths,
     "unset": unset,
+    "set-env": set_env,
     "kv-get": kv_get,
     "kv-get-async": kv_get_async,
 }

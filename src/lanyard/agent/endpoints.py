@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from lanyard.agent import sources
 from lanyard.agent.attest import Caller
 from lanyard.agent.attesting import CallerCheck
 from lanyard.agent.audit import AgentAudit
@@ -29,7 +30,6 @@ from lanyard.protocol.msi import (
     IssuedToken,
     MsiError,
     TokenRequest,
-    app_service_body,
     imds_body,
     parse_app_service,
     parse_imds,
@@ -157,15 +157,16 @@ class AppServiceEndpoint:
             query = query_of(scope)
             secret = headers.get(b"x-identity-header") or headers.get(b"secret") or b""
             workload = self.workloads.by_header(secret.decode("latin-1"))
-            if workload is None or workload.kind != "appservice":
+            if workload is None or workload.kind not in sources.SHARED_LISTENER:
                 raise MsiError(401, "Unauthorized: the X-IDENTITY-HEADER is missing or not valid.")
             request = parse_app_service(query)
+            sources.admit(workload.kind, request, headers)
             caller = await attested(self.service, self.check, scope, workload, workload.resource_id)
             token = await self.service.issue(workload.resource_id, request, caller)
         except MsiError as exc:
             await send_json(send, exc.status, exc.app_service_body(), exc.headers)
             return
-        await send_json(send, 200, app_service_body(token, request, self.service.cache.clock.now()))
+        await send_json(send, 200, sources.success_body(workload.kind, token, request, self.service.cache.clock.now()))
 
 
 def metadata_path(scope: Scope) -> str:

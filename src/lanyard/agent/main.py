@@ -32,6 +32,8 @@ from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.isolation import DEFAULT_UID_RANGE, IsolationError, WorkloadUsers, limitations
 from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
+from lanyard.agent.servicefabric import FABRIC_PATH, ServiceFabricEndpoint, make_certificate
+from lanyard.agent.sources import CLOUD_SHELL_PATH, CloudShellEndpoint
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
 from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 from lanyard.client.assertion import CertificateKey
@@ -128,11 +130,13 @@ class _Server(BoundedServer):
     def capture_signals(self) -> Any:
         yield  # the agent installs its own handlers
 
-    async def add_listener(self, sock: socket.socket, app: Any) -> asyncio.base_events.Server:
+    async def add_listener(
+        self, sock: socket.socket, app: Any, tls: ssl.SSLContext | None = None
+    ) -> asyncio.base_events.Server:
         limits = self.config.limits if isinstance(self.config, BoundedConfig) else None
         config = bounded_config(app, limits=limits, protocol=AttestingProtocol)
         factory = self.protocol_factory(config)
-        server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=1024)
+        server = await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=1024, ssl=tls)
         self.servers.append(server)
         return server
 
@@ -252,6 +256,33 @@ class Agent:
 
             return f"http://127.0.0.1:{arc_port}", close
 
+        # Service Fabric: one HTTPS listener for every such workload, its certificate new at each start.
+        fabric = make_certificate(self.options.home, time.time())
+        fabric_sock = _tcp_socket("127.0.0.1", 0)
+        fabric_port = fabric_sock.getsockname()[1]
+        await server.add_listener(
+            fabric_sock,
+            observe.wrap(
+                ServiceFabricEndpoint(service, self.workloads, allowed_hosts_for(fabric_port), check), "servicefabric"
+            ),
+            fabric.server_context(),
+        )
+
+        async def open_cloudshell(
+            resource_id: str, registration: RunningWorkload
+        ) -> tuple[str, Callable[[], Awaitable[None]]]:
+            shell_sock = _tcp_socket("127.0.0.1", 0)
+            shell_port = shell_sock.getsockname()[1]
+            endpoint = CloudShellEndpoint(service, resource_id, allowed_hosts_for(shell_port), check, registration)
+            listener = await server.add_listener(shell_sock, observe.wrap(endpoint, "cloudshell"))
+
+            async def close() -> None:
+                listener.close()
+                with contextlib.suppress(ValueError):
+                    server.servers.remove(listener)
+
+            return f"http://127.0.0.1:{shell_port}{CLOUD_SHELL_PATH}", close
+
         control = ControlServer(
             self.options.home / "control.sock",
             RunContext(
@@ -263,6 +294,8 @@ class Agent:
                 open_imds,
                 open_arc,
                 WorkloadUsers(self.options.home, self.options.workload_uids) if os.geteuid() == 0 else None,
+                open_cloudshell=open_cloudshell,
+                servicefabric=(f"https://127.0.0.1:{fabric_port}{FABRIC_PATH}", fabric.thumbprint),
             ),
         )
         await control.start()

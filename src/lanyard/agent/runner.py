@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lanyard.agent import sources
 from lanyard.agent.attest import WorkloadScope, read_stat
-from lanyard.agent.bindings import BindingsState
+from lanyard.agent.bindings import BindingsState, Identity
 from lanyard.agent.isolation import (
     IsolationError,
     RunAs,
@@ -53,6 +54,8 @@ PLATFORM_VARIABLES = frozenset(
         "MSI_SECRET",
         "IMDS_ENDPOINT",
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "DEFAULT_IDENTITY_CLIENT_ID",
+        "IDENTITY_API_VERSION",
     }
 )
 # The platform's own configuration (its KEK among it) never reaches a workload from the caller's shell.
@@ -100,6 +103,9 @@ class RunContext:
     # (resource_id, key owner, registration) -> awaitable (url, closer)
     open_arc: Callable[[str, tuple[int, int] | None, RunningWorkload], Any]
     users: WorkloadUsers | None = None  # a root agent's uid allocation; None: workloads run as the agent
+    # (resource_id, registration) -> awaitable (url, closer): a Cloud Shell run's own listener
+    open_cloudshell: Callable[[str, RunningWorkload], Any] | None = None
+    servicefabric: tuple[str, str] | None = None  # (HTTPS endpoint, certificate thumbprint)
 
 
 def _truthy(value: str | None) -> bool:
@@ -253,6 +259,7 @@ class ControlServer:
         imds_url: str | None,
         folder: RunFolder | None,
         run_as: RunAs | None,
+        identities: tuple[Identity, ...] = (),
     ) -> dict[str, str]:
         def allowed(name: object, value: object) -> bool:
             return (
@@ -273,25 +280,14 @@ class ControlServer:
         cert = folder.ca_cert if folder is not None else self.ctx.ca_cert
         env.update({"REQUESTS_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle, "NODE_EXTRA_CA_CERTS": cert})
         if request.get("kind") == "appservice":
-            env.update(
-                {
-                    "WEBSITE_SITE_NAME": str(request.get("siteName", "")),
-                    "WEBSITE_RESOURCE_GROUP": str(request.get("resourceGroup", "")),
-                    "WEBSITE_SLOT_NAME": str(request.get("slotName") or "Production"),
-                    "WEBSITE_HOSTNAME": str(request.get("hostName", "")),
-                    "WEBSITE_OWNER_NAME": str(request.get("ownerName", "")),
-                    "WEBSITE_INSTANCE_ID": secrets.token_hex(32),
-                }
-            )
-            if header is not None:
-                env.update(
-                    {
-                        "IDENTITY_ENDPOINT": self.ctx.appservice_url,
-                        "IDENTITY_HEADER": header,
-                        "MSI_ENDPOINT": self.ctx.appservice_url,
-                        "MSI_SECRET": header,
-                    }
-                )
+            # The platform chooses the variables (agent/sources.py); a Cloud Shell run has its own listener.
+            platform = str(request.get("platform") or "appservice")
+            url = imds_url if platform == "cloudshell" else self.ctx.appservice_url if header else None
+            thumbprint = None
+            if platform == "servicefabric" and self.ctx.servicefabric is not None:
+                url = self.ctx.servicefabric[0] if header else None
+                thumbprint = self.ctx.servicefabric[1]
+            env.update(sources.environment(platform, request, url, header, identities, thumbprint))
         elif request.get("kind") == "arc" and imds_url is not None:
             env.update({"IDENTITY_ENDPOINT": f"{imds_url}/metadata/identity/oauth2/token", "IMDS_ENDPOINT": imds_url})
         elif imds_url is not None:
@@ -314,6 +310,11 @@ class ControlServer:
         argv = request.get("argv")
         if kind not in ("appservice", "imds", "arc") or not isinstance(argv, list) or not argv:
             raise ValueError("kind must be appservice, imds or arc, and argv a non-empty list")
+        platform = str(request.get("platform") or "appservice")
+        if kind != "appservice" and request.get("platform"):
+            raise ValueError("a platform applies to app runs only")
+        if platform not in sources.PLATFORMS:
+            raise ValueError(f"platform must be one of {', '.join(sources.PLATFORMS)}")
         bound = self.ctx.state.workload(resource_id)
         if bound is None:
             self._send(conn, {"error": f"{resource_id} is not placed on this host"})
@@ -346,11 +347,19 @@ class ControlServer:
         try:
             if run_as is not None:
                 folder = RunFolder(run_as, self.ctx.ca_bundle, self.ctx.ca_cert)
-            registration = self.ctx.workloads.start(resource_id, kind)
+            registration = self.ctx.workloads.start(resource_id, platform if kind == "appservice" else kind)
             if kind == "appservice":
                 disabled = _truthy(dict(request.get("appSettings") or {}).get("WEBSITE_DISABLE_MSI"))
                 if bound.identities and not disabled:
                     header = registration.header
+                    if platform == "cloudshell":
+                        if self.ctx.open_cloudshell is None:
+                            self._send(conn, {"error": "this agent does not serve Cloud Shell"})
+                            return
+                        imds_url, closer = await self.ctx.open_cloudshell(resource_id, registration)
+                    elif platform == "servicefabric" and self.ctx.servicefabric is None:
+                        self._send(conn, {"error": "this agent does not serve Service Fabric"})
+                        return
             elif kind == "arc":
                 if os.getuid() != 0:
                     self._send(
@@ -373,7 +382,7 @@ class ControlServer:
                         self._send(conn, {"error": f"--netns: cannot make a network namespace: {reason}"})
                         return
                 imds_url, closer = await self.ctx.open_imds(resource_id, netns, registration)
-            env = self._environment(request, header, None if netns else imds_url, folder, run_as)
+            env = self._environment(request, header, None if netns else imds_url, folder, run_as, bound.identities)
             # setpriv drops to the workload's uid and then execs in place: the pid we supervise and
             # attest is the workload's own (the event loop's subprocess support cannot change uid).
             drop: list[str] = []

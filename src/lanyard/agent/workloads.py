@@ -17,7 +17,7 @@ from lanyard.agent.attest import WorkloadScope
 @dataclass
 class RunningWorkload:
     resource_id: str
-    kind: str  # "appservice" | "imds" | "arc"
+    kind: str  # the protocol: "appservice", "containerapps", "ml", "cloudshell", "servicefabric", "imds", "arc"
     header: str = field(repr=False)
     pid: int | None = None
     # Set once the process exists: what a caller must match (docs/security.md, caller attestation).

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from lanyard.arm import providers
+from lanyard.arm.deployments import DEPLOYMENT_TYPE, Deployments, is_deployment_path
 from lanyard.arm.providers import APPSETTINGS_KEY, SKU_KEY, UAI_TYPE, ResourceType
 from lanyard.authz.evaluate import Assignment, decide
 from lanyard.authz.roles import BUILT_IN, BY_ID, RoleDefinition, find_role
@@ -119,6 +120,7 @@ class ControlPlane:
         self.zone = zone
         self.base_url = base_url
         self.vault_suffix = vault_suffix
+        self.deployments = Deployments(self)
 
     # -- authorization ------------------------------------------------------------------------
 
@@ -139,6 +141,9 @@ class ControlPlane:
     # -- entry point --------------------------------------------------------------------------
 
     def handle(self, method: str, path: ArmPath, body: Any, query: dict[str, str], caller: Caller) -> Reply:
+        if is_deployment_path(path):
+            # Outside this method's session: a deployment opens one per resource it applies.
+            return self.deployments.handle(method, path, body, query, caller)
         with self.store.session() as s:
             if path.kind == "subscriptions":
                 return self._list_subscriptions(s, caller)
@@ -304,7 +309,9 @@ class ControlPlane:
     ) -> Reply:
         group = self._require_group(s, sub, name)
         self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/resources/read", group.id)
-        items = [self._generic_json(r) for r in repo.list_resources(s, group_key=group.key)]
+        items = [
+            self._generic_json(r) for r in repo.list_resources(s, group_key=group.key) if r.type != DEPLOYMENT_TYPE
+        ]
         return self._page(items, query, f"{group.id}/resources")
 
     # -- provider resources -------------------------------------------------------------------

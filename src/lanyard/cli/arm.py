@@ -436,6 +436,14 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--slot", "-s")
     @click.option("--agent-home", help="Run on the agent with this home folder (default: the platform's own).")
     @click.option("--user", help=RUN_USER_HELP)
+    @click.option(
+        "--platform",
+        type=click.Choice(["appservice", "containerapps", "ml", "cloudshell", "servicefabric"]),
+        default="appservice",
+        show_default=True,
+        help="Whose managed-identity environment the command gets: App Service, Container Apps, "
+        "Azure Machine Learning, Cloud Shell or Service Fabric (the app's identities either way).",
+    )
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     @click.pass_context
     def run(
@@ -445,9 +453,10 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         slot: str | None,
         agent_home: str | None,
         user: str | None,
+        platform: str,
         command: tuple[str, ...],
     ) -> None:
-        """Run COMMAND as this app on this host, with the environment App Service gives it."""
+        """Run COMMAND as this app on this host, with the environment its platform gives it."""
         from lanyard.cli.run import place_here, run_workload
 
         profile = _profile(ctx)
@@ -468,6 +477,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
                 "hostName": (site.get("properties") or {}).get("defaultHostName", ""),
                 "ownerName": f"{profile.endpoints['subscription_id']}+{resource_group}",
                 "user": user,
+                "platform": platform,
             },
         )
 

@@ -13,6 +13,7 @@ from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.cli.deployment import deployment
 from lanyard.cli.doctor import doctor
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
@@ -277,13 +278,23 @@ cli.add_command(status)
 cli.add_command(down)
 cli.add_command(logs)
 cli.add_command(doctor)
+cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
 MULTI_VALUE_OPTIONS = frozenset(
-    {"--settings", "--identities", "--assign-identity", "--setting-names", "--ids", "--secret-permissions", "--tags"}
+    {
+        "--settings",
+        "--identities",
+        "--assign-identity",
+        "--setting-names",
+        "--ids",
+        "--secret-permissions",
+        "--tags",
+        "--parameters",
+    }
 )
 
 

@@ -199,6 +199,9 @@ def parse_path(path: str) -> ArmPath:
             return ArmPath("group", subscription=sub, resource_group=group)
         if rest_lower == ["resources"]:
             return ArmPath("group_resources", subscription=sub, resource_group=group)
+        if rest_lower[0] == "deployments":
+            # ARM also serves deployment operations without the provider segment (…/resourcegroups/g/deployments/…).
+            rest, rest_lower = ["providers", "Microsoft.Resources", *rest], ["providers", "microsoft.resources", *rest]
     if rest_lower[0] != "providers" or len(rest) < 3:
         raise not_found("The requested path is not an ARM resource path.", "NotFound")
     namespace, pairs = rest[1], rest[2:]

@@ -1,0 +1,374 @@
+"""Template deployments against a real platform: the seeds' two templates through `lanyard deployment group
+create` and through azure-mgmt-resource's deployments client, identity blocks, outputs, and ARM's errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+
+from tests.conftest import RunningPlatform, cli_json, run_cli
+
+SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+PRINCIPAL_OUTPUT = (
+    "[reference(resourceId('Microsoft.Web/sites', variables('appName')), '2018-02-01', 'Full').identity.principalId]"
+)
+
+# Seed (a): a web app with a system-assigned identity, and its plan, ordered by dependsOn.
+SYSTEM_TEMPLATE: dict[str, Any] = {
+    "$schema": SCHEMA,
+    "contentVersion": "1.0.0.0",
+    "parameters": {
+        "appName": {"type": "string"},
+        "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
+    },
+    "variables": {"appName": "[parameters('appName')]", "planName": "[concat(parameters('appName'), '-plan')]"},
+    "resources": [
+        {
+            "type": "Microsoft.Web/sites",
+            "apiVersion": "2022-03-01",
+            "name": "[variables('appName')]",
+            "location": "[parameters('location')]",
+            "identity": {"type": "SystemAssigned"},
+            "dependsOn": ["[resourceId('Microsoft.Web/serverfarms', variables('planName'))]"],
+            "properties": {"serverFarmId": "[resourceId('Microsoft.Web/serverfarms', variables('planName'))]"},
+        },
+        {
+            "type": "Microsoft.Web/serverfarms",
+            "apiVersion": "2022-03-01",
+            "name": "[variables('planName')]",
+            "location": "[parameters('location')]",
+            "sku": {"name": "B1"},
+        },
+    ],
+    "outputs": {"principalId": {"type": "string", "value": PRINCIPAL_OUTPUT}},
+}
+
+# Seed (b): a user-assigned identity and a web app that uses it.
+USER_TEMPLATE: dict[str, Any] = {
+    "$schema": SCHEMA,
+    "contentVersion": "1.0.0.0",
+    "parameters": {"appName": {"type": "string"}, "identityName": {"type": "string"}},
+    "variables": {
+        "appName": "[parameters('appName')]",
+        "planName": "[concat(parameters('appName'), '-plan')]",
+        "identityId": "[resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', parameters('identityName'))]",
+    },
+    "resources": [
+        {
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "apiVersion": "2023-01-31",
+            "name": "[parameters('identityName')]",
+            "location": "[resourceGroup().location]",
+        },
+        {
+            "type": "Microsoft.Web/serverfarms",
+            "apiVersion": "2022-03-01",
+            "name": "[variables('planName')]",
+            "location": "[resourceGroup().location]",
+            "sku": {"name": "B1"},
+        },
+        {
+            "type": "Microsoft.Web/sites",
+            "apiVersion": "2022-03-01",
+            "name": "[variables('appName')]",
+            "location": "[resourceGroup().location]",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": {"[variables('identityId')]": {}}},
+            "dependsOn": [
+                "[variables('identityId')]",
+                "[resourceId('Microsoft.Web/serverfarms', variables('planName'))]",
+            ],
+            "properties": {"serverFarmId": "[resourceId('Microsoft.Web/serverfarms', variables('planName'))]"},
+        },
+    ],
+    "outputs": {
+        "identityPrincipalId": {
+            "type": "string",
+            "value": "[reference(variables('identityId'), '2023-01-31').principalId]",
+        },
+        "attached": {
+            "type": "object",
+            "value": "[reference(resourceId('Microsoft.Web/sites', variables('appName')), '2018-02-01', "
+            "'Full').identity.userAssignedIdentities]",
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dep(platform: RunningPlatform, admin_credential: Any) -> DeploymentsMgmtClient:
+    return DeploymentsMgmtClient(
+        admin_credential, platform.endpoints["subscription_id"], base_url=platform.endpoints["arm"]
+    )
+
+
+def write(tmp_path: Path, name: str, doc: Any) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def lan(platform: RunningPlatform, *args: str) -> Any:
+    return cli_json(platform.home, *args)
+
+
+@pytest.fixture(scope="module")
+def resources(platform: RunningPlatform, admin_credential: Any) -> ResourceManagementClient:
+    return ResourceManagementClient(
+        admin_credential, platform.endpoints["subscription_id"], base_url=platform.endpoints["arm"]
+    )
+
+
+def test_system_assigned_seed_through_the_cli(platform: RunningPlatform, tmp_path: Path) -> None:
+    lan(platform, "group", "create", "-n", "tpl-sys", "-l", "westus")
+    template = write(tmp_path, "webapp.json", SYSTEM_TEMPLATE)
+    result = run_cli(
+        platform.home,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-sys",
+        "--template-file",
+        template,
+        "--parameters",
+        "appName=tpl-app",
+    )
+    deployment = json.loads(result.stdout)
+    assert deployment["name"] == "webapp" and deployment["properties"]["provisioningState"] == "Succeeded"
+    # Progress lines name each resource, the plan first because the site depends on it.
+    lines = [line.split() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert lines == [
+        ["Succeeded", "Microsoft.Web/serverfarms/tpl-app-plan"],
+        ["Succeeded", "Microsoft.Web/sites/tpl-app"],
+    ]
+    shown = lan(platform, "webapp", "identity", "show", "-g", "tpl-sys", "-n", "tpl-app")
+    assert shown["type"] == "SystemAssigned"
+    assert deployment["properties"]["outputs"]["principalId"] == {"type": "String", "value": shown["principalId"]}
+    sp = lan(platform, "ad", "sp", "show", "--id", shown["principalId"])
+    assert sp["servicePrincipalType"] == "ManagedIdentity"
+    site = lan(platform, "webapp", "show", "-g", "tpl-sys", "-n", "tpl-app")
+    assert site["serverFarmId"].lower().endswith("/serverfarms/tpl-app-plan")
+
+    assert [d["name"] for d in lan(platform, "deployment", "group", "list", "-g", "tpl-sys")] == ["webapp"]
+    again = lan(platform, "deployment", "group", "show", "-g", "tpl-sys", "-n", "webapp")
+    assert again["properties"]["outputs"] == deployment["properties"]["outputs"]
+    assert again["properties"]["parameters"]["appName"] == {"type": "String", "value": "tpl-app"}
+
+    # Redeploying with "identity": {"type": "None"} removes the identity and its principal.
+    without = copy.deepcopy(SYSTEM_TEMPLATE)
+    without["resources"][0]["identity"] = {"type": "None"}
+    del without["outputs"]
+    run_cli(
+        platform.home,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-sys",
+        "-n",
+        "webapp",
+        "--template-file",
+        write(tmp_path, "none.json", without),
+        "--parameters",
+        "appName=tpl-app",
+    )
+    assert lan(platform, "webapp", "identity", "show", "-g", "tpl-sys", "-n", "tpl-app") is None
+    gone = run_cli(platform.home, "ad", "sp", "show", "--id", shown["principalId"], check=False)
+    assert gone.returncode != 0 and "ResourceNotFound" in gone.stderr
+
+    # Deleting the deployment deletes its record, not what it deployed.
+    run_cli(platform.home, "deployment", "group", "delete", "-g", "tpl-sys", "-n", "webapp")
+    assert lan(platform, "deployment", "group", "list", "-g", "tpl-sys") == []
+    assert lan(platform, "webapp", "show", "-g", "tpl-sys", "-n", "tpl-app")["name"] == "tpl-app"
+    run_cli(platform.home, "group", "delete", "-n", "tpl-sys", "--yes")
+
+
+def test_user_assigned_seed_through_the_cli_with_a_parameters_file(platform: RunningPlatform, tmp_path: Path) -> None:
+    lan(platform, "group", "create", "-n", "tpl-uai", "-l", "westus")
+    params = write(
+        tmp_path,
+        "params.json",
+        {"$schema": SCHEMA, "contentVersion": "1.0.0.0", "parameters": {"identityName": {"value": "tpl-id"}}},
+    )
+    deployment = lan(
+        platform,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-uai",
+        "-n",
+        "uai",
+        "--template-file",
+        write(tmp_path, "uai.json", USER_TEMPLATE),
+        "--parameters",
+        f"@{params}",
+        "--parameters",
+        "appName=tpl-uai-app",
+    )
+    identity = lan(platform, "identity", "show", "-g", "tpl-uai", "-n", "tpl-id")
+    outputs = deployment["properties"]["outputs"]
+    assert outputs["identityPrincipalId"]["value"] == identity["principalId"]
+    assert list(outputs["attached"]["value"]) == [identity["id"]]
+    shown = lan(platform, "webapp", "identity", "show", "-g", "tpl-uai", "-n", "tpl-uai-app")
+    assert shown["type"] == "UserAssigned" and list(shown["userAssignedIdentities"]) == [identity["id"]]
+    assert shown["userAssignedIdentities"][identity["id"]]["principalId"] == identity["principalId"]
+    run_cli(platform.home, "group", "delete", "-n", "tpl-uai", "--yes")
+
+
+def test_the_sdk_polls_a_deployment_to_completion(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    resources.resource_groups.create_or_update("tpl-sdk", {"location": "westus"})
+    body = {
+        "properties": {
+            "mode": "Incremental",
+            "template": SYSTEM_TEMPLATE,
+            "parameters": {"appName": {"value": "tpl-sdk-app"}},
+        }
+    }
+    poller = dep.deployments.begin_create_or_update("tpl-sdk", "sdk-dep", body)
+    result = poller.result()
+    assert poller.status() == "Succeeded" and result.properties.provisioning_state == "Succeeded"
+    principal = result.properties.outputs["principalId"]["value"]
+    shown = lan(platform, "webapp", "identity", "show", "-g", "tpl-sdk", "-n", "tpl-sdk-app")
+    assert principal == shown["principalId"]
+    assert [d.name for d in dep.deployments.list_by_resource_group("tpl-sdk")] == ["sdk-dep"]
+    ops = list(dep.deployment_operations.list("tpl-sdk", "sdk-dep"))
+    assert [o.properties.target_resource.resource_name for o in ops] == ["tpl-sdk-app-plan", "tpl-sdk-app"]
+    assert {o.properties.provisioning_state for o in ops} == {"Succeeded"}
+    # Deployments are not resources of the group.
+    assert "Microsoft.Resources/deployments" not in {
+        r.type for r in resources.resources.list_by_resource_group("tpl-sdk")
+    }
+    validated = dep.deployments.begin_validate("tpl-sdk", "sdk-check", body).result()
+    assert validated.error is None
+    dep.deployments.begin_delete("tpl-sdk", "sdk-dep").result()
+    assert list(dep.deployments.list_by_resource_group("tpl-sdk")) == []
+    resources.resource_groups.begin_delete("tpl-sdk").result()
+
+
+def validation_error(dep: DeploymentsMgmtClient, body: dict[str, Any]) -> str | None:
+    """Validate answers 400 with the error, which the SDK either raises or returns, by version."""
+    try:
+        result = dep.deployments.begin_validate("tpl-bad", "bad", body).result()
+    except HttpResponseError as exc:
+        return str(_error(exc)["code"])
+    return None if result.error is None else str(result.error.code)
+
+
+def _error(exc: HttpResponseError) -> dict[str, Any]:
+    assert exc.response is not None
+    return dict(exc.response.json()["error"])
+
+
+def test_bad_templates_get_arms_errors(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    resources.resource_groups.create_or_update("tpl-bad", {"location": "westus"})
+    site = SYSTEM_TEMPLATE["resources"][0]
+    cases: list[tuple[dict[str, Any], dict[str, Any], str]] = [
+        ({"$schema": SCHEMA, "contentVersion": "1.0.0.0"}, {}, "properties.template.resources"),
+        (
+            {**SYSTEM_TEMPLATE, "outputs": {"x": {"type": "string", "value": "[nosuch('a')]"}}},
+            {"appName": {"value": "a"}},
+            "",
+        ),
+        (SYSTEM_TEMPLATE, {"appName": {"value": 5}}, "properties.template.parameters.appName"),
+        (SYSTEM_TEMPLATE, {}, "properties.template.parameters.appName"),
+        (
+            {
+                **SYSTEM_TEMPLATE,
+                "resources": [
+                    {**site, "dependsOn": ["other"]},
+                    {**site, "name": "other", "dependsOn": ["[variables('appName')]"]},
+                ],
+            },
+            {"appName": {"value": "a"}},
+            "dependsOn",
+        ),
+    ]
+    for template, parameters, path in cases:
+        body = {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}}
+        with pytest.raises(HttpResponseError) as info:
+            dep.deployments.begin_create_or_update("tpl-bad", "bad", body)
+        assert info.value.status_code == 400
+        error = _error(info.value)
+        assert error["code"] == "InvalidTemplate", error
+        assert error["message"].startswith("Deployment template validation failed:")
+        assert path in error["additionalInfo"][0]["info"]["path"], error
+        assert validation_error(dep, body) == "InvalidTemplate"
+    cycle = _error(info.value)
+    assert "Circular dependency detected on resource" in cycle["message"]
+    assert list(dep.deployments.list_by_resource_group("tpl-bad")) == []
+
+    # A resource that fails mid-deployment: the earlier ones stay deployed, the deployment is Failed with details.
+    failing = {
+        "$schema": SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "resources": [
+            {"type": "Microsoft.ManagedIdentity/userAssignedIdentities", "apiVersion": "2023-01-31", "name": "kept"},
+            {
+                "type": "Microsoft.Web/sites",
+                "apiVersion": "2022-03-01",
+                "name": "broken",
+                "dependsOn": ["kept"],
+                "properties": {"serverFarmId": "[resourceId('Microsoft.Web/serverfarms', 'missing-plan')]"},
+            },
+            {
+                "type": "Microsoft.Web/sites/slots",
+                "apiVersion": "2022-03-01",
+                "name": "broken/stage",
+                "dependsOn": ["broken"],
+            },
+        ],
+    }
+    poller = dep.deployments.begin_create_or_update(
+        "tpl-bad", "fails", {"properties": {"mode": "Incremental", "template": failing}}
+    )
+    with pytest.raises(HttpResponseError) as failed:
+        poller.result()
+    assert "DeploymentFailed" in str(failed.value)
+    record = dep.deployments.get("tpl-bad", "fails")
+    assert record.properties.provisioning_state == "Failed"
+    assert record.properties.error.code == "DeploymentFailed"
+    assert [d.code for d in record.properties.error.details] == ["ServerFarmNotFound"]
+    ops = {
+        o.properties.target_resource.resource_name: o.properties
+        for o in dep.deployment_operations.list("tpl-bad", "fails")
+    }
+    assert set(ops) == {"kept", "broken"}  # the slot depending on the failure never started
+    assert ops["kept"].provisioning_state == "Succeeded" and ops["broken"].provisioning_state == "Failed"
+    assert lan(platform, "identity", "show", "-g", "tpl-bad", "-n", "kept")["name"] == "kept"
+
+    # The CLI reports the same failure and exits non-zero.
+    out = run_cli(platform.home, "deployment", "group", "show", "-g", "tpl-bad", "-n", "missing", check=False)
+    assert out.returncode != 0 and "DeploymentNotFound" in out.stderr
+    resources.resource_groups.begin_delete("tpl-bad").result()
+
+
+def test_cli_reports_an_invalid_template(platform: RunningPlatform, tmp_path: Path) -> None:
+    lan(platform, "group", "create", "-n", "tpl-cli-bad", "-l", "westus")
+    bad = write(tmp_path, "bad.json", {**SYSTEM_TEMPLATE, "variables": {"appName": "[toLower(1)]"}})
+    out = run_cli(
+        platform.home,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-cli-bad",
+        "--template-file",
+        bad,
+        "--parameters",
+        "appName=x",
+        check=False,
+    )
+    assert out.returncode != 0 and "InvalidTemplate" in out.stderr and "variables.appName" in out.stderr
+    run_cli(platform.home, "group", "delete", "-n", "tpl-cli-bad", "--yes")
