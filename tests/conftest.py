@@ -29,6 +29,10 @@ from tests.support.haproxy import Haproxy, HaproxyFactory
 from tests.support.postgres import PostgresServer
 
 STARTUP_TIMEOUT = 60.0
+# The environment the session started with: fixtures point REQUESTS_CA_BUNDLE at the shared platform's
+# CA, but a process that talks to the outside world (pip) needs the machine's own trust settings.
+SESSION_START_ENV = dict(os.environ)
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
 ARM_RESOURCE = "https://management.azure.com"
 PROBE = str(Path(__file__).parent / "workloads" / "probe.py")
 

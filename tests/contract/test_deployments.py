@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,10 @@ def test_the_sdk_polls_a_deployment_to_completion(
     assert "Microsoft.Resources/deployments" not in {
         r.type for r in resources.resources.list_by_resource_group("tpl-sdk")
     }
+    assert dep.deployments.check_existence("tpl-sdk", "sdk-dep") is True
+    assert dep.deployments.check_existence("tpl-sdk", "never-made") is False
+    exported = dep.deployments.export_template("tpl-sdk", "sdk-dep")
+    assert exported.template["resources"] == SYSTEM_TEMPLATE["resources"]
     validated = dep.deployments.begin_validate("tpl-sdk", "sdk-check", body).result()
     assert validated.error is None
     dep.deployments.begin_delete("tpl-sdk", "sdk-dep").result()
@@ -372,3 +377,180 @@ def test_cli_reports_an_invalid_template(platform: RunningPlatform, tmp_path: Pa
     )
     assert out.returncode != 0 and "InvalidTemplate" in out.stderr and "variables.appName" in out.stderr
     run_cli(platform.home, "group", "delete", "-n", "tpl-cli-bad", "--yes")
+
+
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+ROLE_TEMPLATE: dict[str, Any] = {
+    "$schema": SCHEMA,
+    "contentVersion": "1.0.0.0",
+    "variables": {
+        "siteId": "[resourceId('Microsoft.Web/sites', 'tpl-role-app')]",
+        "reader": f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{READER}')]",
+    },
+    "resources": [
+        {
+            "type": "Microsoft.Web/sites",
+            "apiVersion": "2022-03-01",
+            "name": "tpl-role-app",
+            "identity": {"type": "SystemAssigned"},
+        },
+        {
+            "type": "Microsoft.Authorization/roleAssignments",
+            "apiVersion": "2022-04-01",
+            "name": "[guid(variables('siteId'), 'reader')]",
+            "scope": "[variables('siteId')]",
+            "dependsOn": ["[variables('siteId')]"],
+            "properties": {
+                "roleDefinitionId": "[variables('reader')]",
+                "principalId": "[reference(variables('siteId'), '2022-03-01', 'Full').identity.principalId]",
+                "principalType": "ServicePrincipal",
+            },
+        },
+    ],
+}
+
+
+def test_role_assignment_for_a_deployed_identity(platform: RunningPlatform, tmp_path: Path) -> None:
+    lan(platform, "group", "create", "-n", "tpl-role", "-l", "westus")
+    deployment = lan(
+        platform,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-role",
+        "--template-file",
+        write(tmp_path, "role.json", ROLE_TEMPLATE),
+    )
+    assert deployment["properties"]["provisioningState"] == "Succeeded"
+    site = lan(platform, "webapp", "show", "-g", "tpl-role", "-n", "tpl-role-app")
+    principal = site["identity"]["principalId"]
+    found = lan(platform, "role", "assignment", "list", "--scope", site["id"])
+    mine = [a for a in found if a["principalId"] == principal]
+    assert len(mine) == 1 and mine[0]["roleDefinitionId"].endswith(READER)
+    assert mine[0]["scope"].lower() == site["id"].lower()
+    # Deploying the same template again is idempotent: the assignment's guid() name is stable.
+    again = lan(
+        platform,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-role",
+        "--template-file",
+        write(tmp_path, "role.json", ROLE_TEMPLATE),
+    )
+    assert again["properties"]["provisioningState"] == "Succeeded"
+    run_cli(platform.home, "group", "delete", "-n", "tpl-role", "--yes")
+
+
+def test_requests_arm_refuses_are_never_500(platform: RunningPlatform, admin_credential: Any) -> None:
+    import ssl
+
+    import httpx
+
+    token = admin_credential.get_token("https://management.azure.com/.default").token
+    sub = platform.endpoints["subscription_id"]
+    base = platform.endpoints["arm"].rstrip("/")
+    lan(platform, "group", "create", "-n", "tpl-raw", "-l", "westus")
+    group = f"{base}/subscriptions/{sub}/resourcegroups/tpl-raw/providers/Microsoft.Resources/deployments"
+    template = {"$schema": SCHEMA, "contentVersion": "1.0.0.0", "resources": []}
+    cases: list[tuple[str, str, Any, int, str]] = [
+        ("PUT", f"{group}/d1", [], 400, "InvalidRequestContent"),
+        (
+            "PUT",
+            f"{group}/d1",
+            {"properties": {"template": template, "mode": "Complete"}},
+            400,
+            "InvalidDeploymentMode",
+        ),
+        ("PUT", f"{group}/d1", {"properties": {"template": "[concat('a')]"}}, 400, "InvalidTemplate"),
+        ("PUT", f"{group}/d1", {"properties": {"template": template, "parameters": []}}, 400, "InvalidTemplate"),
+        (
+            "PUT",
+            f"{base}/subscriptions/{sub}/providers/Microsoft.Resources/deployments/d1",
+            {},
+            400,
+            "UnsupportedDeploymentScope",
+        ),
+        (
+            "PUT",
+            f"{base}/subscriptions/{sub}/resourcegroups/nope/providers/Microsoft.Resources/deployments/d1",
+            {"properties": {"template": template}},
+            404,
+            "ResourceGroupNotFound",
+        ),
+        ("GET", f"{group}/missing", None, 404, "DeploymentNotFound"),
+        ("GET", f"{group}/missing/operationStatuses/abc", None, 404, "DeploymentNotFound"),
+        ("POST", f"{group}/missing/cancel", None, 404, "DeploymentNotFound"),
+        ("PATCH", f"{group}/d1", {}, 405, "MethodNotAllowed"),
+    ]
+    with httpx.Client(verify=ssl.create_default_context(cafile=platform.endpoints["ca_bundle"]), timeout=30) as http:
+        for method, url, body, status, code in cases:
+            response = http.request(
+                method,
+                url,
+                params={"api-version": "2024-11-01"},
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert (response.status_code, response.json()["error"]["code"]) == (status, code), (method, url)
+        put = http.put(
+            f"{group}/empty",
+            params={"api-version": "2024-11-01"},
+            json={"properties": {"template": template}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert put.status_code == 201 and put.json()["properties"]["provisioningState"] == "Running"
+        status = http.get(put.headers["Azure-AsyncOperation"], headers={"Authorization": f"Bearer {token}"})
+        assert status.json()["status"] == "Succeeded"
+        cancel = http.post(
+            f"{group}/empty/cancel", params={"api-version": "2024-11-01"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert (cancel.status_code, cancel.json()["error"]["code"]) == (409, "DeploymentCannotBeCancelled")
+    run_cli(platform.home, "group", "delete", "-n", "tpl-raw", "--yes")
+
+
+def test_secure_parameters_are_used_but_never_stored_or_shown(platform: RunningPlatform, tmp_path: Path) -> None:
+    secret = "tpl-secret-" + uuid.uuid4().hex
+    template = {
+        "$schema": SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"pw": {"type": "securestring"}},
+        "resources": [
+            {
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "apiVersion": "2023-01-31",
+                "name": "tpl-secure-id",
+                "condition": "[equals(length(parameters('pw')), 43)]",
+            }
+        ],
+        "outputs": {"echo": {"type": "securestring", "value": "[parameters('pw')]"}},
+    }
+    lan(platform, "group", "create", "-n", "tpl-secure", "-l", "westus")
+    result = run_cli(
+        platform.home,
+        "deployment",
+        "group",
+        "create",
+        "-g",
+        "tpl-secure",
+        "-n",
+        "secure",
+        "--template-file",
+        write(tmp_path, "secure.json", template),
+        "--parameters",
+        f"pw={secret}",
+    )
+    deployment = json.loads(result.stdout)
+    assert deployment["properties"]["parameters"] == {"pw": {"type": "SecureString"}}
+    assert deployment["properties"]["outputs"] == {}
+    # The parameter was used: its length made the condition true.
+    assert lan(platform, "identity", "show", "-g", "tpl-secure", "-n", "tpl-secure-id")["name"] == "tpl-secure-id"
+    shown = run_cli(platform.home, "deployment", "group", "list", "-g", "tpl-secure").stdout
+    assert secret not in result.stdout + result.stderr + shown
+    sinks = [
+        p for p in platform.home.rglob("*") if p.is_file() and (".log" in p.name or p.name.startswith("lanyard.db"))
+    ]
+    assert sinks and not [p.name for p in sinks if secret.encode() in p.read_bytes()]
+    run_cli(platform.home, "group", "delete", "-n", "tpl-secure", "--yes")

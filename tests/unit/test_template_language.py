@@ -312,3 +312,23 @@ def test_property_names_may_be_expressions() -> None:
     body = render(p, p.resources[0], FakeResources({}))
     key = f"{GROUP_ID}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
     assert body["identity"]["userAssignedIdentities"] == {key: {}, "[lit]": 1}
+
+
+def test_extension_resources_take_their_scope() -> None:
+    site_id = f"{GROUP_ID}/providers/Microsoft.Web/sites/app"
+    ra = {
+        "type": "Microsoft.Authorization/roleAssignments",
+        "apiVersion": "2022-04-01",
+        "name": "[guid('a')]",
+        "scope": "[resourceId('Microsoft.Web/sites', 'app')]",
+        "dependsOn": ["app"],
+        "properties": {"principalId": "p"},
+    }
+    p = plan(template([ra, site()]), {}, SCOPE)
+    assert [r.type for r in p.resources] == ["Microsoft.Web/sites", "Microsoft.Authorization/roleAssignments"]
+    assignment = p.resources[1]
+    assert assignment.id.startswith(f"{site_id}/providers/Microsoft.Authorization/roleAssignments/")
+    assert "scope" not in render(p, assignment, FakeResources({}))
+    with pytest.raises(TemplateError, match="resource group") as info:
+        plan(template([{**ra, "scope": "/subscriptions/other/resourceGroups/x"}]), {}, SCOPE)
+    assert info.value.path.endswith(".scope")

@@ -322,9 +322,14 @@ class Deployments:
             for r in planned.resources:
                 if r.type.lower().startswith("microsoft.resources/deployments"):
                     raise TemplateError("Nested deployments are not supported yet.", f"{r.path}.type")
-                target = parse_path(r.id).resource
-                assert target is not None
-                providers.resource_type(target)
+                target = parse_path(r.id)
+                if target.kind == "extension":
+                    if str(target.extension_type).lower() != "roleassignments" or not target.extension_name:
+                        raise TemplateError(f"The resource type '{r.type[:120]}' cannot be deployed.", r.path)
+                elif target.resource is None or target.resource.is_collection:
+                    raise TemplateError(f"The resource '{r.id[:200]}' is not a deployable resource.", r.path)
+                else:
+                    providers.resource_type(target.resource)
         except TemplateError as exc:
             raise invalid_template(exc) from exc
         except ArmError as exc:

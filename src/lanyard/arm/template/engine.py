@@ -34,7 +34,7 @@ PARAMETER_TYPES = {
 }
 SECURE_TYPES = frozenset({"securestring", "secureobject"})
 # Keys of a template resource that steer the deployment rather than being sent to the provider.
-META_KEYS = frozenset({"type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata"})
+META_KEYS = frozenset({"type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata", "scope"})
 MAX_COPY = 800
 
 
@@ -397,7 +397,16 @@ def _expand(
                     "A nested resource type must have identical number of segments as its resource name.",
                     f"{where}.name",
                 )
-            id_ = fn.join_id(scope.group_id, "resourceId", type_, names)
+            parent = scope.group_id
+            if "scope" in raw_lower:
+                # An extension resource (a role assignment, say) on another resource of the deployment.
+                parent = ev.value(raw_lower["scope"], f"{where}.scope")
+                if not isinstance(parent, str) or not parent.lower().startswith(scope.group_id.lower() + "/"):
+                    raise TemplateError(
+                        "The resource 'scope' must be the id of a resource in the deployment's resource group.",
+                        f"{where}.scope",
+                    )
+            id_ = fn.join_id(parent, "resourceId", type_, names)
             if "condition" in raw_lower:
                 keep = ev.value(raw_lower["condition"], f"{where}.condition")
                 if not isinstance(keep, bool):
