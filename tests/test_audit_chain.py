@@ -86,3 +86,14 @@ def test_identical_events_of_a_batch_become_one_record_with_a_count() -> None:
     assert [e.detail.get("caller") for e in merged] == [{"pid": 7}, {"pid": 8}]
     assert merged[0].detail["count"] == 3 and "count" not in merged[1].detail
     assert coalesce([served, other]) == [served, other]  # nothing to merge: the same list back
+
+
+def test_a_nul_in_what_a_request_carried_is_recorded_as_text_every_sink_holds() -> None:
+    """PostgreSQL refuses NUL in text; a refused record would refuse the request (a path of %00)."""
+    from lanyard.audit.record import Chain, Event, verify
+
+    records = Chain("node:t").extend(
+        [Event("arm.write", "denied", resource="/subscriptions/\x00/x", detail={"p": "\x00"})], 1.0
+    )
+    assert records[0]["resource"] == "/subscriptions/\ufffd/x" and records[0]["detail"] == {"p": "\ufffd"}
+    assert verify(records) is None

@@ -111,6 +111,18 @@ def digest(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
+def storable(value: Any) -> Any:
+    """What a request carried, as every sink can hold it: a NUL (a path of `%00`) is text PostgreSQL
+    refuses, and a refused record would refuse the request with it. NULs become U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 @dataclass
 class Chain:
     """The head of one chain, advanced by the one writer that owns it."""
@@ -132,11 +144,11 @@ class Chain:
                 "at": at,
                 "action": event.action,
                 "outcome": event.outcome,
-                "principal": event.principal,
-                "app_id": event.app_id,
-                "resource": event.resource,
-                "host": event.host,
-                "detail": dict(event.detail),
+                "principal": storable(event.principal),
+                "app_id": storable(event.app_id),
+                "resource": storable(event.resource),
+                "host": storable(event.host),
+                "detail": storable(dict(event.detail)),
                 "prev_sha256": prev,
             }
             record["sha256"] = prev = digest(record)
