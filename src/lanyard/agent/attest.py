@@ -259,9 +259,8 @@ def _decide(scope: WorkloadScope, uid: int, holders: list[int]) -> Caller | Unat
     owner = _uid_of(pid)
     if stat is None or owner is None:
         return Unattested("the caller exited during attestation")
-    if not in_workload(pid, scope, stat.start_time):
-        return Unattested("the calling socket is held by a process outside the workload", final=True)
-    if any(not in_workload(p, scope) for p in holders if p != pid):
+    # the caller pinned to the start time read above; every other holder merely in the workload
+    if not in_workload(pid, scope, stat.start_time) or any(not in_workload(p, scope) for p in holders if p != pid):
         return Unattested("the calling socket is held by a process outside the workload", final=True)
     caller = Caller(pid, owner, stat.start_time, _exe_of(pid))
     # After the decision: still the same process (a pid reused mid-way fails here).

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from starlette.types import Scope
 
 from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many, in_workload
-from lanyard.agent.bindings import Workload
+from lanyard.agent.bindings import BindingsState, Workload
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.core.listener import BoundedHttpToolsProtocol
 from lanyard.protocol.msi import MsiError
@@ -114,6 +114,16 @@ class CallerCheck:
             raise self._refuse(workload, conn, "the attested caller exited or left the workload")
         scope[CALLER] = caller
         return caller
+
+    async def for_resource(
+        self, state: BindingsState, scope: Scope, registration: RunningWorkload | None, resource_id: str
+    ) -> Caller | None:
+        """The attested caller for a request on behalf of `resource_id` (None: attestation is off for
+        it, or the workload is no longer placed here, which issuing the token then answers)."""
+        bound = state.workload(resource_id)
+        if bound is None:
+            return None
+        return await self(scope, registration, bound)
 
     def _refuse(self, workload: Workload, conn: PeerConnection | None, reason: str) -> MsiError:
         self.refusals += 1

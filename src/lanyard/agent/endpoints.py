@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-from urllib.parse import parse_qsl
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
 from lanyard.agent import sources
@@ -24,6 +21,7 @@ from lanyard.agent.cache import TokenCache
 from lanyard.agent.guards import headers_of, refusal
 from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.upstream import Upstream, UpstreamError
+from lanyard.agent.wire import metadata_path, query_of, send_json
 from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 from lanyard.core.errors import AuditUnavailable
 from lanyard.protocol.msi import (
@@ -36,27 +34,8 @@ from lanyard.protocol.msi import (
 )
 
 log = logging.getLogger("lanyard.agent")
-JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8"), (b"cache-control", b"no-store")]
 APP_SERVICE_PATH = "/msi/token"
 IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"  # noqa: S105 - a URL path
-
-
-async def send_json(
-    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = orjson.dumps(body)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *(extra or [])]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def query_of(scope: Scope) -> dict[str, str]:
-    raw = scope.get("query_string", b"").decode("latin-1")
-    # First value wins; duplicates of a selector would be ambiguous, parse_app_service refuses two kinds.
-    out: dict[str, str] = {}
-    for key, value in parse_qsl(raw, keep_blank_values=True, max_num_fields=32):
-        out.setdefault(key, value)
-    return out
 
 
 class TokenService:
@@ -119,16 +98,6 @@ class TokenService:
         return token, identity
 
 
-async def attested(
-    service: TokenService, check: CallerCheck, scope: Scope, registration: RunningWorkload | None, resource_id: str
-) -> Caller | None:
-    """The attested caller for a request on behalf of `resource_id` (None: attestation is off for it)."""
-    bound = service.state.workload(resource_id)
-    if bound is None:
-        return None  # issue() answers that the workload is no longer placed here
-    return await check(scope, registration, bound)
-
-
 class AppServiceEndpoint:
     def __init__(
         self,
@@ -161,19 +130,12 @@ class AppServiceEndpoint:
                 raise MsiError(401, "Unauthorized: the X-IDENTITY-HEADER is missing or not valid.")
             request = parse_app_service(query)
             sources.admit(workload.kind, request, headers)
-            caller = await attested(self.service, self.check, scope, workload, workload.resource_id)
+            caller = await self.check.for_resource(self.service.state, scope, workload, workload.resource_id)
             token = await self.service.issue(workload.resource_id, request, caller)
         except MsiError as exc:
             await send_json(send, exc.status, exc.app_service_body(), exc.headers)
             return
         await send_json(send, 200, sources.success_body(workload.kind, token, request, self.service.cache.clock.now()))
-
-
-def metadata_path(scope: Scope) -> str:
-    """The path without a trailing slash: msal-node asks for `/metadata/identity/oauth2/token/` and the
-    real IMDS and Arc services answer it as the same resource."""
-    path: str = scope["path"]
-    return path.rstrip("/") if len(path) > 1 else path
 
 
 def check_metadata_request(scope: Scope, headers: dict[bytes, bytes], allowed_hosts: frozenset[bytes]) -> None:
@@ -221,7 +183,7 @@ class ImdsEndpoint:
                 # Never 404 on IMDS: the SDKs retry 404 for ~24 s (docs/protocols.md §1.7).
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
-            caller = await attested(self.service, self.check, scope, self.registration, self.resource_id)
+            caller = await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
             token = await self.service.issue(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
@@ -332,7 +294,7 @@ class ArcEndpoint:
                     [(b"www-authenticate", f"Basic realm={realm}".encode())],
                 )
                 return
-            caller = await attested(self.service, self.check, scope, self.registration, self.resource_id)
+            caller = await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
             token, identity = await self.service.issue_for(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):

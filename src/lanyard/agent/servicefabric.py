@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from lanyard.agent.attesting import CallerCheck
 from lanyard.agent.guards import headers_of, refusal
+from lanyard.agent.wire import metadata_path, query_of, send_json
 from lanyard.agent.workloads import WorkloadRegistry
 from lanyard.core.files import write_atomically
 from lanyard.crypto.pki import cert_pem, private_key_pem, thumbprint_sha1
@@ -132,8 +133,6 @@ class ServiceFabricEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        from lanyard.agent.endpoints import attested, metadata_path, query_of, send_json
-
         headers = headers_of(scope["headers"])
         try:
             reason = refusal(headers, self.allowed_hosts)
@@ -150,7 +149,7 @@ class ServiceFabricEndpoint:
             if workload is None or workload.kind != "servicefabric":
                 raise MsiError(401, "The secret header is not valid.", "SecretHeaderNotFound")
             request = parse_fabric(query_of(scope))
-            caller = await attested(self.service, self.check, scope, workload, workload.resource_id)
+            caller = await self.check.for_resource(self.service.state, scope, workload, workload.resource_id)
             token = await self.service.issue(workload.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):

@@ -28,6 +28,7 @@ from lanyard.agent.attest import Caller
 from lanyard.agent.attesting import CallerCheck
 from lanyard.agent.bindings import Identity
 from lanyard.agent.guards import headers_of, refusal
+from lanyard.agent.wire import first_values, metadata_path, send_json
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.protocol.msi import IssuedToken, MsiError, TokenRequest, app_service_body, imds_body, parse_imds
 
@@ -158,10 +159,7 @@ async def _form(receive: Receive) -> dict[str, str]:
         pairs = parse_qsl(b"".join(chunks).decode("utf-8"), keep_blank_values=True, max_num_fields=16)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MsiError(400, "The request body is not a valid form.") from exc
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        out.setdefault(key, value)
-    return out
+    return first_values(pairs)
 
 
 class CloudShellEndpoint:
@@ -183,15 +181,11 @@ class CloudShellEndpoint:
         self.registration = registration
 
     async def _caller(self, scope: Scope) -> Caller | None:
-        from lanyard.agent.endpoints import attested
-
-        return await attested(self.service, self.check, scope, self.registration, self.resource_id)
+        return await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        from lanyard.agent.endpoints import metadata_path, send_json
-
         headers = headers_of(scope["headers"])
         try:
             reason = refusal(headers, self.allowed_hosts)
