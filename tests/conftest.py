@@ -23,6 +23,7 @@ import httpx
 import jwt
 import pytest
 
+from lanyard.testing.platform import workload_uids
 from tests.support import haproxy as haproxy_support
 from tests.support import postgres as postgres_support
 from tests.support.haproxy import Haproxy, HaproxyFactory
@@ -78,6 +79,15 @@ class RunningPlatform:
         return self.process.returncode
 
 
+def platform_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a platform a test starts: under root, a workload uid range of this pytest
+    process's own (per xdist worker), so parallel sessions never hand one uid to two apps."""
+    env = {**os.environ, **(extra or {})}
+    if os.geteuid() == 0 and "LANYARD_WORKLOAD_UIDS" not in env:
+        env["LANYARD_WORKLOAD_UIDS"] = workload_uids(env.get("PYTEST_XDIST_WORKER"))
+    return env
+
+
 def start_platform(home: Path, *extra: str, env: dict[str, str] | None = None) -> RunningPlatform:
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -85,7 +95,7 @@ def start_platform(home: Path, *extra: str, env: dict[str, str] | None = None) -
         [sys.executable, "-m", "lanyard", "up", "--home", str(home), "--port", "0", *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env=platform_env(env),
     )
     running = RunningPlatform(home, process)
     endpoints = home / "endpoints.json"

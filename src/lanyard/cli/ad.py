@@ -13,7 +13,8 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from lanyard.cli.context import Profile, fail, print_json
+from lanyard.cli.context import Profile, fail
+from lanyard.cli.output import print_result
 from lanyard.crypto.pki import cert_pem, new_rsa_key, private_key_pem, self_signed
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -103,7 +104,7 @@ def app_group() -> None:
 @click.option("--display-name", required=True)
 @click.pass_context
 def app_create(ctx: click.Context, display_name: str) -> None:
-    print_json(_profile(ctx).graph("POST", "/applications", {"displayName": display_name}))
+    print_result(_profile(ctx).graph("POST", "/applications", {"displayName": display_name}))
 
 
 @app_group.command("list")
@@ -116,14 +117,14 @@ def app_list(ctx: click.Context, display_name: str | None, app_id: str | None) -
         query = f"?$filter=displayName eq '{_quote(display_name)}'"
     elif app_id:
         query = f"?$filter=appId eq '{_quote(app_id)}'"
-    print_json(_profile(ctx).graph("GET", f"/applications{query}")["value"])
+    print_result(_profile(ctx).graph("GET", f"/applications{query}")["value"])
 
 
 @app_group.command("show")
 @click.option("--id", "ident", required=True)
 @click.pass_context
 def app_show(ctx: click.Context, ident: str) -> None:
-    print_json(find_application(_profile(ctx), ident))
+    print_result(find_application(_profile(ctx), ident))
 
 
 @app_group.command("delete")
@@ -176,7 +177,7 @@ def credential_reset(
             {"passwordCredential": {"displayName": display_name, "endDateTime": _end_date(years)}},
         )
         result["password"] = created["secretText"]
-    print_json(result)
+    print_result(result)
 
 
 @ad.group("sp")
@@ -190,14 +191,14 @@ def sp_group() -> None:
 def sp_create(ctx: click.Context, ident: str) -> None:
     profile = _profile(ctx)
     app = find_application(profile, ident)
-    print_json(profile.graph("POST", "/servicePrincipals", {"appId": app["appId"]}))
+    print_result(profile.graph("POST", "/servicePrincipals", {"appId": app["appId"]}))
 
 
 @sp_group.command("show")
 @click.option("--id", "ident", required=True)
 @click.pass_context
 def sp_show(ctx: click.Context, ident: str) -> None:
-    print_json(find_principal(_profile(ctx), ident))
+    print_result(find_principal(_profile(ctx), ident))
 
 
 @sp_group.command("list")
@@ -211,7 +212,7 @@ def sp_list(ctx: click.Context, display_name: str | None, spn: str | None, show_
         query = f"?$filter=displayName eq '{_quote(display_name)}'"
     elif spn:
         query = f"?$filter=servicePrincipalNames/any(c:c eq '{_quote(spn)}')"
-    print_json(_profile(ctx).graph("GET", f"/servicePrincipals{query}")["value"])
+    print_result(_profile(ctx).graph("GET", f"/servicePrincipals{query}")["value"])
 
 
 @sp_group.command("delete")
@@ -252,4 +253,4 @@ def create_for_rbac(ctx: click.Context, name: str, years: int, create_cert: bool
         )
         result["password"] = created["secretText"]
     result["tenant"] = profile.tenant_id
-    print_json(result)
+    print_result(result)

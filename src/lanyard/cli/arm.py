@@ -11,7 +11,8 @@ from urllib.parse import quote
 import click
 
 from lanyard.cli.ad import find_principal
-from lanyard.cli.context import CliError, Profile, fail, print_json
+from lanyard.cli.context import CliError, Profile, fail
+from lanyard.cli.output import print_result
 
 API = {
     "resources": "2024-11-01",
@@ -77,7 +78,7 @@ def group() -> None:
 def group_create(ctx: click.Context, name: str, location: str, tags: tuple[str, ...]) -> None:
     profile = _profile(ctx)
     body = {"location": location, "tags": parse_pairs(tags)}
-    print_json(arm(profile, "PUT", group_path(profile, name), "resources", body))
+    print_result(arm(profile, "PUT", group_path(profile, name), "resources", body))
 
 
 @group.command("show")
@@ -85,14 +86,14 @@ def group_create(ctx: click.Context, name: str, location: str, tags: tuple[str, 
 @click.pass_context
 def group_show(ctx: click.Context, name: str) -> None:
     profile = _profile(ctx)
-    print_json(arm(profile, "GET", group_path(profile, name), "resources"))
+    print_result(arm(profile, "GET", group_path(profile, name), "resources"))
 
 
 @group.command("list")
 @click.pass_context
 def group_list(ctx: click.Context) -> None:
     profile = _profile(ctx)
-    print_json(list_all(profile, f"{sub_path(profile)}/resourcegroups", "resources"))
+    print_result(list_all(profile, f"{sub_path(profile)}/resourcegroups", "resources"))
 
 
 @group.command("delete")
@@ -213,7 +214,7 @@ def plan_create(
         "properties": {"reserved": is_linux},
     }
     path = f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{name}"
-    print_json(flatten(arm(profile, "PUT", path, "web", body)))
+    print_result(flatten(arm(profile, "PUT", path, "web", body)))
 
 
 # -- webapp and functionapp ---------------------------------------------------------------------
@@ -273,7 +274,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         if assign_identity:
             system, users = resolve_identity_ids(profile, resource_group, assign_identity)
             body["identity"] = identity_body(system, users)
-        print_json(flatten(arm(profile, "PUT", site_path(profile, resource_group, name), "web", body)))
+        print_result(flatten(arm(profile, "PUT", site_path(profile, resource_group, name), "web", body)))
 
     @site_group.command("show")
     @click.option("--resource-group", "-g", required=True)
@@ -282,7 +283,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.pass_context
     def show(ctx: click.Context, resource_group: str, name: str, slot: str | None) -> None:
         profile = _profile(ctx)
-        print_json(flatten(arm(profile, "GET", site_path(profile, resource_group, name, slot), "web")))
+        print_result(flatten(arm(profile, "GET", site_path(profile, resource_group, name, slot), "web")))
 
     @site_group.command("list")
     @click.option("--resource-group", "-g")
@@ -291,7 +292,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         profile = _profile(ctx)
         scope = group_path(profile, resource_group) if resource_group else sub_path(profile)
         sites = list_all(profile, f"{scope}/providers/Microsoft.Web/sites", "web")
-        print_json([flatten(s) for s in sites if str(s.get("kind", "app")).startswith(kind)])
+        print_result([flatten(s) for s in sites if str(s.get("kind", "app")).startswith(kind)])
 
     @site_group.command("delete")
     @click.option("--resource-group", "-g", required=True)
@@ -319,7 +320,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     ) -> None:
         profile = _profile(ctx)
         path = site_path(profile, resource_group, name, slot)
-        print_json(change_identity(profile, path, "web", resource_group, identities, assign=True))
+        print_result(change_identity(profile, path, "web", resource_group, identities, assign=True))
 
     @identity_group.command("remove")
     @click.option("--resource-group", "-g", required=True)
@@ -332,7 +333,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     ) -> None:
         profile = _profile(ctx)
         path = site_path(profile, resource_group, name, slot)
-        print_json(change_identity(profile, path, "web", resource_group, identities, assign=False))
+        print_result(change_identity(profile, path, "web", resource_group, identities, assign=False))
 
     @identity_group.command("show")
     @click.option("--resource-group", "-g", required=True)
@@ -343,7 +344,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         profile = _profile(ctx)
         site = arm(profile, "GET", site_path(profile, resource_group, name, slot), "web")
         block = site.get("identity") or {}
-        print_json(block if block.get("type", "None") != "None" else None)
+        print_result(block if block.get("type", "None") != "None" else None)
 
     @site_group.group("deployment")
     def deployment() -> None:
@@ -366,7 +367,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
             "kind": site.get("kind", kind),
             "properties": {"serverFarmId": (site.get("properties") or {}).get("serverFarmId")},
         }
-        print_json(flatten(arm(profile, "PUT", site_path(profile, resource_group, name, slot), "web", body)))
+        print_result(flatten(arm(profile, "PUT", site_path(profile, resource_group, name, slot), "web", body)))
 
     @slot_group.command("list")
     @click.option("--resource-group", "-g", required=True)
@@ -375,7 +376,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     def slot_list(ctx: click.Context, resource_group: str, name: str) -> None:
         profile = _profile(ctx)
         slots = list_all(profile, f"{site_path(profile, resource_group, name)}/slots", "web")
-        print_json([flatten(s) for s in slots])
+        print_result([flatten(s) for s in slots])
 
     @site_group.group("config")
     def config() -> None:
@@ -402,7 +403,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         current = arm(profile, "POST", f"{path}/list", "web")["properties"]
         current.update(parse_pairs(tuple(p for s in settings for p in s.split(" ") if p)))
         updated = arm(profile, "PUT", path, "web", {"properties": current})
-        print_json(settings_list(updated["properties"]))
+        print_result(settings_list(updated["properties"]))
 
     @appsettings.command("delete")
     @click.option("--resource-group", "-g", required=True)
@@ -418,7 +419,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
         current = arm(profile, "POST", f"{path}/list", "web")["properties"]
         for key in setting_names:
             current.pop(key, None)
-        print_json(settings_list(arm(profile, "PUT", path, "web", {"properties": current})["properties"]))
+        print_result(settings_list(arm(profile, "PUT", path, "web", {"properties": current})["properties"]))
 
     @appsettings.command("list")
     @click.option("--resource-group", "-g", required=True)
@@ -428,7 +429,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     def settings_show(ctx: click.Context, resource_group: str, name: str, slot: str | None) -> None:
         profile = _profile(ctx)
         path = f"{site_path(profile, resource_group, name, slot)}/config/appsettings/list"
-        print_json(settings_list(arm(profile, "POST", path, "web")["properties"]))
+        print_result(settings_list(arm(profile, "POST", path, "web")["properties"]))
 
     @site_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
     @click.option("--resource-group", "-g", required=True)
@@ -508,7 +509,7 @@ def identity() -> None:
 def identity_create(ctx: click.Context, resource_group: str, name: str, location: str | None) -> None:
     profile = _profile(ctx)
     loc = location or arm(profile, "GET", group_path(profile, resource_group), "resources")["location"]
-    print_json(flatten(arm(profile, "PUT", uai_path(profile, resource_group, name), "msi", {"location": loc})))
+    print_result(flatten(arm(profile, "PUT", uai_path(profile, resource_group, name), "msi", {"location": loc})))
 
 
 @identity.command("show")
@@ -517,7 +518,7 @@ def identity_create(ctx: click.Context, resource_group: str, name: str, location
 @click.pass_context
 def identity_show(ctx: click.Context, resource_group: str, name: str) -> None:
     profile = _profile(ctx)
-    print_json(flatten(arm(profile, "GET", uai_path(profile, resource_group, name), "msi")))
+    print_result(flatten(arm(profile, "GET", uai_path(profile, resource_group, name), "msi")))
 
 
 @identity.command("list")
@@ -527,7 +528,7 @@ def identity_list(ctx: click.Context, resource_group: str | None) -> None:
     profile = _profile(ctx)
     scope = group_path(profile, resource_group) if resource_group else sub_path(profile)
     items = list_all(profile, f"{scope}/providers/Microsoft.ManagedIdentity/userAssignedIdentities", "msi")
-    print_json([flatten(i) for i in items])
+    print_result([flatten(i) for i in items])
 
 
 @identity.command("delete")
@@ -580,7 +581,7 @@ def vm_create(
     if assign_identity:
         system, users = resolve_identity_ids(profile, resource_group, assign_identity)
         body["identity"] = identity_body(system, users)
-    print_json(flatten(arm(profile, "PUT", vm_path(profile, resource_group, name), "compute", body)))
+    print_result(flatten(arm(profile, "PUT", vm_path(profile, resource_group, name), "compute", body)))
 
 
 @vm.command("show")
@@ -589,7 +590,7 @@ def vm_create(
 @click.pass_context
 def vm_show(ctx: click.Context, resource_group: str, name: str) -> None:
     profile = _profile(ctx)
-    print_json(flatten(arm(profile, "GET", vm_path(profile, resource_group, name), "compute")))
+    print_result(flatten(arm(profile, "GET", vm_path(profile, resource_group, name), "compute")))
 
 
 @vm.command("delete")
@@ -669,7 +670,7 @@ def vm_identity_assign(ctx: click.Context, resource_group: str, name: str, ident
         profile, vm_path(profile, resource_group, name), "compute", resource_group, identities, assign=True
     )
     # az vm identity assign prints this shape, not the identity block.
-    print_json(
+    print_result(
         {
             "systemAssignedIdentity": block.get("principalId") or "",
             "userAssignedIdentities": block.get("userAssignedIdentities") or {},
@@ -684,7 +685,7 @@ def vm_identity_assign(ctx: click.Context, resource_group: str, name: str, ident
 @click.pass_context
 def vm_identity_remove(ctx: click.Context, resource_group: str, name: str, identities: tuple[str, ...]) -> None:
     profile = _profile(ctx)
-    print_json(
+    print_result(
         change_identity(
             profile, vm_path(profile, resource_group, name), "compute", resource_group, identities, assign=False
         )
@@ -698,7 +699,7 @@ def vm_identity_remove(ctx: click.Context, resource_group: str, name: str, ident
 def vm_identity_show(ctx: click.Context, resource_group: str, name: str) -> None:
     profile = _profile(ctx)
     block = arm(profile, "GET", vm_path(profile, resource_group, name), "compute").get("identity") or {}
-    print_json(block if block.get("type", "None") != "None" else None)
+    print_result(block if block.get("type", "None") != "None" else None)
 
 
 # -- role -----------------------------------------------------------------------------------------
@@ -734,7 +735,7 @@ def definition_list(ctx: click.Context, name: str | None) -> None:
         flat["roleType"] = flat.pop("type_", d["properties"]["type"])
         flat["type"] = d["type"]
         out.append(flat)
-    print_json(out)
+    print_result(out)
 
 
 def resolve_role(profile: Profile, role_ref: str) -> str:
@@ -798,7 +799,7 @@ def assignment_create(
             "description": description,
         }
     }
-    print_json(assignment_json(profile, arm(profile, "PUT", path, "authorization", body)))
+    print_result(assignment_json(profile, arm(profile, "PUT", path, "authorization", body)))
 
 
 def _matching_assignments(
@@ -833,7 +834,7 @@ def assignment_list(
     profile = _profile(ctx)
     names = {d["name"].lower(): d["properties"]["roleName"] for d in _definitions(profile)}
     found = _matching_assignments(profile, assignee, role_ref, None if show_all else scope, exact_scope=False)
-    print_json([assignment_json(profile, a, names) for a in found])
+    print_result([assignment_json(profile, a, names) for a in found])
 
 
 @assignment.command("delete")
@@ -870,14 +871,14 @@ def host() -> None:
 def host_list(ctx: click.Context) -> None:
     profile = _profile(ctx)
     base = profile.endpoints["arm"].rstrip("/")
-    print_json(profile.call("GET", f"{base}/lanyard/v1/hosts", resource="https://management.azure.com")["value"])
+    print_result(profile.call("GET", f"{base}/lanyard/v1/hosts", resource="https://management.azure.com")["value"])
 
 
 def _revoke_host(ctx: click.Context, host_id: str) -> None:
     profile = _profile(ctx)
     base = profile.endpoints["arm"].rstrip("/")
     url = f"{base}/lanyard/v1/hosts/{quote(host_id, safe='')}"
-    print_json(profile.call("DELETE", url, resource="https://management.azure.com"))
+    print_result(profile.call("DELETE", url, resource="https://management.azure.com"))
 
 
 @host.command("revoke")
@@ -912,7 +913,7 @@ def join_token_create(ctx: click.Context, name: str | None) -> None:
     created = profile.call(
         "POST", f"{base}/lanyard/v1/joinTokens", resource="https://management.azure.com", body={"name": name}
     )
-    print_json({**created, "server": profile.endpoints["authority"], "caCert": profile.endpoints["ca_cert"]})
+    print_result({**created, "server": profile.endpoints["authority"], "caCert": profile.endpoints["ca_cert"]})
 
 
 COMMANDS: list[Callable[..., Any]] = [group, appservice, webapp, functionapp, identity, vm, role, host]

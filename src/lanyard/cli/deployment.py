@@ -12,7 +12,8 @@ from urllib.parse import quote
 import click
 
 from lanyard.cli.arm import _profile, arm, group_path, list_all
-from lanyard.cli.context import Profile, fail, print_json
+from lanyard.cli.context import Profile, fail
+from lanyard.cli.output import print_result
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled"})
 POLL_SECONDS = 0.5
@@ -142,7 +143,7 @@ def create(
         error = props.get("error") or {}
         details = "; ".join(f"({d.get('code')}) {d.get('message')}" for d in error.get("details", []))
         fail(f"({error.get('code')}) {error.get('message')}" + (f" Details: {details}" if details else ""))
-    print_json(result)
+    print_result(result)
 
 
 @deployment_group.command("show")
@@ -152,7 +153,7 @@ def create(
 def show(ctx: click.Context, resource_group: str, name: str) -> None:
     """Show a deployment: state, parameters (secure ones without values), outputs, error."""
     profile = _profile(ctx)
-    print_json(arm(profile, "GET", deployment_path(profile, resource_group, name), "resources"))
+    print_result(arm(profile, "GET", deployment_path(profile, resource_group, name), "resources"))
 
 
 @deployment_group.command("list")
@@ -161,7 +162,7 @@ def show(ctx: click.Context, resource_group: str, name: str) -> None:
 def list_(ctx: click.Context, resource_group: str) -> None:
     """List a resource group's deployments."""
     profile = _profile(ctx)
-    print_json(list_all(profile, deployment_path(profile, resource_group), "resources"))
+    print_result(list_all(profile, deployment_path(profile, resource_group), "resources"))
 
 
 @deployment_group.command("delete")

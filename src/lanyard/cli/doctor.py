@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from lanyard.cli.output import default_output, print_result
 from lanyard.config import DEFAULT_ZONE, load_settings
 from lanyard.core.errors import ConfigError
 from lanyard.server.homelock import running_pid
@@ -378,30 +379,16 @@ def _handshake(host: str, port: int, cafile: str) -> str | None:
         return f"cannot connect to {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
 
 
-def render_table(rows: list[Check]) -> str:
-    """az's table output: a header, a rule, one line a row; columns as wide as their widest cell."""
-    columns = ("Check", "Status", "Detail", "Fix")
-    cells = [[r.check, r.status, r.detail, r.fix] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines) + "\n"
-
-
 @click.command("doctor")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
-def doctor(ctx: click.Context, output: str) -> None:
+@default_output("table")
+def doctor(ctx: click.Context) -> None:
     """Check this machine and the platform of this home: vault names resolve; Python, node and curl
     trust the CA; azure-identity gets a token; an app gets one through the agent; a vault read works
     (in a throwaway resource group, deleted after). Exits 1 when a check fails."""
     home: Path = ctx.find_root().obj["home"]
     checks = Doctor(home).run()
-    if output == "json":
-        sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
-    else:
-        sys.stdout.write(render_table(checks))
+    print_result([asdict(c) for c in checks], columns=("check", "status", "detail", "fix"))
     failed = [c.check for c in checks if c.status == FAIL]
     if failed:
         sys.stderr.write(f"lanyard doctor: {len(failed)} check(s) failed: {', '.join(failed)}\n")

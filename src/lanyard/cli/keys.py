@@ -6,7 +6,8 @@ from urllib.parse import quote
 
 import click
 
-from lanyard.cli.context import Profile, print_json
+from lanyard.cli.context import Profile
+from lanyard.cli.output import print_result
 
 ARM = "https://management.azure.com"
 
@@ -25,7 +26,7 @@ def keys() -> None:
 def list_keys(ctx: click.Context) -> None:
     """Every key with its state and times (kid, state, created, activates, retires/removes)."""
     profile = Profile.load(ctx.find_root().obj["home"])
-    print_json(profile.call("GET", _base(profile), resource=ARM)["value"])
+    print_result(profile.call("GET", _base(profile), resource=ARM)["value"])
 
 
 @keys.command("rotate")
@@ -35,7 +36,7 @@ def rotate(ctx: click.Context, immediate: bool) -> None:
     """Schedule the next key (published now, signing after the publish lead), or sign with it now."""
     profile = Profile.load(ctx.find_root().obj["home"])
     url = f"{_base(profile)}/rotate?immediate={'true' if immediate else 'false'}"
-    print_json(profile.call("POST", url, resource=ARM))
+    print_result(profile.call("POST", url, resource=ARM))
 
 
 @keys.command("revoke")
@@ -44,7 +45,7 @@ def rotate(ctx: click.Context, immediate: bool) -> None:
 def revoke(ctx: click.Context, kid: str) -> None:
     """Unpublish a key at once: every resource rejects its tokens, agents drop the ones they cached."""
     profile = Profile.load(ctx.find_root().obj["home"])
-    print_json(profile.call("POST", f"{_base(profile)}/{quote(kid, safe='')}/revoke", resource=ARM))
+    print_result(profile.call("POST", f"{_base(profile)}/{quote(kid, safe='')}/revoke", resource=ARM))
 
 
 @click.group("kek")
@@ -61,4 +62,4 @@ def kek_rotate(ctx: click.Context) -> None:
     (or the files `kek` and `kek.previous` in the home); then run this; then drop the old key."""
     profile = Profile.load(ctx.find_root().obj["home"])
     base = str(profile.endpoints["arm"]).rstrip("/")
-    print_json(profile.call("POST", f"{base}/lanyard/v1/keyEncryptionKey/reseal", resource=ARM))
+    print_result(profile.call("POST", f"{base}/lanyard/v1/keyEncryptionKey/reseal", resource=ARM))

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from lanyard.cli.arm import API, arm, flatten, group_path, list_all, sub_path
-from lanyard.cli.context import Profile, fail, print_json
+from lanyard.cli.context import Profile, fail
+from lanyard.cli.output import print_result
 
 SECRETS_API = "7.5"
 API["keyvault"] = "2023-07-01"
@@ -79,7 +80,7 @@ def create(
     vault = arm(
         profile, "PUT", vault_path(profile, resource_group, name), "keyvault", {"location": loc, "properties": props}
     )
-    print_json(vault_json(vault))
+    print_result(vault_json(vault))
 
 
 @keyvault.command("show")
@@ -87,7 +88,7 @@ def create(
 @click.option("--resource-group", "-g")
 @click.pass_context
 def show(ctx: click.Context, name: str, resource_group: str | None) -> None:
-    print_json(vault_json(find_vault(_profile(ctx), name, resource_group)))
+    print_result(vault_json(find_vault(_profile(ctx), name, resource_group)))
 
 
 @keyvault.command("list")
@@ -96,7 +97,7 @@ def show(ctx: click.Context, name: str, resource_group: str | None) -> None:
 def list_(ctx: click.Context, resource_group: str | None) -> None:
     profile = _profile(ctx)
     scope = group_path(profile, resource_group) if resource_group else sub_path(profile)
-    print_json([vault_json(v) for v in list_all(profile, f"{scope}/providers/Microsoft.KeyVault/vaults", "keyvault")])
+    print_result([vault_json(v) for v in list_all(profile, f"{scope}/providers/Microsoft.KeyVault/vaults", "keyvault")])
 
 
 @keyvault.command("delete")
@@ -142,7 +143,7 @@ def set_policy(
     profile = _profile(ctx)
     vault = find_vault(profile, name, resource_group)
     _update_policies(profile, vault, object_id, [p.lower() for p in secret_permissions])
-    print_json(vault_json(find_vault(profile, name, resource_group)))
+    print_result(vault_json(find_vault(profile, name, resource_group)))
 
 
 @keyvault.command("delete-policy")
@@ -154,7 +155,7 @@ def delete_policy(ctx: click.Context, name: str, resource_group: str | None, obj
     profile = _profile(ctx)
     vault = find_vault(profile, name, resource_group)
     _update_policies(profile, vault, object_id, None)
-    print_json(vault_json(find_vault(profile, name, resource_group)))
+    print_result(vault_json(find_vault(profile, name, resource_group)))
 
 
 # -- secrets (data plane) -------------------------------------------------------------------------
@@ -226,7 +227,7 @@ def secret_set(
         body["contentType"] = content_type
     if tags:
         body["tags"] = parse_pairs(tags)
-    print_json(data(_profile(ctx), "PUT", vault_name, f"/secrets/{name}", body))
+    print_result(data(_profile(ctx), "PUT", vault_name, f"/secrets/{name}", body))
 
 
 @secret.command("show")
@@ -235,14 +236,14 @@ def secret_set(
 @click.option("--version")
 @click.pass_context
 def secret_show(ctx: click.Context, vault_name: str, name: str, version: str | None) -> None:
-    print_json(data(_profile(ctx), "GET", vault_name, f"/secrets/{name}/{version or ''}"))
+    print_result(data(_profile(ctx), "GET", vault_name, f"/secrets/{name}/{version or ''}"))
 
 
 @secret.command("list")
 @click.option("--vault-name", required=True)
 @click.pass_context
 def secret_list(ctx: click.Context, vault_name: str) -> None:
-    print_json(pages(_profile(ctx), vault_name, "/secrets"))
+    print_result(pages(_profile(ctx), vault_name, "/secrets"))
 
 
 @secret.command("list-versions")
@@ -250,7 +251,7 @@ def secret_list(ctx: click.Context, vault_name: str) -> None:
 @click.option("--name", "-n", required=True)
 @click.pass_context
 def secret_list_versions(ctx: click.Context, vault_name: str, name: str) -> None:
-    print_json(pages(_profile(ctx), vault_name, f"/secrets/{name}/versions"))
+    print_result(pages(_profile(ctx), vault_name, f"/secrets/{name}/versions"))
 
 
 @secret.command("delete")
@@ -258,7 +259,7 @@ def secret_list_versions(ctx: click.Context, vault_name: str, name: str) -> None
 @click.option("--name", "-n", required=True)
 @click.pass_context
 def secret_delete(ctx: click.Context, vault_name: str, name: str) -> None:
-    print_json(data(_profile(ctx), "DELETE", vault_name, f"/secrets/{name}"))
+    print_result(data(_profile(ctx), "DELETE", vault_name, f"/secrets/{name}"))
 
 
 @secret.command("purge")
@@ -274,7 +275,7 @@ def secret_purge(ctx: click.Context, vault_name: str, name: str) -> None:
 @click.option("--name", "-n", required=True)
 @click.pass_context
 def secret_recover(ctx: click.Context, vault_name: str, name: str) -> None:
-    print_json(data(_profile(ctx), "POST", vault_name, f"/deletedsecrets/{name}/recover"))
+    print_result(data(_profile(ctx), "POST", vault_name, f"/deletedsecrets/{name}/recover"))
 
 
 @secret.command("show-deleted")
@@ -282,11 +283,11 @@ def secret_recover(ctx: click.Context, vault_name: str, name: str) -> None:
 @click.option("--name", "-n", required=True)
 @click.pass_context
 def secret_show_deleted(ctx: click.Context, vault_name: str, name: str) -> None:
-    print_json(data(_profile(ctx), "GET", vault_name, f"/deletedsecrets/{name}"))
+    print_result(data(_profile(ctx), "GET", vault_name, f"/deletedsecrets/{name}"))
 
 
 @secret.command("list-deleted")
 @click.option("--vault-name", required=True)
 @click.pass_context
 def secret_list_deleted(ctx: click.Context, vault_name: str) -> None:
-    print_json(pages(_profile(ctx), vault_name, "/deletedsecrets"))
+    print_result(pages(_profile(ctx), vault_name, "/deletedsecrets"))

@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.cli.context import CliError, Profile
+from lanyard.cli.output import print_result
 from lanyard.observe.files import log_dir
 from lanyard.server.homelock import running_pid
 
@@ -30,7 +31,7 @@ def status(ctx: click.Context) -> None:
     home: Path = ctx.find_root().obj["home"]
     pid = running_pid(home)
     if pid is None:
-        print_json({"running": False, "home": str(home)})
+        print_result({"running": False, "home": str(home)})
         sys.exit(NOT_RUNNING)
     report: dict[str, Any] = {"running": True, "home": str(home), "pid": pid}
     try:
@@ -40,7 +41,7 @@ def status(ctx: click.Context) -> None:
     endpoints = home / "endpoints.json"
     if not endpoints.exists():
         report["ready"] = False  # starting, or stopping
-        print_json(report)
+        print_result(report)
         return
     ep = json.loads(endpoints.read_text())
     report |= {
@@ -56,7 +57,7 @@ def status(ctx: click.Context) -> None:
     base = str(ep["arm"]).rstrip("/")
     report["nodes"] = profile.call("GET", f"{base}/lanyard/v1/nodes", resource=ARM)["value"]
     report["hosts"] = profile.call("GET", f"{base}/lanyard/v1/hosts", resource=ARM)["value"]
-    print_json(report)
+    print_result(report)
 
 
 @click.command("down")
@@ -67,7 +68,7 @@ def down(ctx: click.Context, timeout: float) -> None:
     home: Path = ctx.find_root().obj["home"]
     pid = running_pid(home)
     if pid is None:
-        print_json({"stopped": False, "reason": f"no platform is running on {home}"})
+        print_result({"stopped": False, "reason": f"no platform is running on {home}"})
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -80,7 +81,7 @@ def down(ctx: click.Context, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise CliError(f"pid {pid} did not stop within {timeout:.0f} s; `kill -9 {pid}` ends it at once")
         time.sleep(0.1)
-    print_json({"stopped": True, "pid": pid})
+    print_result({"stopped": True, "pid": pid})
 
 
 CONSOLE_LOG = "console.log"  # a detached platform's stdout and stderr, in the home's log folder

@@ -12,13 +12,14 @@ import click
 from lanyard.cli.ad import ad
 from lanyard.cli.arm import COMMANDS
 from lanyard.cli.audit import audit
-from lanyard.cli.context import CliError, Profile, print_json
+from lanyard.cli.context import CliError, Profile
 from lanyard.cli.deployment import deployment
 from lanyard.cli.doctor import doctor
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
 from lanyard.cli.logs import logs
+from lanyard.cli.output import add_output_options, print_result
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
 
@@ -234,7 +235,7 @@ def account() -> None:
 def account_show(ctx: click.Context) -> None:
     profile = Profile.load(ctx.find_root().obj["home"])
     ep = profile.endpoints
-    print_json(
+    print_result(
         {
             "environmentName": "Lanyard",
             "homeTenantId": ep["tenant_id"],
@@ -257,7 +258,7 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
     target = scope[: -len("/.default")] if scope and scope.endswith("/.default") else scope
     target = target or resource or "https://management.core.windows.net/"
     token = profile.credential.get_token(target if target.endswith("/.default") else f"{target}/.default")
-    print_json(
+    print_result(
         {
             "accessToken": token.token,
             "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(token.expires_on)),
@@ -281,6 +282,8 @@ cli.add_command(doctor)
 cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
+# az's -o/--query on every command that prints a result; these print text or run in the foreground.
+add_output_options(cli, skip=frozenset({"up", "agent", "logs", "webapp run", "vm run", "functionapp run"}))
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
