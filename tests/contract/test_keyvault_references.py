@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.web import WebSiteManagementClient
 from azure.mgmt.web.models import ManagedServiceIdentity, Site, UserAssignedIdentity
 
-from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results, run_cli
+from tests.conftest import RunningPlatform, cli_json, credential_for, probe_command, probe_results, run_cli
 
 GROUP = "kvr-rg"
 
@@ -218,3 +218,38 @@ def test_values_are_in_no_log_audit_record_or_answer(
     assert any(p.name == "server.log" for p in files)
     leaked = [str(p) for p in files if value.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_reading_statuses_needs_what_listing_settings_needs(
+    platform: RunningPlatform, refs: dict[str, Any], web: WebSiteManagementClient, secret_app: dict[str, Any]
+) -> None:
+    """A Reader sees the app but not its settings' text, so not their references either."""
+    set_settings(web, "kvr-sys", {"DB": uri_ref(refs["suffix"], "kvr-open")})
+    group = cli_json(platform.home, "group", "show", "-n", GROUP)
+    assignment = cli_json(
+        platform.home,
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        secret_app["appId"],
+        "--role",
+        "Reader",
+        "--scope",
+        group["id"],
+    )
+    try:
+        reader = WebSiteManagementClient(
+            credential_for(platform, secret_app),
+            platform.endpoints["subscription_id"],
+            base_url=platform.endpoints["arm"],
+        )
+        assert reader.web_apps.get(GROUP, "kvr-sys").name == "kvr-sys"
+        with pytest.raises(HttpResponseError) as listed:
+            list(reader.web_apps.get_app_settings_key_vault_references(GROUP, "kvr-sys"))
+        with pytest.raises(HttpResponseError) as one:
+            reader.web_apps.get_app_setting_key_vault_reference(GROUP, "kvr-sys", "DB")
+        for denied in (listed.value, one.value):
+            assert denied.status_code == 403 and denied.error is not None and denied.error.code == "AuthorizationFailed"
+    finally:
+        run_cli(platform.home, "role", "assignment", "delete", "--ids", assignment["id"])

@@ -73,7 +73,11 @@ class ReferenceResolver:
 
         async def one(name: str, text: str) -> tuple[str, str | None, kvref.Outcome]:
             async with gate:
-                value, outcome = await self._resolve_one(resource_id, text, suffix, identity_choice)
+                try:
+                    value, outcome = await self._resolve_one(resource_id, text, suffix, identity_choice)
+                except Exception as exc:  # a reference never stops the start; its text may not be logged
+                    log.warning("%s: a Key Vault reference failed with %s", resource_id, type(exc).__name__)
+                    return name, None, kvref.unexpected(type(exc).__name__)
             return name, value, outcome
 
         results = await asyncio.gather(*(one(n, v) for n, v in sorted(references.items())))

@@ -97,6 +97,8 @@ def _from_uri(uri: str, vault_suffix: str) -> Reference:
         raise invalid("SecretUri must look like https://<vault>/secrets/<name>[/<version>]")
     host = parts.hostname.lower() + (f":{port}" if port is not None else "")
     label, _, rest = host.partition(".")
+    if not _VAULT_NAME.match(label):
+        raise invalid("the vault name in SecretUri must be 3-24 letters, digits or dashes")
     secret = segments[1]
     version = segments[2] if len(segments) == 3 else None
     _check_secret(secret, version)
@@ -150,6 +152,10 @@ def failure(status: str, ref: Reference, why: str = "") -> Outcome:
         FETCH_TIMED_OUT: f"vault '{ref.vault_name}' did not answer in time",
     }.get(status, "of an error")
     return Outcome(status, f"{_NOT_RESOLVED} {detail}{': ' + why if why else ''}.")
+
+
+def unexpected(what: str) -> Outcome:
+    return Outcome(OTHER_REASONS, f"{_NOT_RESOLVED} of an unexpected {what}.")
 
 
 def resolved() -> Outcome:

@@ -55,9 +55,7 @@ class ReferenceStatuses:
             return None, shape
         return Caller(principal.object_id, principal.app_id, self.tenant_id), shape
 
-    def _outcome(
-        self, caller: Caller | None, text: str
-    ) -> tuple[kvref.Reference | None, kvref.Outcome, str | None]:
+    def _outcome(self, caller: Caller | None, text: str) -> tuple[kvref.Reference | None, kvref.Outcome, str | None]:
         try:
             ref = kvref.parse(text, self.vaults.zone_suffix)
         except kvref.ReferenceError as exc:
