@@ -168,6 +168,28 @@ def test_unresolvable_references_stay_literal_with_their_status(
         assert f"app setting {name}: Key Vault reference not resolved ({status})" in stderr, stderr
 
 
+def test_a_slot_without_identity_is_msi_not_enabled(
+    platform: RunningPlatform, refs: dict[str, Any], web: WebSiteManagementClient
+) -> None:
+    """A slot is an app of its own: without an identity its references cannot resolve, at start or in
+    its configreferences."""
+    cli_json(platform.home, "webapp", "deployment", "slot", "create", "-g", GROUP, "-n", "kvr-sys", "--slot", "stage")
+    reference = uri_ref(refs["suffix"], "kvr-open")
+    web.web_apps.update_application_settings_slot(GROUP, "kvr-sys", "stage", {"properties": {"DB": reference}})
+    command = probe_command(
+        platform.home,
+        ["webapp", "run", "-g", GROUP, "-n", "kvr-sys", "--slot", "stage"],
+        [{"kind": "env", "names": ["DB"]}],
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    (seen,) = probe_results(result.stdout, result.stderr)
+    assert seen["value"] == {"DB": reference}
+    assert "app setting DB: Key Vault reference not resolved (MSINotEnabled)" in result.stderr
+    (status,) = web.web_apps.get_app_settings_key_vault_references_slot(GROUP, "kvr-sys", "stage")
+    assert status.name == "DB" and status.properties.status == "MSINotEnabled"
+    assert "/slots/stage/config/configreferences/appsettings/DB" in status.id
+
+
 def test_access_granted_later_and_a_rotated_secret_reach_the_next_start(
     platform: RunningPlatform, refs: dict[str, Any], web: WebSiteManagementClient
 ) -> None:
