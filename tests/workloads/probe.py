@@ -74,9 +74,9 @@ def msal_mi(action: dict[str, Any]) -> str:
     import requests
 
     client_id = action.get("client_id")
-    identity = (
-        msal.UserAssignedManagedIdentity(client_id=client_id) if client_id else msal.SystemAssignedManagedIdentity()
-    )
+    # "identity": {"resource_id": …} or {"object_id": …} selects a user-assigned identity those ways.
+    chosen = {"client_id": client_id} if client_id else action.get("identity")
+    identity = msal.UserAssignedManagedIdentity(**chosen) if chosen else msal.SystemAssignedManagedIdentity()
     result = msal.ManagedIdentityClient(identity, http_client=requests.Session()).acquire_token_for_client(
         resource=action["resource"]
     )
@@ -129,10 +129,13 @@ def raw(action: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310 - loopback
-            status, body = response.status, response.read()
+            status, body, got = response.status, response.read(), response.headers
     except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    return {"status": status, "body": json.loads(body or b"null"), "ms": (time.perf_counter() - started) * 1000}
+        status, body, got = error.code, error.read(), error.headers
+    answer = {"status": status, "body": json.loads(body or b"null"), "ms": (time.perf_counter() - started) * 1000}
+    if "want_headers" in action:  # the response headers named, None where absent
+        answer["headers"] = {name: got.get(name) for name in action["want_headers"]}
+    return answer
 
 
 def peer_thumbprint(action: dict[str, Any]) -> str:

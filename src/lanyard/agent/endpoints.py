@@ -21,7 +21,7 @@ from lanyard.agent.cache import TokenCache
 from lanyard.agent.guards import headers_of, refusal
 from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.upstream import Upstream, UpstreamError
-from lanyard.agent.wire import metadata_path, query_of, send_json
+from lanyard.agent.wire import metadata_path, query_of, request_id_echo, send_json
 from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 from lanyard.core.errors import AuditUnavailable
 from lanyard.protocol.msi import (
@@ -36,6 +36,9 @@ from lanyard.protocol.msi import (
 log = logging.getLogger("lanyard.agent")
 APP_SERVICE_PATH = "/msi/token"
 IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"  # noqa: S105 - a URL path
+# IMDSv2 (mTLS proof of possession): a v1 host answers 404 at once, with or without Metadata: true, and
+# MSAL.NET's discovery probes without the header and reads only "404 = v1 only" (400 would mean v2).
+IMDS_V2_PATHS = frozenset({"/metadata/identity/getplatformmetadata", "/metadata/identity/issuecredential"})
 
 
 class TokenService:
@@ -169,14 +172,18 @@ class ImdsEndpoint:
         if scope["type"] != "http":
             return
         headers = headers_of(scope["headers"])
+        echo = request_id_echo(headers)
         try:
-            check_metadata_request(scope, headers, self.allowed_hosts)
             path = metadata_path(scope)
+            if path in IMDS_V2_PATHS:
+                raise MsiError(404, "This host serves IMDS v1 only: no IMDSv2 credentials here.", "not_found")
+            check_metadata_request(scope, headers, self.allowed_hosts)
             if path == "/metadata/instance":
                 await send_json(
                     send,
                     200,
                     {"compute": {"resourceId": self.resource_id, "name": self.resource_id.rsplit("/", 1)[-1]}},
+                    echo,
                 )
                 return
             if path != IMDS_TOKEN_PATH:
@@ -188,9 +195,9 @@ class ImdsEndpoint:
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")
-            await send_json(send, exc.status, exc.imds_body(), exc.headers)
+            await send_json(send, exc.status, exc.imds_body(), [*exc.headers, *echo])
             return
-        await send_json(send, 200, imds_body(token, request, self.service.cache.clock.now()))
+        await send_json(send, 200, imds_body(token, request, self.service.cache.clock.now()), echo)
 
 
 class ArcEndpoint:
@@ -276,6 +283,7 @@ class ArcEndpoint:
         if scope["type"] != "http":
             return
         headers = headers_of(scope["headers"])
+        echo = request_id_echo(headers)
         try:
             check_metadata_request(scope, headers, self.allowed_hosts)
             if metadata_path(scope) != IMDS_TOKEN_PATH:
@@ -291,7 +299,7 @@ class ArcEndpoint:
                         "error_description": "Read the key file named "
                         "in WWW-Authenticate and send its content as Basic credentials.",
                     },
-                    [(b"www-authenticate", f"Basic realm={realm}".encode())],
+                    [(b"www-authenticate", f"Basic realm={realm}".encode()), *echo],
                 )
                 return
             caller = await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
@@ -299,9 +307,9 @@ class ArcEndpoint:
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")
-            await send_json(send, exc.status, exc.imds_body(), exc.headers)
+            await send_json(send, exc.status, exc.imds_body(), [*exc.headers, *echo])
             return
         body = imds_body(token, request, self.service.cache.clock.now())
         # Clients check that a user-assigned answer names the identity they asked for.
         body.update({"object_id": identity.object_id, "msi_res_id": identity.resource_id})
-        await send_json(send, 200, body)
+        await send_json(send, 200, body, echo)

@@ -31,6 +31,7 @@ from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEnd
 from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.isolation import DEFAULT_UID_RANGE, IsolationError, WorkloadUsers, limitations
 from lanyard.agent.limits import WorkloadLimits
+from lanyard.agent.references import ReferenceResolver
 from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
 from lanyard.agent.servicefabric import FABRIC_PATH, ServiceFabricEndpoint, make_certificate
 from lanyard.agent.sources import CLOUD_SHELL_PATH, CloudShellEndpoint
@@ -283,6 +284,7 @@ class Agent:
 
             return f"http://127.0.0.1:{shell_port}{CLOUD_SHELL_PATH}", close
 
+        references = ReferenceResolver(service, identity.authority, self.options.ca_file)
         control = ControlServer(
             self.options.home / "control.sock",
             RunContext(
@@ -296,6 +298,7 @@ class Agent:
                 WorkloadUsers(self.options.home, self.options.workload_uids) if os.geteuid() == 0 else None,
                 open_cloudshell=open_cloudshell,
                 servicefabric=(f"https://127.0.0.1:{fabric_port}{FABRIC_PATH}", fabric.thumbprint),
+                references=references,
             ),
         )
         await control.start()
@@ -328,6 +331,7 @@ class Agent:
         await asyncio.gather(server_task, follow, renewing, return_exceptions=True)
         if audit is not None:
             await audit.close()  # ships what it can first
+        await references.aclose()
         await upstream.aclose()
         observe.close()
         return 0

@@ -39,6 +39,7 @@ from lanyard.agent.isolation import (
     named_user,
     unusable,
 )
+from lanyard.agent.references import ReferenceResolver
 from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
 
 log = logging.getLogger("lanyard.agent.runner")
@@ -106,6 +107,7 @@ class RunContext:
     # (resource_id, registration) -> awaitable (url, closer): a Cloud Shell run's own listener
     open_cloudshell: Callable[[str, RunningWorkload], Any] | None = None
     servicefabric: tuple[str, str] | None = None  # (HTTPS endpoint, certificate thumbprint)
+    references: ReferenceResolver | None = None  # Key Vault references in app settings, resolved at start
 
 
 def _truthy(value: str | None) -> bool:
@@ -382,6 +384,15 @@ class ControlServer:
                         self._send(conn, {"error": f"--netns: cannot make a network namespace: {reason}"})
                         return
                 imds_url, closer = await self.ctx.open_imds(resource_id, netns, registration)
+            if kind == "appservice" and self.ctx.references is not None:
+                resolution = await self.ctx.references.resolve(
+                    resource_id,
+                    {k: v for k, v in dict(request.get("appSettings") or {}).items() if isinstance(v, str)},
+                    str(request.get("keyVaultReferenceIdentity") or "") or None,
+                )
+                for note in resolution.notes:
+                    self._send(conn, {"warning": note})
+                request = {**request, "appSettings": resolution.settings}
             env = self._environment(request, header, None if netns else imds_url, folder, run_as, bound.identities)
             # setpriv drops to the workload's uid and then execs in place: the pid we supervise and
             # attest is the workload's own (the event loop's subprocess support cannot change uid).

@@ -3,6 +3,7 @@ metadata path spelling. A module of its own so each protocol's endpoint imports 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -10,6 +11,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Scope, Send
 
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9{}._:-]{1,128}$")
 JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8"), (b"cache-control", b"no-store")]
 
 
@@ -40,3 +42,10 @@ def metadata_path(scope: Scope) -> str:
     real IMDS and Arc services answer it as the same resource."""
     path: str = scope["path"]
     return path.rstrip("/") if len(path) > 1 else path
+
+
+def request_id_echo(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """IMDS and Arc answer with the caller's x-ms-client-request-id (the correlation id msal and azure-core
+    send), errors included; anything but a plain id (a GUID in practice) is not repeated back."""
+    value = headers.get(b"x-ms-client-request-id", b"").strip()
+    return [(b"x-ms-client-request-id", value)] if _REQUEST_ID.match(value) else []

@@ -34,6 +34,7 @@ from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
 from lanyard.storage import fleet_repo, vault_repo
 from lanyard.storage.db import Store
+from lanyard.vault.references import ReferenceStatuses, is_config_references
 
 PAGE_SIZE = 100
 READ_ONLY_PROPERTIES = frozenset(
@@ -121,6 +122,7 @@ class ControlPlane:
         self.base_url = base_url
         self.vault_suffix = vault_suffix
         self.deployments = Deployments(self)
+        self.references: ReferenceStatuses | None = None  # set by the server once its vault exists
 
     # -- authorization ------------------------------------------------------------------------
 
@@ -399,6 +401,8 @@ class ControlPlane:
                 providers.resource_type(ref)
                 return self._list_type(s, ref, None, query, caller)
             raise not_found("The requested path is not an ARM resource path.", "NotFound")
+        if is_config_references(ref):
+            return self._config_references(s, method, ref, action, caller)
         if ref.types[-1].lower() == "config" and ref.parent is not None:
             return self._config(s, method, ref, action, body, caller)
         type_ = providers.resource_type(ref)
@@ -697,6 +701,28 @@ class ControlPlane:
         props = {**site.properties, APPSETTINGS_KEY: settings}
         repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
         return Reply(200, shaped(settings))
+
+    def _config_references(self, s: Any, method: str, ref: ResourceRef, action: str | None, caller: Caller) -> Reply:
+        """GET …/config/configreferences/appsettings[/{setting}]: each Key Vault reference's status
+        (vault/references.py). Reading them shows the settings' text, so it needs what listing them needs."""
+        config_ref = ref.parent
+        site_ref = config_ref.parent if config_ref is not None else None
+        if site_ref is None or site_ref.full_type.lower() not in providers.SITE_TYPES or self.references is None:
+            raise not_found("Only sites and slots have config references.", "NotFound")
+        if method != "GET" or action is not None:
+            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        config_type = f"{providers.resource_type(site_ref).full_type}/config"
+        self.authorize(s, caller, f"{config_type}/list/action", site_ref.id)
+        site = self._require_resource(s, site_ref)
+        settings = dict(site.properties.get(APPSETTINGS_KEY, {}))
+        if not ref.is_collection:
+            settings = {k: v for k, v in settings.items() if k.lower() == ref.name.lower()}
+        documents = self.references.documents(s, site, settings)
+        if ref.is_collection:
+            return Reply(200, {"value": documents, "nextLink": None})
+        if not documents:
+            raise not_found(f"App setting '{ref.name[:100]}' is not a Key Vault reference of this app.", "NotFound")
+        return Reply(200, documents[0])
 
     # -- role assignments and definitions -----------------------------------------------------
 

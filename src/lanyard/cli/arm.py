@@ -479,6 +479,7 @@ def make_site_group(kind: str, noun: str) -> click.Group:
                 "ownerName": f"{profile.endpoints['subscription_id']}+{resource_group}",
                 "user": user,
                 "platform": platform,
+                "keyVaultReferenceIdentity": (site.get("properties") or {}).get("keyVaultReferenceIdentity"),
             },
         )
 

@@ -41,6 +41,7 @@ from lanyard.server.bootstrap import Platform
 from lanyard.server.keys_api import KeyRoutes
 from lanyard.storage.feed import Follower
 from lanyard.vault.http import HostRouter, VaultApp
+from lanyard.vault.references import ReferenceStatuses
 from lanyard.vault.service import VaultService
 
 log = logging.getLogger("lanyard.server")
@@ -260,6 +261,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )
     vaults = VaultService(platform.store, platform.barrier, clock, urls.vault_suffix)
+    control.references = ReferenceStatuses(vaults, platform.identity.tenant_id)
     vault_app = VaultApp(
         vaults,
         directory.verifier,

@@ -314,6 +314,17 @@ class VaultService:
         self._reads.put(key, {**known, (version or "").lower(): (record, v)}, epoch)
         return self._readable(vault, record, v)
 
+    def locate(self, vault: Vault, caller: Caller, name: str, version: str | None) -> str:
+        """The version a read would return, decided as a read but never decrypted: what a Key Vault
+        reference's status reports (vault/references.py)."""
+        self.authorize(vault, caller, "get", name)
+        with self.store.session() as s:
+            record = self._live_name(s, vault, name)
+            v = self._find_version(s, vault, record, version)
+        if not v.enabled:
+            raise VaultError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+        return v.version
+
     def _readable(self, vault: Vault, record: vault_repo.NameRecord, v: vault_repo.VersionRecord) -> dict[str, Any]:
         if not v.enabled:
             raise VaultError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
