@@ -79,6 +79,17 @@ class RunningPlatform:
         return self.process.returncode
 
 
+def machine_trust_env(env: dict[str, str]) -> dict[str, str]:
+    """env with the machine's own CA settings (what the session started with), not a test platform's: for
+    processes that reach the outside world (pip, npm) while a fixture points REQUESTS_CA_BUNDLE at a CA."""
+    out = dict(env)
+    for name in CA_VARIABLES:
+        out.pop(name, None)
+        if name in SESSION_START_ENV:
+            out[name] = SESSION_START_ENV[name]
+    return out
+
+
 def platform_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a platform a test starts: under root, a workload uid range of this pytest
     process's own (per xdist worker), so parallel sessions never hand one uid to two apps."""

@@ -19,7 +19,7 @@ import pytest
 
 from lanyard.agent.main import wait_for_agent
 from lanyard.server.homelock import running_pid
-from tests.conftest import RunningPlatform, cli_json, run_cli, vault_names_resolve
+from tests.conftest import RunningPlatform, cli_json, machine_trust_env, run_cli, vault_names_resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -200,7 +200,7 @@ def test_scripts_up_with_home_equals_relative_detached_runs_the_demo(tmp_path: P
             text=True,
             timeout=300,
             cwd=tmp_path,
-            env={k: v for k, v in os.environ.items() if k != "LANYARD_HOME"},
+            env=machine_trust_env({k: v for k, v in os.environ.items() if k != "LANYARD_HOME"}),
         )
         assert result.returncode == 0, result.stderr
         assert f"Lanyard is ready (pid {running_pid(home)}, home {home})" in result.stdout

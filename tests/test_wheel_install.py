@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lanyard.server.homelock import running_pid
-from tests.conftest import CA_VARIABLES, SESSION_START_ENV, vault_names_resolve
+from tests.conftest import machine_trust_env, vault_names_resolve
 
 REPO = Path(__file__).resolve().parent.parent
 # What pip prints when it cannot reach an index (DNS, refused, proxy, timeouts, nothing to download).
@@ -69,10 +69,7 @@ def user_env(venv: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("LANYARD_", "PYTEST_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
     }
-    for name in CA_VARIABLES:  # the machine's own trust (pip reaches PyPI), not a test platform's CA
-        env.pop(name, None)
-        if name in SESSION_START_ENV:
-            env[name] = SESSION_START_ENV[name]
+    env = machine_trust_env(env)  # pip reaches PyPI with the machine's trust, not a test platform's CA
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
     env.update(extra)
