@@ -1,0 +1,98 @@
+"""The real azure-identity for Java (azure-sdk-bom 1.3.8, on msal4j), unmodified: ManagedIdentityCredential
+as a workload on App Service (system-assigned and user-assigned by client id, resource id and object id,
+several cases in one JVM), and ClientSecretCredential against the platform's authority, trusting the
+platform's CA through a truststore the test builds with the JDK's keytool. Each token verifies against the
+directory's JWKS with the identity's oid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningPlatform, cli_json, client_in_workload, token_oids
+from tests.support.clients import ClientProgram, outcomes
+
+ARM = "https://management.azure.com"
+SCOPE = f"{ARM}/.default"
+
+
+@pytest.fixture(scope="module")
+def apps(platform: RunningPlatform) -> dict[str, Any]:
+    home = platform.home
+    cli_json(home, "group", "create", "-n", "java-rg", "-l", "westus")
+    uai = cli_json(home, "identity", "create", "-g", "java-rg", "-n", "java-uai")
+    site = cli_json(
+        home, "webapp", "create", "-g", "java-rg", "-n", "java-app", "--assign-identity", "[system]", "java-uai"
+    )
+    return {"uai": uai, "site_oid": site["identity"]["principalId"]}
+
+
+def test_managed_identity_on_app_service(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    uai = apps["uai"]
+    system = {"credential": "managed-identity", "scope": SCOPE}
+    cases = [
+        system,
+        {**system, "client_id": uai["clientId"]},
+        {**system, "resource_id": uai["id"]},
+        {**system, "object_id": uai["principalId"]},
+        {**system, "client_id": "00000000-0000-0000-0000-000000000000"},
+    ]
+    target = ["webapp", "run", "-g", "java-rg", "-n", "java-app"]
+    results = client_in_workload(platform.home, target, java_client, cases)
+    assert token_oids(platform, results[:4], ARM) == [apps["site_oid"]] + [uai["principalId"]] * 3
+    assert "token" not in results[4] and results[4]["message"], results[4]
+
+
+def truststore(platform: RunningPlatform, java: str, folder: Path) -> Path:
+    """The platform's CA in a PKCS12 truststore, made by the JDK's own keytool (a trusted-certificate entry)."""
+    store = folder / "lanyard-truststore.p12"
+    keytool = Path(java).parent / "keytool"
+    store_options = ["-keystore", str(store), "-storetype", "PKCS12", "-storepass", "lanyard-test"]
+    subprocess.run(
+        [str(keytool), "-importcert", "-noprompt", "-alias", "lanyard-ca", "-file", platform.ca_cert, *store_options],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return store
+
+
+def test_client_secret_credential(
+    platform: RunningPlatform, secret_app: dict[str, Any], java_client: ClientProgram, tmp_path: Path
+) -> None:
+    java, *rest = java_client.argv
+    store = truststore(platform, java, tmp_path)
+    trust = [f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStoreType=PKCS12"]
+    trust.append("-Djavax.net.ssl.trustStorePassword=lanyard-test")
+    case = {
+        "credential": "client-secret",
+        "scope": SCOPE,
+        "authority": platform.authority,
+        "tenant_id": platform.tenant_id,
+        "client_id": secret_app["appId"],
+    }
+    cases = [case, {**case, "scope": "https://vault.azure.net/.default"}]
+
+    def run(secret: str, run_cases: list[dict[str, Any]], trusted: bool = True) -> list[dict[str, Any]]:
+        program = ClientProgram("java", (java, *(trust if trusted else []), *rest))
+        env = {**os.environ, "AZURE_CLIENT_SECRET": secret}
+        result = subprocess.run(program.command(run_cases), capture_output=True, text=True, timeout=180, env=env)
+        assert result.returncode == 0, result.stderr
+        return outcomes(result.stdout, result.stderr, len(run_cases))
+
+    arm, vault = run(secret_app["password"], cases)
+    principal = cli_json(platform.home, "ad", "sp", "show", "--id", secret_app["appId"])["id"]
+    assert token_oids(platform, [arm], ARM) == [principal]
+    assert token_oids(platform, [vault], "https://vault.azure.net") == [principal]
+    (refused,) = run("not-the-secret", [case])
+    assert "token" not in refused and "AADSTS7000215" in refused["message"], refused
+    assert "not-the-secret" not in refused["message"]
+    # The truststore is what makes the platform trusted: without it the JVM's own roots refuse the authority.
+    (untrusted,) = run(secret_app["password"], [case], trusted=False)
+    assert "token" not in untrusted, untrusted
