@@ -6,12 +6,14 @@ with the identity's oid."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from typing import Any
 
 import pytest
 
 from tests.conftest import RunningPlatform, cli_json, client_in_workload, token_oids
-from tests.support.clients import ClientProgram
+from tests.support.clients import ClientProgram, outcomes
 
 ARM = "https://management.azure.com"
 SCOPE = f"{ARM}/.default"
@@ -98,7 +100,39 @@ def test_vm_through_the_pod_identity_host(
     assert token_oids(platform, outcomes, ARM) == [apps["vm_oid"]] + [uai["principalId"]] * 3
 
 
-def test_a_token_for_another_resource(platform: RunningPlatform, apps: dict[str, Any], node_client: ClientProgram) -> None:
+def test_a_token_for_another_resource(
+    platform: RunningPlatform, apps: dict[str, Any], node_client: ClientProgram
+) -> None:
     vault = "https://vault.azure.net"
     outcomes = client_in_workload(platform.home, webapp(), node_client, [system(f"{vault}/.default")])
     assert token_oids(platform, outcomes, vault) == [apps["site_oid"]]
+
+
+def test_client_secret_credential(
+    platform: RunningPlatform, secret_app: dict[str, Any], node_client: ClientProgram
+) -> None:
+    """Outside any workload: the platform's authority, trusted through NODE_EXTRA_CA_CERTS as an app would."""
+    case = {
+        "credential": "client-secret",
+        "scope": SCOPE,
+        "authority": platform.authority,
+        "tenant_id": platform.tenant_id,
+        "client_id": secret_app["appId"],
+    }
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": platform.ca_cert}
+
+    def run(secret: str) -> dict[str, Any]:
+        result = subprocess.run(
+            node_client.command([case]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, "AZURE_CLIENT_SECRET": secret},
+        )
+        assert result.returncode == 0, result.stderr
+        return outcomes(result.stdout, result.stderr, 1)[0]
+
+    principal = cli_json(platform.home, "ad", "sp", "show", "--id", secret_app["appId"])["id"]
+    assert token_oids(platform, [run(secret_app["password"])], ARM) == [principal]
+    refused = run("not-the-secret")
+    assert "token" not in refused and "AADSTS7000215" in refused["message"], refused
