@@ -1,12 +1,14 @@
 """The real azure-identity for Java (azure-sdk-bom 1.3.8, on msal4j), unmodified: ManagedIdentityCredential
-as a workload on App Service (system-assigned and user-assigned by client id, resource id and object id,
-several cases in one JVM), and ClientSecretCredential against the platform's authority, trusting the
+as a workload on App Service and on a VM (IMDS through AZURE_POD_IDENTITY_AUTHORITY_HOST, and at
+169.254.169.254 in a network namespace), system-assigned and user-assigned by client id, resource id and
+object id, several cases in one JVM; and ClientSecretCredential against the platform's authority, trusting the
 platform's CA through a truststore the test builds with the JDK's keytool. Each token verifies against the
 directory's JWKS with the identity's oid."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,25 +30,54 @@ def apps(platform: RunningPlatform) -> dict[str, Any]:
     site = cli_json(
         home, "webapp", "create", "-g", "java-rg", "-n", "java-app", "--assign-identity", "[system]", "java-uai"
     )
-    return {"uai": uai, "site_oid": site["identity"]["principalId"]}
+    vm = cli_json(home, "vm", "create", "-g", "java-rg", "-n", "java-vm", "--assign-identity", "[system]", "java-uai")
+    return {"uai": uai, "site_oid": site["identity"]["principalId"], "vm_oid": vm["identity"]["principalId"]}
 
 
-def test_managed_identity_on_app_service(
-    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
-) -> None:
-    uai = apps["uai"]
+def every_selector(uai: dict[str, Any]) -> list[dict[str, Any]]:
+    """System-assigned, the user-assigned identity by client id, resource id and object id, and an identity
+    the resource does not have."""
     system = {"credential": "managed-identity", "scope": SCOPE}
-    cases = [
+    return [
         system,
         {**system, "client_id": uai["clientId"]},
         {**system, "resource_id": uai["id"]},
         {**system, "object_id": uai["principalId"]},
         {**system, "client_id": "00000000-0000-0000-0000-000000000000"},
     ]
-    target = ["webapp", "run", "-g", "java-rg", "-n", "java-app"]
-    results = client_in_workload(platform.home, target, java_client, cases)
-    assert token_oids(platform, results[:4], ARM) == [apps["site_oid"]] + [uai["principalId"]] * 3
+
+
+def assert_every_selector(platform: RunningPlatform, results: list[dict[str, Any]], system_oid: str, uai: Any) -> None:
+    assert token_oids(platform, results[:4], ARM) == [system_oid] + [uai["principalId"]] * 3
     assert "token" not in results[4] and results[4]["message"], results[4]
+
+
+def test_managed_identity_on_app_service(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    target = ["webapp", "run", "-g", "java-rg", "-n", "java-app"]
+    results = client_in_workload(platform.home, target, java_client, every_selector(apps["uai"]))
+    assert_every_selector(platform, results, apps["site_oid"], apps["uai"])
+
+
+def test_managed_identity_on_a_vm_through_the_pod_identity_host(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    """msal4j appends `//metadata/identity/oauth2/token` (two slashes) to AZURE_POD_IDENTITY_AUTHORITY_HOST
+    and names a resource id `mi_res_id`."""
+    target = ["vm", "run", "-g", "java-rg", "-n", "java-vm"]
+    results = client_in_workload(platform.home, target, java_client, every_selector(apps["uai"]))
+    assert_every_selector(platform, results, apps["vm_oid"], apps["uai"])
+
+
+def test_managed_identity_on_a_vm_at_the_link_local_address(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    target = ["vm", "run", "-g", "java-rg", "-n", "java-vm", "--netns"]
+    results = client_in_workload(platform.home, target, java_client, every_selector(apps["uai"]))
+    assert_every_selector(platform, results, apps["vm_oid"], apps["uai"])
 
 
 def truststore(platform: RunningPlatform, java: str, folder: Path) -> Path:

@@ -75,6 +75,15 @@ public final class Main {
         }
     }
 
+    /** The message and its causes': azure-identity wraps what the endpoint answered in an inner exception. */
+    private static String describe(Throwable failure) {
+        StringBuilder text = new StringBuilder(String.valueOf(failure.getMessage()));
+        for (Throwable cause = failure.getCause(); cause != null && cause != cause.getCause(); cause = cause.getCause()) {
+            text.append(" <- ").append(cause.getClass().getSimpleName()).append(": ").append(cause.getMessage());
+        }
+        return text.toString();
+    }
+
     private static String run(Map<String, Object> testCase) throws IOException {
         StringWriter out = new StringWriter();
         try (JsonWriter json = JsonProviders.createWriter(out)) {
@@ -87,7 +96,7 @@ public final class Main {
                 json.writeLongField("expires_on", token.getExpiresAt().toEpochSecond());
             } catch (RuntimeException failure) {
                 json.writeStringField("error", failure.getClass().getSimpleName());
-                json.writeStringField("message", String.valueOf(failure.getMessage()));
+                json.writeStringField("message", describe(failure));
             }
             json.writeEndObject();
         }
