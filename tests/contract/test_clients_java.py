@@ -60,6 +60,25 @@ def test_managed_identity_on_app_service(
     assert_every_selector(platform, results, apps["site_oid"], apps["uai"])
 
 
+def test_managed_identity_on_container_apps(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    target = ["webapp", "run", "-g", "java-rg", "-n", "java-app", "--platform", "containerapps"]
+    results = client_in_workload(platform.home, target, java_client, every_selector(apps["uai"]))
+    assert_every_selector(platform, results, apps["site_oid"], apps["uai"])
+
+
+def test_managed_identity_on_cloud_shell(
+    platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
+) -> None:
+    """msal4j asks Cloud Shell with GET and `resource` in the query; a user-assigned id it refuses itself."""
+    system, by_client_id = every_selector(apps["uai"])[:2]
+    target = ["webapp", "run", "-g", "java-rg", "-n", "java-app", "--platform", "cloudshell"]
+    token, refused = client_in_workload(platform.home, target, java_client, [system, by_client_id])
+    assert token_oids(platform, [token], ARM) == [apps["site_oid"]]
+    assert "token" not in refused and "not supported in CLOUD_SHELL" in refused["message"], refused
+
+
 def test_managed_identity_on_a_vm_through_the_pod_identity_host(
     platform: RunningPlatform, apps: dict[str, Any], java_client: ClientProgram
 ) -> None:
