@@ -12,8 +12,8 @@ environment plus the few rules its endpoint enforces:
 - servicefabric: IDENTITY_ENDPOINT (HTTPS) + IDENTITY_HEADER + IDENTITY_SERVER_THUMBPRINT, served by
   agent/servicefabric.py on a listener of its own.
 - cloudshell: MSI_ENDPOINT alone: a POST with a form body (or msal4j's GET with a query) and
-  `Metadata: true`, no secret, so each
-  run gets a listener of its own (like a VM's IMDS) and caller attestation says who is calling.
+  `Metadata: true`, no secret, so each run gets a listener of its own (like a VM's IMDS) and caller
+  attestation says who is calling.
 """
 
 from __future__ import annotations
