@@ -24,8 +24,10 @@ import jwt
 import pytest
 
 from lanyard.testing.platform import workload_uids
+from tests.support import clients as client_support
 from tests.support import haproxy as haproxy_support
 from tests.support import postgres as postgres_support
+from tests.support.clients import ClientProgram
 from tests.support.haproxy import Haproxy, HaproxyFactory
 from tests.support.postgres import PostgresServer
 
@@ -267,6 +269,61 @@ def haproxy_factory() -> Iterator[HaproxyFactory]:
     yield make
     for proxy in made:
         proxy.stop()
+
+
+def _client(language: str) -> ClientProgram:
+    """A client program of tests/clients, built once per session by scripts/ensure-clients (with the
+    machine's own trust settings: it talks to the package registries). A client that cannot be built
+    skips its tests, except under CI=true or LANYARD_REQUIRE_CLIENTS=1, where they fail."""
+    try:
+        return client_support.build(language, SESSION_START_ENV)
+    except LookupError as exc:
+        _unavailable(f"the {language} client", str(exc), "LANYARD_REQUIRE_CLIENTS")
+
+
+@pytest.fixture(scope="session")
+def node_client() -> ClientProgram:
+    """The real @azure/identity (tests/clients/node)."""
+    return _client("node")
+
+
+@pytest.fixture(scope="session")
+def go_client() -> ClientProgram:
+    """The real azidentity (tests/clients/go)."""
+    return _client("go")
+
+
+@pytest.fixture(scope="session")
+def java_client() -> ClientProgram:
+    """The real azure-identity for Java (tests/clients/java)."""
+    return _client("java")
+
+
+def client_in_workload(
+    home: Path,
+    target: list[str],
+    client: ClientProgram,
+    cases: Sequence[dict[str, Any]],
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """`lanyard … webapp|vm run … -- CLIENT CASES`: a client program run by the agent as the workload; its
+    outcomes, one per case ({token, expires_on} or {error, message})."""
+    command = [sys.executable, "-m", "lanyard", "--home", str(home), *target, "--", *client.command(cases)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, f"the {client.language} workload exited {result.returncode}:\n{result.stderr}"
+    return client_support.outcomes(result.stdout, result.stderr, len(cases))
+
+
+def token_oids(platform: RunningPlatform, outcomes: Sequence[dict[str, Any]], audience: str) -> list[str]:
+    """Each outcome's token verified against the directory's JWKS (an error fails with its message), and
+    its expires_on in the future: the tokens' oids, in order."""
+    oids = []
+    for outcome in outcomes:
+        assert "token" in outcome, f"{outcome.get('error')}: {outcome.get('message')}"
+        claims = verify_with_discovery(platform, outcome["token"], audience)
+        assert claims["exp"] - 300 <= outcome["expires_on"] <= claims["exp"] + 300, (outcome["expires_on"], claims)
+        oids.append(str(claims["oid"]))
+    return oids
 
 
 def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

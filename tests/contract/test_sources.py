@@ -132,7 +132,7 @@ def test_cloud_shell(platform: RunningPlatform, apps: dict[str, Any]) -> None:
             # Every SDK refuses a user-assigned identity on Cloud Shell before it asks.
             {"kind": "azid-sync", "scope": SCOPE, "kwargs": {"client_id": apps["uai"]["clientId"]}},
             {"kind": "raw", **shell, "headers": {"Metadata": "true"}, "data": {"resource": ARM}},
-            {"kind": "raw", "base_env": "MSI_ENDPOINT", "headers": {"Metadata": "true"}},
+            {"kind": "raw", "base_env": "MSI_ENDPOINT", "method": "PUT", "headers": {"Metadata": "true"}},
             {"kind": "raw", **shell, "data": {"resource": ARM}},
             {"kind": "raw", **shell, "headers": {"Metadata": "true"}, "data": {}},
             {
@@ -142,6 +142,10 @@ def test_cloud_shell(platform: RunningPlatform, apps: dict[str, Any]) -> None:
                 "data": {"resource": ARM, "client_id": apps["uai"]["clientId"]},
             },
             {"kind": "raw", **shell, "headers": {"Metadata": "true"}, "data": {"resource": "x" * 10000}},
+            # msal4j's spelling: GET with the resource in the query, which the real endpoint answers too.
+            {"kind": "raw", "base_env": "MSI_ENDPOINT", "path": f"?resource={ARM}", "headers": {"Metadata": "true"}},
+            {"kind": "raw", "base_env": "MSI_ENDPOINT", "headers": {"Metadata": "true"}},
+            {"kind": "raw", "base_env": "MSI_ENDPOINT", "path": f"?resource={ARM}"},
         ],
     )
     env, sync_token, async_token = ok(results[:3])
@@ -149,12 +153,22 @@ def test_cloud_shell(platform: RunningPlatform, apps: dict[str, Any]) -> None:
     assert env["MSI_SECRET"] is None and env["IDENTITY_ENDPOINT"] is None and env["IDENTITY_HEADER"] is None
     assert [oid_of(platform, t) for t in (sync_token, async_token)] == [apps["system_oid"]] * 2
     assert not results[3]["ok"] and "cloud shell" in results[3]["error"].lower()
-    raw_ok, get, no_metadata, no_resource, user_assigned, oversized = ok(results[4:])
+    raw_ok, put, no_metadata, no_resource, user_assigned, oversized, get_ok, get_bare, get_no_metadata = ok(results[4:])
     assert raw_ok["status"] == 200, raw_ok
     # The legacy azure-identity client caches under "resource" and needs it back.
     assert raw_ok["body"]["resource"] == ARM and int(raw_ok["body"]["expires_in"]) > 0
     assert oid_of(platform, raw_ok["body"]["access_token"]) == apps["system_oid"]
-    refusals = ((get, 405), (no_metadata, 400), (no_resource, 400), (user_assigned, 400), (oversized, 413))
+    assert get_ok["status"] == 200 and get_ok["body"]["resource"] == ARM, get_ok
+    assert oid_of(platform, get_ok["body"]["access_token"]) == apps["system_oid"]
+    refusals = (
+        (put, 405),
+        (no_metadata, 400),
+        (no_resource, 400),
+        (user_assigned, 400),
+        (oversized, 413),
+        (get_bare, 400),
+        (get_no_metadata, 400),
+    )
     for answer, status in refusals:
         assert answer["status"] == status, answer
         assert set(answer["body"]["error"]) == {"code", "message"}  # Cloud Shell's nested error shape

@@ -230,5 +230,12 @@ class RunFolder:
             os.chmod(item, 0o444)
         os.chown(self.path, run_as.uid, run_as.gid)
 
+    def copy_in(self, source: str) -> str:
+        """A read-only copy of one more platform file the workload's environment names."""
+        copy = self.path / Path(source).name
+        shutil.copyfile(source, copy)
+        os.chmod(copy, 0o444)
+        return str(copy)
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -297,7 +297,11 @@ class Agent:
                 open_arc,
                 WorkloadUsers(self.options.home, self.options.workload_uids) if os.geteuid() == 0 else None,
                 open_cloudshell=open_cloudshell,
-                servicefabric=(f"https://127.0.0.1:{fabric_port}{FABRIC_PATH}", fabric.thumbprint),
+                servicefabric=(
+                    f"https://127.0.0.1:{fabric_port}{FABRIC_PATH}",
+                    fabric.thumbprint,
+                    str(fabric.node_trust(self.options.ca_file)),
+                ),
                 references=references,
             ),
         )

@@ -106,7 +106,8 @@ class RunContext:
     users: WorkloadUsers | None = None  # a root agent's uid allocation; None: workloads run as the agent
     # (resource_id, registration) -> awaitable (url, closer): a Cloud Shell run's own listener
     open_cloudshell: Callable[[str, RunningWorkload], Any] | None = None
-    servicefabric: tuple[str, str] | None = None  # (HTTPS endpoint, certificate thumbprint)
+    # (HTTPS endpoint, certificate thumbprint, node's trust file: the platform CA plus that certificate)
+    servicefabric: tuple[str, str, str] | None = None
     references: ReferenceResolver | None = None  # Key Vault references in app settings, resolved at start
 
 
@@ -287,8 +288,9 @@ class ControlServer:
             url = imds_url if platform == "cloudshell" else self.ctx.appservice_url if header else None
             thumbprint = None
             if platform == "servicefabric" and self.ctx.servicefabric is not None:
-                url = self.ctx.servicefabric[0] if header else None
-                thumbprint = self.ctx.servicefabric[1]
+                url, thumbprint, node_trust = self.ctx.servicefabric
+                url = url if header else None
+                env["NODE_EXTRA_CA_CERTS"] = folder.copy_in(node_trust) if folder is not None else node_trust
             env.update(sources.environment(platform, request, url, header, identities, thumbprint))
         elif request.get("kind") == "arc" and imds_url is not None:
             env.update({"IDENTITY_ENDPOINT": f"{imds_url}/metadata/identity/oauth2/token", "IMDS_ENDPOINT": imds_url})

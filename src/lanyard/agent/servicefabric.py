@@ -46,6 +46,15 @@ class FabricCertificate:
     key_file: Path
     thumbprint: str  # SHA-1, upper-case hex, as Service Fabric sets IDENTITY_SERVER_THUMBPRINT
 
+    def node_trust(self, ca_cert: str) -> Path:
+        """The platform CA plus this certificate, for NODE_EXTRA_CA_CERTS: msal-node pins no thumbprint and
+        validates the endpoint as any HTTPS server, so a Service Fabric run's node trusts the certificate
+        itself (Python, Go and .NET trust it by the pin alone)."""
+        trust = self.cert_file.with_name("servicefabric-trust.pem")
+        ca = Path(ca_cert).read_bytes().rstrip(b"\n") + b"\n"
+        write_atomically(trust, ca + self.cert_file.read_bytes(), 0o600)
+        return trust
+
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -11,8 +11,9 @@ environment plus the few rules its endpoint enforces:
   (MSAL does `int(expires_on)`; the 2017 date string would break it).
 - servicefabric: IDENTITY_ENDPOINT (HTTPS) + IDENTITY_HEADER + IDENTITY_SERVER_THUMBPRINT, served by
   agent/servicefabric.py on a listener of its own.
-- cloudshell: MSI_ENDPOINT alone: a POST with a form body and `Metadata: true`, no secret, so each
-  run gets a listener of its own (like a VM's IMDS) and caller attestation says who is calling.
+- cloudshell: MSI_ENDPOINT alone: a POST with a form body (or msal4j's GET with a query) and
+  `Metadata: true`, no secret, so each run gets a listener of its own (like a VM's IMDS) and caller
+  attestation says who is calling.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lanyard.agent.attest import Caller
 from lanyard.agent.attesting import CallerCheck
 from lanyard.agent.bindings import Identity
 from lanyard.agent.guards import headers_of, refusal
-from lanyard.agent.wire import first_values, metadata_path, send_json
+from lanyard.agent.wire import first_values, metadata_path, query_of, send_json
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.protocol.msi import IssuedToken, MsiError, TokenRequest, app_service_body, imds_body, parse_imds
 
@@ -193,15 +194,17 @@ class CloudShellEndpoint:
                 raise MsiError(400, reason)
             if metadata_path(scope) != CLOUD_SHELL_PATH:
                 raise MsiError(404, "Not found.", "not_found")
-            if scope["method"] != "POST":
+            if scope["method"] not in ("POST", "GET"):
                 raise MsiError(
                     405,
-                    "Cloud Shell tokens are requested with POST and a form body (resource=...).",
+                    "Cloud Shell tokens are requested with POST and a form body (resource=...), or GET with "
+                    "resource in the query.",
                     "method_not_allowed",
                 )
             if headers.get(b"metadata", b"").lower() != b"true":
                 raise MsiError(400, "Required metadata header not specified")
-            form = await _form(receive)
+            # Most clients POST a form; msal4j GETs with `resource` in the query, which Cloud Shell answers too.
+            form = await _form(receive) if scope["method"] == "POST" else query_of(scope)
             if any(
                 form.get(k) for k in ("client_id", "clientid", "object_id", "principal_id", "mi_res_id", "msi_res_id")
             ):

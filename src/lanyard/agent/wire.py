@@ -37,10 +37,14 @@ def query_of(scope: Scope) -> dict[str, str]:
     return first_values(parse_qsl(raw, keep_blank_values=True, max_num_fields=32))
 
 
+_SLASHES = re.compile(r"//+")
+
+
 def metadata_path(scope: Scope) -> str:
-    """The path without a trailing slash: msal-node asks for `/metadata/identity/oauth2/token/` and the
-    real IMDS and Arc services answer it as the same resource."""
-    path: str = scope["path"]
+    """The path without a trailing slash and with runs of slashes as one: msal-node asks for
+    `/metadata/identity/oauth2/token/` and the real IMDS and Arc services answer it as the same resource;
+    msal4j appends `//metadata/identity/oauth2/token` to AZURE_POD_IDENTITY_AUTHORITY_HOST."""
+    path: str = _SLASHES.sub("/", scope["path"])
     return path.rstrip("/") if len(path) > 1 else path
 
 
