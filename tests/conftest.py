@@ -299,6 +299,17 @@ def java_client() -> ClientProgram:
     return _client("java")
 
 
+def app_and_vm_with_identities(home: Path, prefix: str) -> dict[str, Any]:
+    """A group PREFIX-rg with a user-assigned identity PREFIX-uai, and a web app PREFIX-app and a VM PREFIX-vm
+    that each hold a system-assigned identity and that one: what the client-language suites run as."""
+    cli_json(home, "group", "create", "-n", f"{prefix}-rg", "-l", "westus")
+    uai = cli_json(home, "identity", "create", "-g", f"{prefix}-rg", "-n", f"{prefix}-uai")
+    both = ("--assign-identity", "[system]", f"{prefix}-uai")
+    site = cli_json(home, "webapp", "create", "-g", f"{prefix}-rg", "-n", f"{prefix}-app", *both)
+    vm = cli_json(home, "vm", "create", "-g", f"{prefix}-rg", "-n", f"{prefix}-vm", *both)
+    return {"uai": uai, "site_oid": site["identity"]["principalId"], "vm_oid": vm["identity"]["principalId"]}
+
+
 def client_in_workload(
     home: Path,
     target: list[str],

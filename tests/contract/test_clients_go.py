@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, client_in_workload, token_oids
+from tests.conftest import RunningPlatform, app_and_vm_with_identities, client_in_workload, token_oids
 from tests.support.clients import ClientProgram
 
 ARM = "https://management.azure.com"
@@ -20,12 +20,7 @@ SCOPE = f"{ARM}/.default"
 
 @pytest.fixture(scope="module")
 def apps(platform: RunningPlatform) -> dict[str, Any]:
-    home = platform.home
-    cli_json(home, "group", "create", "-n", "go-rg", "-l", "westus")
-    uai = cli_json(home, "identity", "create", "-g", "go-rg", "-n", "go-uai")
-    site = cli_json(home, "webapp", "create", "-g", "go-rg", "-n", "go-app", "--assign-identity", "[system]", "go-uai")
-    vm = cli_json(home, "vm", "create", "-g", "go-rg", "-n", "go-vm", "--assign-identity", "[system]", "go-uai")
-    return {"uai": uai, "site_oid": site["identity"]["principalId"], "vm_oid": vm["identity"]["principalId"]}
+    return app_and_vm_with_identities(platform.home, "go")
 
 
 def every_selector(uai: dict[str, Any]) -> list[dict[str, Any]]:

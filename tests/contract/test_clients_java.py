@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, client_in_workload, token_oids
+from tests.conftest import RunningPlatform, app_and_vm_with_identities, cli_json, client_in_workload, token_oids
 from tests.support.clients import ClientProgram, outcomes
 
 ARM = "https://management.azure.com"
@@ -24,14 +24,7 @@ SCOPE = f"{ARM}/.default"
 
 @pytest.fixture(scope="module")
 def apps(platform: RunningPlatform) -> dict[str, Any]:
-    home = platform.home
-    cli_json(home, "group", "create", "-n", "java-rg", "-l", "westus")
-    uai = cli_json(home, "identity", "create", "-g", "java-rg", "-n", "java-uai")
-    site = cli_json(
-        home, "webapp", "create", "-g", "java-rg", "-n", "java-app", "--assign-identity", "[system]", "java-uai"
-    )
-    vm = cli_json(home, "vm", "create", "-g", "java-rg", "-n", "java-vm", "--assign-identity", "[system]", "java-uai")
-    return {"uai": uai, "site_oid": site["identity"]["principalId"], "vm_oid": vm["identity"]["principalId"]}
+    return app_and_vm_with_identities(platform.home, "java")
 
 
 def every_selector(uai: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningPlatform, cli_json, client_in_workload, token_oids
+from tests.conftest import RunningPlatform, app_and_vm_with_identities, cli_json, client_in_workload, token_oids
 from tests.support.clients import ClientProgram, outcomes
 
 ARM = "https://management.azure.com"
@@ -21,14 +21,7 @@ SCOPE = f"{ARM}/.default"
 
 @pytest.fixture(scope="module")
 def apps(platform: RunningPlatform) -> dict[str, Any]:
-    home = platform.home
-    cli_json(home, "group", "create", "-n", "node-rg", "-l", "westus")
-    uai = cli_json(home, "identity", "create", "-g", "node-rg", "-n", "node-uai")
-    site = cli_json(
-        home, "webapp", "create", "-g", "node-rg", "-n", "node-app", "--assign-identity", "[system]", "node-uai"
-    )
-    vm = cli_json(home, "vm", "create", "-g", "node-rg", "-n", "node-vm", "--assign-identity", "[system]", "node-uai")
-    return {"uai": uai, "site_oid": site["identity"]["principalId"], "vm_oid": vm["identity"]["principalId"]}
+    return app_and_vm_with_identities(platform.home, "node")
 
 
 def system(scope: str = SCOPE) -> dict[str, Any]:
