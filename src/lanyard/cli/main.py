@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 
 from lanyard.cli.ad import ad
-from lanyard.cli.arm import COMMANDS
+from lanyard.cli.arm import COMMANDS, identity
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.cli.deployment import deployment
 from lanyard.cli.doctor import doctor
+from lanyard.cli.federation import federated_credential
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
@@ -281,6 +282,7 @@ cli.add_command(doctor)
 cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
+identity.add_command(federated_credential)
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
