@@ -31,7 +31,7 @@ from lanyard.agent.endpoints import APP_SERVICE_PATH, AppServiceEndpoint, ArcEnd
 from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.isolation import DEFAULT_UID_RANGE, IsolationError, WorkloadUsers, limitations
 from lanyard.agent.limits import WorkloadLimits
-from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
+from lanyard.agent.runner import AksContext, ControlServer, RunContext, run_in_netns
 from lanyard.agent.servicefabric import FABRIC_PATH, ServiceFabricEndpoint, make_certificate
 from lanyard.agent.sources import CLOUD_SHELL_PATH, CloudShellEndpoint
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
@@ -296,6 +296,7 @@ class Agent:
                 WorkloadUsers(self.options.home, self.options.workload_uids) if os.geteuid() == 0 else None,
                 open_cloudshell=open_cloudshell,
                 servicefabric=(f"https://127.0.0.1:{fabric_port}{FABRIC_PATH}", fabric.thumbprint),
+                aks=AksContext(identity.tenant_id, identity.authority, upstream.workload_token, self.cache.clock),
             ),
         )
         await control.start()
