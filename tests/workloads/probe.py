@@ -69,6 +69,27 @@ def dac_async(action: dict[str, Any]) -> str:
     return asyncio.run(go())
 
 
+def wic_sync(action: dict[str, Any]) -> str:
+    """AKS workload identity as the SDK does it: everything from the environment the platform gave."""
+    from azure.identity import WorkloadIdentityCredential
+
+    return WorkloadIdentityCredential().get_token(action["scope"]).token
+
+
+def wic_async(action: dict[str, Any]) -> str:
+    from azure.identity.aio import WorkloadIdentityCredential
+
+    async def go() -> str:
+        async with WorkloadIdentityCredential() as credential:
+            return (await credential.get_token(action["scope"])).token
+
+    return asyncio.run(go())
+
+
+def sleep(action: dict[str, Any]) -> None:
+    time.sleep(float(action["seconds"]))
+
+
 def msal_mi(action: dict[str, Any]) -> str:
     import msal
     import requests
@@ -234,6 +255,9 @@ ACTIONS = {
     "dac-sync": dac_sync,
     "dac-async": dac_async,
     "msal": msal_mi,
+    "wic-sync": wic_sync,
+    "wic-async": wic_async,
+    "sleep": sleep,
     "raw": raw,
     "peer-thumbprint": peer_thumbprint,
     "env": env,
