@@ -26,6 +26,7 @@ from tests.conftest import (
     probe_results,
     run_cli,
     secret_token,
+    secrets_in_output,
     start_platform,
     verify_with_discovery,
 )
@@ -82,6 +83,9 @@ def fed(issuers: dict[str, Issuer], tmp_path_factory: pytest.TempPathFactory) ->
         yield running
     finally:
         running.stop()
+    # At DEBUG, every assertion exchanged and every projected token written: none may reach a log.
+    leaks = secrets_in_output(running)
+    assert not leaks, f"secrets in the federation platform's output: {leaks}"
 
 
 def admin_token(platform: RunningPlatform, resource: str = ARM) -> str:

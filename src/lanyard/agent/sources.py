@@ -66,7 +66,6 @@ def aks_environment(client_id: str, tenant_id: str, authority: str, token_file: 
         "AZURE_TENANT_ID": tenant_id,
         "AZURE_AUTHORITY_HOST": authority.rstrip("/") + "/",
         "AZURE_FEDERATED_TOKEN_FILE": token_file,
-        "KUBERNETES_SERVICE_HOST": "kubernetes.default.svc",
     }
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lanyard.config import FederationSettings
 from lanyard.core.clock import Clock
-from lanyard.core.errors import InvalidClient, InvalidRequest, OAuthError
+from lanyard.core.errors import InvalidClient, InvalidRequest
 from lanyard.protocol.jose import b64url_decode
 
 MAX_KEYS = 100
@@ -38,6 +38,7 @@ class IssuerUnavailable(InvalidRequest):
 
     def __init__(self, issuer: str, reason: str) -> None:
         super().__init__(50166, f"Request to External OIDC endpoint failed for issuer '{issuer[:200]}': {reason}.")
+        self.reason = reason
 
 
 @dataclass
@@ -45,7 +46,7 @@ class _Entry:
     keys: dict[str, rsa.RSAPublicKey] = field(default_factory=dict)
     expires_at: float = 0.0
     attempted_at: float = float("-inf")
-    failure: OAuthError | None = None
+    failure: str | None = None  # why the last fetch failed (a new error is raised from it each time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -101,7 +102,7 @@ class IssuerKeys:
                 return found
             if now - entry.attempted_at < self.settings.refetch_cooldown:
                 if entry.failure is not None:
-                    raise entry.failure
+                    raise IssuerUnavailable(issuer, entry.failure)
                 stale = self._select(entry, kid)
                 if stale is not None and now < entry.expires_at:
                     return stale
@@ -109,8 +110,8 @@ class IssuerKeys:
             entry.attempted_at = now
             try:
                 entry.keys = self._fetch_keys(issuer)
-            except OAuthError as exc:
-                entry.failure = exc
+            except IssuerUnavailable as exc:
+                entry.failure = exc.reason
                 raise
             entry.failure = None
             entry.expires_at = now + self.settings.cache_seconds

@@ -216,6 +216,8 @@ class _Parser:
         return items[0] if len(items) == 1 else All(tuple(items))
 
     def factor(self, depth: int) -> Node:
+        if depth > MAX_DEPTH:
+            raise RuleError(f"claimsMatchingExpression nests deeper than {MAX_DEPTH}.")
         token = self.take()
         if token == ("word", "not"):
             return Not(self.factor(depth + 1))
