@@ -6,9 +6,11 @@ hang. The credentials are made with our CLI, raw ARM, the real azure-mgmt-msi an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import jwt
 import pytest
 
 from tests.conftest import (
+    SESSION_START_ENV,
     RunningPlatform,
     cli_json,
     probe_command,
@@ -477,6 +480,7 @@ def test_an_aks_style_run_gets_tokens_with_the_real_workload_identity_credential
         {"kind": "file-digests", "names": ["AZURE_FEDERATED_TOKEN_FILE"]},
         {"kind": "wic-sync", "scope": scope},
         {"kind": "wic-async", "scope": scope},
+        {"kind": "dac-sync", "scope": scope},
         # The projected token lives 30 s here and is rewritten at 80% of that.
         {"kind": "sleep", "seconds": 27},
         {"kind": "file-digests", "names": ["AZURE_FEDERATED_TOKEN_FILE"]},
@@ -490,13 +494,51 @@ def test_an_aks_style_run_gets_tokens_with_the_real_workload_identity_credential
     results = probe_results(result.stdout, result.stderr)
     for r in results:
         assert r["ok"], r["error"]
-    env, before, first, first_async, _, after, later = (r["value"] for r in results)
+    env, before, first, first_async, default, _, after, later = (r["value"] for r in results)
     assert env["AZURE_CLIENT_ID"] == identity["clientId"] and env["AZURE_TENANT_ID"] == fed.tenant_id
     assert env["AZURE_AUTHORITY_HOST"] == f"{fed.authority}/" and env["IDENTITY_ENDPOINT"] is None
     assert before["AZURE_FEDERATED_TOKEN_FILE"] and after["AZURE_FEDERATED_TOKEN_FILE"]
     assert before != after  # rewritten in place before it expired
-    for token in (first, first_async, later):
+    for token in (first, first_async, default, later):
         assert verify_with_discovery(fed, token, ARM)["oid"] == identity["principalId"]
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> str:
+    """The real @azure/identity from the npm registry (scripts/install-node-identity caches it)."""
+    if shutil.which("node") is None and os.environ.get("CI") != "true":
+        pytest.skip("node is not installed")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install-node-identity"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=600, env=SESSION_START_ENV)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_an_aks_style_run_works_with_nodes_workload_identity_credential(
+    fed: RunningPlatform, node_modules: str
+) -> None:
+    identity = uai(fed, "fed-aks-node")
+    cli_json(
+        fed.home, "webapp", "create", "-g", "fed-rg", "-n", "fed-aks-node-app", "--assign-identity", "fed-aks-node"
+    )
+    cli_json(
+        fed.home,
+        *("identity", "federated-credential", "create", "-g", "fed-rg", "--identity-name", "fed-aks-node"),
+        *("--name", "aks-node-run", "--workload-issuer", "--subject", "system:serviceaccount:fed-rg:fed-aks-node-app"),
+    )
+    script = Path(__file__).resolve().parents[1] / "workloads" / "wic.js"
+    command = [
+        *(sys.executable, "-m", "lanyard", "--home", str(fed.home)),
+        *("webapp", "run", "-g", "fed-rg", "-n", "fed-aks-node-app", "--platform", "aks"),
+        *("--", shutil.which("node") or "node", str(script), json.dumps([f"{ARM}/.default"])),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=180, env={**os.environ, "NODE_PATH": node_modules}
+    )
+    assert result.returncode == 0, result.stderr
+    (answer,) = probe_results(result.stdout, result.stderr)
+    assert answer["ok"], answer["error"]
+    assert verify_with_discovery(fed, answer["value"], ARM)["oid"] == identity["principalId"]
 
 
 def test_an_aks_style_run_without_a_user_assigned_identity_is_refused(fed: RunningPlatform) -> None:
