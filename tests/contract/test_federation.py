@@ -481,8 +481,8 @@ def test_an_aks_style_run_gets_tokens_with_the_real_workload_identity_credential
         {"kind": "wic-sync", "scope": scope},
         {"kind": "wic-async", "scope": scope},
         {"kind": "dac-sync", "scope": scope},
-        # The projected token lives 30 s here and is rewritten at 80% of that.
-        {"kind": "sleep", "seconds": 27},
+        # The projected token lives 30 s here and is rewritten at 80% of that, in place.
+        {"kind": "wait-rewrite", "name": "AZURE_FEDERATED_TOKEN_FILE", "timeout": 90},
         {"kind": "file-digests", "names": ["AZURE_FEDERATED_TOKEN_FILE"]},
         {"kind": "wic-sync", "scope": scope},
     ]
@@ -494,13 +494,39 @@ def test_an_aks_style_run_gets_tokens_with_the_real_workload_identity_credential
     results = probe_results(result.stdout, result.stderr)
     for r in results:
         assert r["ok"], r["error"]
-    env, before, first, first_async, default, _, after, later = (r["value"] for r in results)
+    env, before, first, first_async, default, rewritten, after, later = (r["value"] for r in results)
     assert env["AZURE_CLIENT_ID"] == identity["clientId"] and env["AZURE_TENANT_ID"] == fed.tenant_id
     assert env["AZURE_AUTHORITY_HOST"] == f"{fed.authority}/" and env["IDENTITY_ENDPOINT"] is None
     assert before["AZURE_FEDERATED_TOKEN_FILE"] and after["AZURE_FEDERATED_TOKEN_FILE"]
-    assert before != after  # rewritten in place before it expired
+    assert rewritten and before != after
     for token in (first, first_async, default, later):
         assert verify_with_discovery(fed, token, ARM)["oid"] == identity["principalId"]
+
+
+def test_a_vm_runs_aks_style_too(fed: RunningPlatform) -> None:
+    identity = uai(fed, "fed-aks-vm-id")
+    cli_json(fed.home, "vm", "create", "-g", "fed-rg", "-n", "fed-aks-vm", "--assign-identity", "fed-aks-vm-id")
+    cli_json(
+        fed.home,
+        *("identity", "federated-credential", "create", "-g", "fed-rg", "--identity-name", "fed-aks-vm-id"),
+        *("--name", "vm-run", "--workload-issuer", "--subject", "system:serviceaccount:fed-rg:fed-aks-vm"),
+    )
+    actions = [
+        {"kind": "env", "names": ["AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_CLIENT_ID"]},
+        {"kind": "wic-sync", "scope": f"{ARM}/.default"},
+    ]
+    target = ["vm", "run", "-g", "fed-rg", "-n", "fed-aks-vm", "--platform", "aks"]
+    result = subprocess.run(
+        probe_command(fed.home, target, actions), capture_output=True, text=True, timeout=180, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr
+    results = probe_results(result.stdout, result.stderr)
+    for r in results:
+        assert r["ok"], r["error"]
+    env, token = (r["value"] for r in results)
+    # No metadata service: the federated token is the only way in.
+    assert env == {"AZURE_POD_IDENTITY_AUTHORITY_HOST": None, "AZURE_CLIENT_ID": identity["clientId"]}
+    assert verify_with_discovery(fed, token, ARM)["oid"] == identity["principalId"]
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,18 @@ def wic_async(action: dict[str, Any]) -> str:
     return asyncio.run(go())
 
 
-def sleep(action: dict[str, Any]) -> None:
-    time.sleep(float(action["seconds"]))
+def wait_rewrite(action: dict[str, Any]) -> bool:
+    """Whether the file an environment variable names is replaced (new contents) within `timeout` s."""
+    path = os.environ[action["name"]]
+    with open(path, "rb") as fh:
+        first = fh.read()
+    deadline = time.time() + float(action.get("timeout", 90))
+    while time.time() < deadline:
+        with open(path, "rb") as fh:
+            if fh.read() != first:
+                return True
+        time.sleep(0.2)
+    return False
 
 
 def msal_mi(action: dict[str, Any]) -> str:
@@ -257,7 +267,7 @@ ACTIONS = {
     "msal": msal_mi,
     "wic-sync": wic_sync,
     "wic-async": wic_async,
-    "sleep": sleep,
+    "wait-rewrite": wait_rewrite,
     "raw": raw,
     "peer-thumbprint": peer_thumbprint,
     "env": env,

@@ -96,6 +96,8 @@ class FederatedCredentials:
                 "or '_', starting with a letter or digit.",
                 "InvalidResourceName",
             )
+        if method != "GET":
+            fedrepo.lock_owner(s, identity.key)
         existing = fedrepo.get(s, identity.key, name)
         if method == "GET":
             if existing is None:

@@ -388,6 +388,7 @@ class GraphRoutes:
         spec = self._federated_spec(body, None)
         with self.directory.store.session() as s:
             app = self._app(s, request)
+            fedrepo.lock_owner(s, app.object_id)
             if fedrepo.get(s, app.object_id, name) is not None:
                 raise GraphError(
                     f"A federated identity credential named '{name}' already exists on this application.",
@@ -443,6 +444,7 @@ class GraphRoutes:
             )
         with self.directory.store.session() as s:
             app = self._app(s, request)
+            fedrepo.lock_owner(s, app.object_id)
             previous = self._federated(s, app, request)
             spec = self._federated_spec(body, previous)
             fedrepo.save(

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lanyard.storage import models as m
+from lanyard.storage.locks import transaction_lock
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ def _record(row: m.FederatedCredential) -> FederatedRecord:
         row.created_at,
         row.updated_at,
     )
+
+
+def lock_owner(s: Session, owner_key: str) -> None:
+    """Serialize writes to one owner's credentials (on every node): take it, then read, then write,
+    so two creates of one name make one credential, not a unique-index error."""
+    transaction_lock(s, f"federated-credentials:{owner_key}")
 
 
 def save(s: Session, record: FederatedRecord) -> FederatedRecord:
