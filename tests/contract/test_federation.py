@@ -25,6 +25,7 @@ from tests.conftest import (
     SESSION_START_ENV,
     RunningPlatform,
     cli_json,
+    platform_backend,
     probe_command,
     probe_results,
     run_cli,
@@ -69,9 +70,12 @@ def issuers() -> Iterator[dict[str, Issuer]]:
 
 
 @pytest.fixture(scope="module")
-def fed(issuers: dict[str, Issuer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+def fed(
+    request: pytest.FixtureRequest, issuers: dict[str, Issuer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPlatform]:
     """A platform of its own: allowed to fetch from localhost (any port) over loopback, trusting the
-    test issuers' CA, with projected tokens short-lived enough to see one rewritten."""
+    test issuers' CA, with projected tokens short-lived enough to see one rewritten. On the database
+    the shared platform uses (LANYARD_TEST_BACKEND=postgres: a fresh database of the test cluster)."""
     env = {
         "LANYARD_FEDERATION_ALLOWED_ISSUERS": "localhost",
         "LANYARD_FEDERATION_ALLOW_PRIVATE": "on",
@@ -80,7 +84,11 @@ def fed(issuers: dict[str, Issuer], tmp_path_factory: pytest.TempPathFactory) ->
         "LANYARD_WORKLOAD_TOKEN_LIFETIME": "30",
         "LANYARD_LOG_LEVEL": "DEBUG",
     }
-    running = start_platform(tmp_path_factory.mktemp("fedhome"), env=env)
+    database = None
+    if platform_backend() == "postgres":
+        database = request.getfixturevalue("postgres").create_database("federation")
+    extra = ("--database", database) if database else ()
+    running = start_platform(tmp_path_factory.mktemp("fedhome"), *extra, env=env)
     try:
         cli_json(running.home, "group", "create", "-n", "fed-rg", "-l", "westus")
         yield running
