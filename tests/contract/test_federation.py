@@ -444,6 +444,41 @@ def test_applications_take_federated_credentials_through_graph(
     refused(exchange(fed, app["appId"], release), 700211)
 
 
+def test_a_template_deploys_an_identity_with_its_federated_credential(
+    fed: RunningPlatform, issuers: dict[str, Issuer], tmp_path: Path
+) -> None:
+    template = {
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "parameters": {"issuer": {"type": "string"}},
+        "resources": [
+            {"type": MSI, "apiVersion": "2023-01-31", "name": "fed-tpl-id", "location": "westus"},
+            {
+                "type": f"{MSI}/federatedIdentityCredentials",
+                "apiVersion": "2023-01-31",
+                "name": "fed-tpl-id/ci-main",
+                "dependsOn": [f"[resourceId('{MSI}', 'fed-tpl-id')]"],
+                "properties": {
+                    "issuer": "[parameters('issuer')]",
+                    "subject": CI_SUBJECT,
+                    "audiences": ["api://AzureADTokenExchange"],
+                },
+            },
+        ],
+    }
+    path = tmp_path / "fic.json"
+    path.write_text(json.dumps(template))
+    deployment = cli_json(
+        fed.home,
+        *("deployment", "group", "create", "-g", "fed-rg", "--template-file", str(path)),
+        *("--parameters", f"issuer={issuers['ci'].url}"),
+    )
+    assert deployment["properties"]["provisioningState"] == "Succeeded"
+    identity = cli_json(fed.home, "identity", "show", "-g", "fed-rg", "-n", "fed-tpl-id")
+    response = exchange(fed, identity["clientId"], issuers["ci"].token(CI_SUBJECT))
+    assert oid_of(fed, response) == identity["principalId"]
+
+
 def test_the_workload_issuer_publishes_discovery_and_keys(fed: RunningPlatform) -> None:
     issuer = f"{fed.authority}/lanyard/v1/workload-issuer/{fed.tenant_id}"
     with fed.http() as http:
