@@ -269,8 +269,10 @@ class Directory:
             jws = parse_compact(request.client_assertion)
         except JoseError as exc:
             raise InvalidClient(50027, f"JWT token is invalid or malformed: {exc}.") from exc
-        if jws.claims.get("iss") != request.client_id:
-            # Not the client's own assertion: an outside issuer's token (workload identity federation).
+        issuer = jws.claims.get("iss")
+        if isinstance(issuer, str) and issuer != request.client_id and not is_guid(issuer):
+            # Issued by a URL, not by a client: an outside issuer's token (workload identity federation;
+            # a credential's issuer is always an https URL). Another client's own assertion stays 700021.
             verify_federated(jws, client.rules, now=now, skew=self.config.assertion_skew, key_for=self._issuer_key)
             return principal, "federated"
         verify_client_assertion(
