@@ -40,24 +40,28 @@ class ProjectedToken:
         self.owner = owner
         self.clock = clock
         self.subject = ""
-        self.issuer = ""
-        self.writes = 0
         self._task: asyncio.Task[None] | None = None
 
     def _write(self, token: str) -> None:
+        # The folder belongs to the workload's uid, which may swap names in it at any moment: the file
+        # is made exclusively (never through a planted link) and owned through its descriptor, so a
+        # root agent never changes the owner of anything but the file it just made.
         temporary = self.path.with_name(f".{TOKEN_FILE}.{secrets.token_hex(6)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
         try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(token)
-            if self.owner is not None:
-                os.chown(temporary, *self.owner)
+            try:
+                if self.owner is not None:
+                    os.fchown(descriptor, *self.owner)
+                data = memoryview(token.encode())
+                while data:
+                    data = data[os.write(descriptor, data) :]
+            finally:
+                os.close(descriptor)
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        self.writes += 1
 
     async def _renew(self) -> float:
         """Write a new token; returns when the next one is due (epoch seconds)."""
@@ -65,7 +69,7 @@ class ProjectedToken:
         token, expires_on = answer.get("token"), answer.get("expiresOn")
         if not isinstance(token, str) or not isinstance(expires_on, int | float):
             raise ProjectedTokenError("the platform's answer has no token")
-        self.subject, self.issuer = str(answer.get("subject", "")), str(answer.get("issuer", ""))
+        self.subject = str(answer.get("subject", ""))
         now = self.clock.now()
         await asyncio.get_running_loop().run_in_executor(None, self._write, token)
         return now + max(1.0, (float(expires_on) - now) * REFRESH_AT)
