@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lanyard.config import load_federation_settings
 from lanyard.core.errors import ConfigError, InvalidClient
 from lanyard.directory.federated import verify_federated
-from lanyard.protocol.federation import RuleError, check_spec, compile_rule, matches, parse_expression
+from lanyard.protocol.claims_expression import parse_expression
+from lanyard.protocol.federation import RuleError, check_spec, compile_rule, matches
 from lanyard.protocol.jose import parse_compact
 
 ISSUER = "https://token.actions.example"
