@@ -444,6 +444,39 @@ def test_applications_take_federated_credentials_through_graph(
     refused(exchange(fed, app["appId"], release), 700211)
 
 
+def test_the_cli_manages_an_applications_credentials_as_az_does(
+    fed: RunningPlatform, issuers: dict[str, Issuer], tmp_path: Path
+) -> None:
+    app = cli_json(fed.home, "ad", "app", "create", "--display-name", "fed-cli-app")
+    principal = cli_json(fed.home, "ad", "sp", "create", "--id", app["appId"])
+    spec = {"name": "deploys", "issuer": issuers["ci"].url, "subject": "repo:org/cli-app:environment:prod"}
+    (tmp_path / "fic.json").write_text(json.dumps(spec))
+    base = ["ad", "app", "federated-credential"]
+    created = cli_json(fed.home, *base, "create", "--id", app["appId"], "--parameters", f"@{tmp_path / 'fic.json'}")
+    assert created["name"] == "deploys" and created["audiences"] == ["api://AzureADTokenExchange"]
+    shown = cli_json(fed.home, *base, "show", "--id", app["id"], "--federated-credential-id", "deploys")
+    assert shown["id"] == created["id"]
+    token = issuers["ci"].token("repo:org/cli-app:environment:prod")
+    assert oid_of(fed, exchange(fed, app["appId"], token)) == principal["id"]
+    change = json.dumps({"subject": "repo:org/cli-app:environment:*"})
+    run_cli(
+        fed.home,
+        *base,
+        "update",
+        "--id",
+        app["appId"],
+        "--federated-credential-id",
+        created["id"],
+        "--parameters",
+        change,
+    )
+    assert cli_json(fed.home, *base, "list", "--id", app["appId"])[0]["subject"] == "repo:org/cli-app:environment:*"
+    staging = issuers["ci"].token("repo:org/cli-app:environment:staging")
+    assert oid_of(fed, exchange(fed, app["appId"], staging)) == principal["id"]
+    run_cli(fed.home, *base, "delete", "--id", app["appId"], "--federated-credential-id", "deploys")
+    assert cli_json(fed.home, *base, "list", "--id", app["appId"]) == []
+
+
 def test_a_template_deploys_an_identity_with_its_federated_credential(
     fed: RunningPlatform, issuers: dict[str, Issuer], tmp_path: Path
 ) -> None:

@@ -126,3 +126,88 @@ def fic_delete(ctx: click.Context, resource_group: str, identity_name: str, name
     """Delete a federated identity credential."""
     profile = _profile(ctx)
     arm(profile, "DELETE", fic_path(profile, resource_group, identity_name, name), "msi")
+
+
+# -- applications: `lanyard ad app federated-credential`, az's flags ----------------------------
+
+
+def _parameters(raw: str) -> dict[str, object]:
+    """--parameters: JSON, or @FILE holding JSON, as az takes it."""
+    import json
+    from pathlib import Path
+
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).expanduser().read_text()
+        except OSError as exc:
+            fail(f"cannot read {raw[1:]}: {exc.strerror}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        fail("--parameters must be JSON (or @FILE holding JSON)")
+    if not isinstance(value, dict):
+        fail("--parameters must be a JSON object")
+    return value
+
+
+@click.group("federated-credential")
+def app_federated_credential() -> None:
+    """Manage federated identity credentials of an application (workload identity federation)."""
+
+
+def _app_base(profile: Profile, ident: str) -> str:
+    from lanyard.cli.ad import find_application
+
+    return f"/applications/{find_application(profile, ident)['id']}/federatedIdentityCredentials"
+
+
+@app_federated_credential.command("create")
+@click.option("--id", "ident", required=True, help="The application's app id or object id.")
+@click.option("--parameters", required=True, help="JSON (or @FILE): name, issuer, subject, audiences, description.")
+@click.pass_context
+def app_fic_create(ctx: click.Context, ident: str, parameters: str) -> None:
+    """Create a federated identity credential on an application."""
+    profile = _profile(ctx)
+    print_json(profile.graph("POST", _app_base(profile, ident), _parameters(parameters)))
+
+
+@app_federated_credential.command("list")
+@click.option("--id", "ident", required=True, help="The application's app id or object id.")
+@click.pass_context
+def app_fic_list(ctx: click.Context, ident: str) -> None:
+    """List an application's federated identity credentials."""
+    profile = _profile(ctx)
+    print_json(profile.graph("GET", _app_base(profile, ident))["value"])
+
+
+@app_federated_credential.command("show")
+@click.option("--id", "ident", required=True, help="The application's app id or object id.")
+@click.option("--federated-credential-id", "credential", required=True, help="The credential's id or name.")
+@click.pass_context
+def app_fic_show(ctx: click.Context, ident: str, credential: str) -> None:
+    """Show one federated identity credential of an application."""
+    profile = _profile(ctx)
+    print_json(profile.graph("GET", f"{_app_base(profile, ident)}/{credential}"))
+
+
+@app_federated_credential.command("update")
+@click.option("--id", "ident", required=True, help="The application's app id or object id.")
+@click.option("--federated-credential-id", "credential", required=True, help="The credential's id or name.")
+@click.option("--parameters", required=True, help="JSON (or @FILE) with the properties to change.")
+@click.pass_context
+def app_fic_update(ctx: click.Context, ident: str, credential: str, parameters: str) -> None:
+    """Change a federated identity credential of an application (its name stays)."""
+    profile = _profile(ctx)
+    body = {k: v for k, v in _parameters(parameters).items() if k != "name"}
+    profile.graph("PATCH", f"{_app_base(profile, ident)}/{credential}", body)
+
+
+@app_federated_credential.command("delete")
+@click.option("--id", "ident", required=True, help="The application's app id or object id.")
+@click.option("--federated-credential-id", "credential", required=True, help="The credential's id or name.")
+@click.pass_context
+def app_fic_delete(ctx: click.Context, ident: str, credential: str) -> None:
+    """Delete a federated identity credential of an application."""
+    profile = _profile(ctx)
+    profile.graph("DELETE", f"{_app_base(profile, ident)}/{credential}")

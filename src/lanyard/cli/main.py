@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from lanyard.cli.ad import ad
+from lanyard.cli.ad import ad, app_group
 from lanyard.cli.arm import COMMANDS, identity
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
 from lanyard.cli.deployment import deployment
 from lanyard.cli.doctor import doctor
-from lanyard.cli.federation import federated_credential
+from lanyard.cli.federation import app_federated_credential, federated_credential
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
@@ -283,6 +283,7 @@ cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
 identity.add_command(federated_credential)
+app_group.add_command(app_federated_credential)
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
