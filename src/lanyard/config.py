@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,77 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class FederationSettings:
+    """Workload identity federation (docs/federation.md): which outside issuers' discovery documents
+    and keys the platform may fetch, and how. Nothing is allowed unless named."""
+
+    # Host patterns (`host`, `host:port`, `*.example.com`) whose issuers may be fetched; empty: none.
+    allowed_issuers: tuple[str, ...] = ()
+    # Issuers whose names resolve to loopback, private or link-local addresses are refused unless on.
+    allow_private: bool = False
+    # Extra CAs (PEM) trusted for these fetches, besides the system's.
+    ca_bundle: Path | None = None
+    fetch_timeout: float = 5.0
+    max_document_bytes: int = 64 * 1024
+    cache_seconds: float = 600.0
+    # After a fetch (or a failed one), an unknown key id waits this long before the next.
+    refetch_cooldown: float = 30.0
+    # The projected tokens of the platform's workload issuer (AKS-style runs).
+    workload_token_lifetime: int = 3600
+
+    def allows_host(self, host: str, port: int) -> bool:
+        host = host.lower().rstrip(".").strip("[]")
+        for pattern in self.allowed_issuers:
+            match = _ISSUER_HOST.match(pattern)
+            if match is None or (match.group("port") and int(match.group("port")) != port):
+                continue
+            name = match.group("host").strip("[]")
+            if name.startswith("*."):
+                if host.endswith(name[1:]) and len(host) > len(name) - 1:
+                    return True
+            elif name == host:
+                return True
+        return False
+
+
+_ISSUER_HOST = re.compile(
+    r"^(?P<host>(?:\*\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::(?P<port>\d{1,5}))?$"
+)
+
+
+def load_federation_settings(env: Mapping[str, str] | None = None) -> FederationSettings:
+    env = os.environ if env is None else env
+    raw = env.get("LANYARD_FEDERATION_ALLOWED_ISSUERS") or ""
+    patterns = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    for pattern in patterns:
+        if not _ISSUER_HOST.match(pattern):
+            raise ConfigError(
+                "LANYARD_FEDERATION_ALLOWED_ISSUERS entries are host, host:port, [v6]:port or *.domain, "
+                f"got {pattern[:60]!r}"
+            )
+    private = (env.get("LANYARD_FEDERATION_ALLOW_PRIVATE") or "off").strip().lower()
+    if private not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"LANYARD_FEDERATION_ALLOW_PRIVATE must be on or off, got {private[:20]!r}")
+    bundle = env.get("LANYARD_FEDERATION_CA_BUNDLE") or None
+    bundle_path = Path(bundle).expanduser().absolute() if bundle else None
+    if bundle_path is not None and not bundle_path.is_file():
+        raise ConfigError(f"LANYARD_FEDERATION_CA_BUNDLE {str(bundle_path)[:200]!r} is not a readable file")
+    lifetime = _int(env, "LANYARD_WORKLOAD_TOKEN_LIFETIME", 3600)
+    if not 30 <= lifetime <= 86400:
+        raise ConfigError("LANYARD_WORKLOAD_TOKEN_LIFETIME must be 30 to 86400 seconds")
+    timeout = _seconds(env, "LANYARD_FEDERATION_FETCH_TIMEOUT", 5.0)
+    if timeout > 30:
+        raise ConfigError("LANYARD_FEDERATION_FETCH_TIMEOUT must be at most 30 seconds: a token request waits for it")
+    return FederationSettings(
+        allowed_issuers=patterns,
+        allow_private=private in ("on", "1", "true"),
+        ca_bundle=bundle_path,
+        fetch_timeout=timeout,
+        workload_token_lifetime=lifetime,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     host: str = "127.0.0.1"
@@ -122,6 +194,7 @@ class Settings:
     access_log: bool = True  # LANYARD_ACCESS_LOG=off: no access log (metrics still count)
     limits: LimitSettings = field(default_factory=LimitSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    federation: FederationSettings = field(default_factory=FederationSettings)
 
     @property
     def database(self) -> str:
@@ -309,4 +382,5 @@ def load_settings(
         access_log=access_log_enabled(env),
         limits=load_limit_settings(env),
         audit=load_audit_settings(env, file=audit_file),
+        federation=load_federation_settings(env),
     )

@@ -69,6 +69,37 @@ def dac_async(action: dict[str, Any]) -> str:
     return asyncio.run(go())
 
 
+def wic_sync(action: dict[str, Any]) -> str:
+    """AKS workload identity as the SDK does it: everything from the environment the platform gave."""
+    from azure.identity import WorkloadIdentityCredential
+
+    return WorkloadIdentityCredential().get_token(action["scope"]).token
+
+
+def wic_async(action: dict[str, Any]) -> str:
+    from azure.identity.aio import WorkloadIdentityCredential
+
+    async def go() -> str:
+        async with WorkloadIdentityCredential() as credential:
+            return (await credential.get_token(action["scope"])).token
+
+    return asyncio.run(go())
+
+
+def wait_rewrite(action: dict[str, Any]) -> bool:
+    """Whether the file an environment variable names is replaced (new contents) within `timeout` s."""
+    path = os.environ[action["name"]]
+    with open(path, "rb") as fh:
+        first = fh.read()
+    deadline = time.time() + float(action.get("timeout", 90))
+    while time.time() < deadline:
+        with open(path, "rb") as fh:
+            if fh.read() != first:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def msal_mi(action: dict[str, Any]) -> str:
     import msal
     import requests
@@ -237,6 +268,9 @@ ACTIONS = {
     "dac-sync": dac_sync,
     "dac-async": dac_async,
     "msal": msal_mi,
+    "wic-sync": wic_sync,
+    "wic-async": wic_async,
+    "wait-rewrite": wait_rewrite,
     "raw": raw,
     "peer-thumbprint": peer_thumbprint,
     "env": env,

@@ -32,7 +32,7 @@ from lanyard.agent.guards import allowed_hosts_for
 from lanyard.agent.isolation import DEFAULT_UID_RANGE, IsolationError, WorkloadUsers, limitations
 from lanyard.agent.limits import WorkloadLimits
 from lanyard.agent.references import ReferenceResolver
-from lanyard.agent.runner import ControlServer, RunContext, run_in_netns
+from lanyard.agent.runner import AksContext, ControlServer, RunContext, run_in_netns
 from lanyard.agent.servicefabric import FABRIC_PATH, ServiceFabricEndpoint, make_certificate
 from lanyard.agent.sources import CLOUD_SHELL_PATH, CloudShellEndpoint
 from lanyard.agent.upstream import HostIdentity, Upstream, UpstreamError
@@ -303,6 +303,7 @@ class Agent:
                     str(fabric.node_trust(self.options.ca_file)),
                 ),
                 references=references,
+                aks=AksContext(identity.tenant_id, identity.authority, upstream.workload_token, self.cache.clock),
             ),
         )
         await control.start()

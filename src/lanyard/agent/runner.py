@@ -21,8 +21,9 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ from lanyard.agent.isolation import (
     named_user,
     unusable,
 )
+from lanyard.agent.projected import ProjectedToken
 from lanyard.agent.references import ReferenceResolver
 from lanyard.agent.workloads import RunningWorkload, WorkloadRegistry
+from lanyard.core.clock import Clock
 
 log = logging.getLogger("lanyard.agent.runner")
 MAX_REQUEST = 1024 * 1024
@@ -57,6 +60,8 @@ PLATFORM_VARIABLES = frozenset(
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
         "DEFAULT_IDENTITY_CLIENT_ID",
         "IDENTITY_API_VERSION",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
     }
 )
 # The platform's own configuration (its KEK among it) never reaches a workload from the caller's shell.
@@ -109,6 +114,16 @@ class RunContext:
     # (HTTPS endpoint, certificate thumbprint, node's trust file: the platform CA plus that certificate)
     servicefabric: tuple[str, str, str] | None = None
     references: ReferenceResolver | None = None  # Key Vault references in app settings, resolved at start
+    aks: AksContext | None = None  # AKS-style runs: projected tokens from the platform's workload issuer
+
+
+@dataclass(frozen=True)
+class AksContext:
+    tenant_id: str
+    authority: str
+    # resource_id -> the platform's answer {token, expiresOn, issuer, subject}
+    workload_token: Callable[[str], Awaitable[dict[str, Any]]]
+    clock: Clock
 
 
 def _truthy(value: str | None) -> bool:
@@ -298,6 +313,35 @@ class ControlServer:
             env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds_url
         return env
 
+    async def _aks(
+        self, resource_id: str, identities: tuple[Identity, ...], folder: RunFolder | None, run_as: RunAs | None
+    ) -> tuple[str | None, ProjectedToken | None, dict[str, str]]:
+        """An AKS-style run's projected token file and variables, or why there are none."""
+        aks = self.ctx.aks
+        if aks is None:
+            return "this agent does not serve AKS-style runs", None, {}
+        client_id = sources.aks_client_id(identities)
+        if client_id is None:
+            return (
+                "--platform aks needs a user-assigned identity on the workload: federated credentials exist on "
+                "user-assigned identities only",
+                None,
+                {},
+            )
+        # The token lives in the run's folder (the workload's uid owns it), or in a private one of the
+        # agent's when workloads run as the agent itself.
+        where = folder.path if folder is not None else Path(tempfile.mkdtemp(prefix="lanyard-aks-"))
+        owner = (run_as.uid, run_as.gid) if run_as is not None else None
+        projected = ProjectedToken(where, lambda: aks.workload_token(resource_id), owner, aks.clock)
+        try:
+            await projected.start()
+        except Exception as exc:
+            if folder is None:
+                shutil.rmtree(where, ignore_errors=True)
+            return f"cannot get a projected token from the platform: {exc}", None, {}
+        env = sources.aks_environment(client_id, aks.tenant_id, aks.authority, str(projected.path))
+        return None, projected, env
+
     def _run_as(self, request: dict[str, Any], resource_id: str) -> RunAs | None:
         """Whom the workload runs as: None for an unprivileged agent (itself, with a warning)."""
         user = request.get("user")
@@ -315,8 +359,10 @@ class ControlServer:
         if kind not in ("appservice", "imds", "arc") or not isinstance(argv, list) or not argv:
             raise ValueError("kind must be appservice, imds or arc, and argv a non-empty list")
         platform = str(request.get("platform") or "appservice")
-        if kind != "appservice" and request.get("platform"):
-            raise ValueError("a platform applies to app runs only")
+        if kind != "appservice" and request.get("platform") not in (None, "", "aks"):
+            raise ValueError("a platform applies to app runs only (and aks to VM runs)")
+        if kind == "arc" and platform == "aks":
+            raise ValueError("--arc and --platform aks cannot be combined")
         if platform not in sources.PLATFORMS:
             raise ValueError(f"platform must be one of {', '.join(sources.PLATFORMS)}")
         bound = self.ctx.state.workload(resource_id)
@@ -348,11 +394,20 @@ class ControlServer:
         imds_url: str | None = None
         header: str | None = None
         folder: RunFolder | None = None
+        projected: ProjectedToken | None = None
+        aks_env: dict[str, str] = {}
         try:
             if run_as is not None:
                 folder = RunFolder(run_as, self.ctx.ca_bundle, self.ctx.ca_cert)
-            registration = self.ctx.workloads.start(resource_id, platform if kind == "appservice" else kind)
-            if kind == "appservice":
+            registration = self.ctx.workloads.start(
+                resource_id, platform if kind == "appservice" or platform == "aks" else kind
+            )
+            if platform == "aks":
+                problem, projected, aks_env = await self._aks(resource_id, bound.identities, folder, run_as)
+                if problem:
+                    self._send(conn, {"error": problem})
+                    return
+            elif kind == "appservice":
                 disabled = _truthy(dict(request.get("appSettings") or {}).get("WEBSITE_DISABLE_MSI"))
                 if bound.identities and not disabled:
                     header = registration.header
@@ -396,6 +451,7 @@ class ControlServer:
                     self._send(conn, {"warning": note})
                 request = {**request, "appSettings": resolution.settings}
             env = self._environment(request, header, None if netns else imds_url, folder, run_as, bound.identities)
+            env.update(aks_env)
             # setpriv drops to the workload's uid and then execs in place: the pid we supervise and
             # attest is the workload's own (the event loop's subprocess support cannot change uid).
             drop: list[str] = []
@@ -442,6 +498,10 @@ class ControlServer:
             # The header dies with the process: a copy of it identifies nothing from here on.
             if registration is not None:
                 self.ctx.workloads.stop(registration)
+            if projected is not None:
+                await projected.close()
+                if folder is None:
+                    shutil.rmtree(projected.path.parent, ignore_errors=True)
             if closer is not None:
                 await closer()
             if netns:

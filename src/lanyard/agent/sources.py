@@ -14,6 +14,9 @@ environment plus the few rules its endpoint enforces:
 - cloudshell: MSI_ENDPOINT alone: a POST with a form body (or msal4j's GET with a query) and
   `Metadata: true`, no secret, so each run gets a listener of its own (like a VM's IMDS) and caller
   attestation says who is calling.
+- aks: no managed-identity endpoint at all: AKS workload identity's AZURE_CLIENT_ID, AZURE_TENANT_ID,
+  AZURE_AUTHORITY_HOST and AZURE_FEDERATED_TOKEN_FILE (agent/projected.py keeps the file fresh),
+  which every client reads as WorkloadIdentityCredential (federation, docs/federation.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from lanyard.protocol.msi import IssuedToken, MsiError, TokenRequest, app_servic
 if TYPE_CHECKING:  # endpoints imports this module
     from lanyard.agent.endpoints import TokenService
 
-PLATFORMS = ("appservice", "containerapps", "ml", "cloudshell", "servicefabric")
+PLATFORMS = ("appservice", "containerapps", "ml", "cloudshell", "servicefabric", "aks")
 # Served on the shared App Service listener, told apart by their secret.
 SHARED_LISTENER = frozenset({"appservice", "containerapps", "ml"})
 CLOUD_SHELL_PATH = "/oauth2/token"
@@ -50,6 +53,21 @@ def default_client_id(identities: Sequence[Identity]) -> str:
         if identity.kind == "system":
             return identity.client_id
     return identities[0].client_id if identities else ""
+
+
+def aks_client_id(identities: Sequence[Identity]) -> str | None:
+    """The identity an AKS-style run signs in as: its first user-assigned one (federated credentials
+    exist on user-assigned identities only, as in Azure)."""
+    return next((i.client_id for i in identities if i.kind == "user"), None)
+
+
+def aks_environment(client_id: str, tenant_id: str, authority: str, token_file: str) -> dict[str, str]:
+    return {
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_TENANT_ID": tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.rstrip("/") + "/",
+        "AZURE_FEDERATED_TOKEN_FILE": token_file,
+    }
 
 
 def environment(
@@ -94,6 +112,8 @@ def environment(
                 }
             )
         return env
+    if platform == "aks":
+        return {}  # the runner adds the federation variables (aks_environment)
     if platform == "cloudshell":
         env = {"AZUREPS_HOST_ENVIRONMENT": "cloud-shell/1.0", "ACC_CLOUD": "AzureCloud"}
         if url:

@@ -158,6 +158,18 @@ class Upstream:
             self._host_token = None
         return response
 
+    async def workload_token(self, resource_id: str) -> dict[str, Any]:
+        """A projected service-account token for a workload of this host (AKS-style runs)."""
+        response = await self.platform_call("POST", "/lanyard/v1/agent/workloadToken", {"resourceId": resource_id})
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise UpstreamError(f"the workload token API answered {response.status_code} without JSON") from exc
+        if response.status_code != 200 or not isinstance(body, dict):
+            message = str((body.get("error") or {}).get("message", "")) if isinstance(body, dict) else ""
+            raise UpstreamError(f"the workload token API answered {response.status_code}: {message[:200]}")
+        return body
+
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lanyard.arm import providers
+from lanyard.arm.federated import is_federated_path
 from lanyard.arm.template import DeploymentScope, Plan, TemplateError, outputs, plan, render
 from lanyard.arm.template.engine import shown_parameters
 from lanyard.core.errors import ArmError
@@ -328,7 +329,7 @@ class Deployments:
                         raise TemplateError(f"The resource type '{r.type[:120]}' cannot be deployed.", r.path)
                 elif target.resource is None or target.resource.is_collection:
                     raise TemplateError(f"The resource '{r.id[:200]}' is not a deployable resource.", r.path)
-                else:
+                elif not is_federated_path(target.resource):
                     providers.resource_type(target.resource)
         except TemplateError as exc:
             raise invalid_template(exc) from exc

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from lanyard.arm import providers
 from lanyard.arm.deployments import DEPLOYMENT_TYPE, Deployments, is_deployment_path
+from lanyard.arm.federated import FederatedCredentials, is_federated_path
 from lanyard.arm.providers import APPSETTINGS_KEY, SKU_KEY, UAI_TYPE, ResourceType
 from lanyard.authz.evaluate import Assignment, decide
 from lanyard.authz.roles import BUILT_IN, BY_ID, RoleDefinition, find_role
@@ -32,7 +33,7 @@ from lanyard.protocol.arm import (
 )
 from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
-from lanyard.storage import fleet_repo, vault_repo
+from lanyard.storage import federation_repo, fleet_repo, vault_repo
 from lanyard.storage.db import Store
 from lanyard.vault.references import ReferenceStatuses, is_config_references
 
@@ -123,6 +124,7 @@ class ControlPlane:
         self.vault_suffix = vault_suffix
         self.deployments = Deployments(self)
         self.references: ReferenceStatuses | None = None  # set by the server once its vault exists
+        self.federated = FederatedCredentials(self)
 
     # -- authorization ------------------------------------------------------------------------
 
@@ -405,6 +407,8 @@ class ControlPlane:
             return self._config_references(s, method, ref, action, caller)
         if ref.types[-1].lower() == "config" and ref.parent is not None:
             return self._config(s, method, ref, action, body, caller)
+        if is_federated_path(ref):
+            return self.federated.handle(s, method, ref, body, query, caller)
         type_ = providers.resource_type(ref)
         verbs = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
         if method not in verbs or (ref.is_collection and method != "GET"):
@@ -661,6 +665,7 @@ class ControlPlane:
             principal_id = record.properties.get("principalId")
             if principal_id:
                 self._drop_principal(s, str(principal_id))
+            federation_repo.delete_for_owner(s, record.key)
         repo.delete_assignments_at_or_below(s, record.key)
         fleet_repo.delete_placements_for_resource(s, record.key)
         if record.type.lower() == providers.VAULT_TYPE:

@@ -439,11 +439,13 @@ def make_site_group(kind: str, noun: str) -> click.Group:
     @click.option("--user", help=RUN_USER_HELP)
     @click.option(
         "--platform",
-        type=click.Choice(["appservice", "containerapps", "ml", "cloudshell", "servicefabric"]),
+        type=click.Choice(["appservice", "containerapps", "ml", "cloudshell", "servicefabric", "aks"]),
         default="appservice",
         show_default=True,
         help="Whose managed-identity environment the command gets: App Service, Container Apps, "
-        "Azure Machine Learning, Cloud Shell or Service Fabric (the app's identities either way).",
+        "Azure Machine Learning, Cloud Shell or Service Fabric (the app's identities either way), or AKS "
+        "workload identity (a projected token for the app's first user-assigned identity; it needs a "
+        "federated credential for the platform's workload issuer, see docs/federation.md).",
     )
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     @click.pass_context
@@ -623,6 +625,14 @@ def vm_delete(ctx: click.Context, resource_group: str, name: str, yes: bool) -> 
     "401 key-file challenge) instead of IMDS (Linux, root).",
 )
 @click.option("--user", help=RUN_USER_HELP)
+@click.option(
+    "--platform",
+    type=click.Choice(["imds", "aks"]),
+    default="imds",
+    show_default=True,
+    help="imds: the VM's metadata service; aks: AKS workload identity instead (a projected token for the VM's "
+    "first user-assigned identity; see docs/federation.md).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def vm_run(
@@ -633,6 +643,7 @@ def vm_run(
     agent_home: str | None,
     arc: bool,
     user: str | None,
+    platform: str,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND as this VM on this host, with a metadata service (IMDS) of its own."""
@@ -643,6 +654,8 @@ def vm_run(
     socket_path = place_here(profile, record["id"], agent_home)
     if arc and netns:
         fail("--arc and --netns cannot be combined")
+    if platform == "aks" and (arc or netns):
+        fail("--platform aks cannot be combined with --arc or --netns")
     run_workload(
         socket_path,
         {
@@ -651,6 +664,7 @@ def vm_run(
             "argv": list(command),
             "netns": netns,
             "user": user,
+            "platform": "aks" if platform == "aks" else None,
         },
     )
 

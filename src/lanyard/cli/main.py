@@ -9,12 +9,13 @@ from pathlib import Path
 
 import click
 
-from lanyard.cli.ad import ad
-from lanyard.cli.arm import COMMANDS
+from lanyard.cli.ad import ad, app_group
+from lanyard.cli.arm import COMMANDS, identity
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile
 from lanyard.cli.deployment import deployment
 from lanyard.cli.doctor import doctor
+from lanyard.cli.federation import app_federated_credential, federated_credential
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
@@ -282,6 +283,8 @@ cli.add_command(doctor)
 cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
+identity.add_command(federated_credential)
+app_group.add_command(app_federated_credential)
 # az's -o/--query on every command that prints a result; these print text or run in the foreground.
 add_output_options(cli, skip=frozenset({"up", "agent", "logs", "webapp run", "vm run", "functionapp run"}))
 

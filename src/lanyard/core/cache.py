@@ -43,6 +43,11 @@ class FeedCache(Generic[K, V]):
             (self._miss if value is None else self._hit).inc()
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The cached value without counting a hit or a miss (for "would this need a load?")."""
+        with self._lock:
+            return self._data.get(key)
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._data

@@ -10,6 +10,7 @@ import base64
 import binascii
 import datetime as dt
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,9 @@ from starlette.routing import BaseRoute, Route
 from lanyard.core.errors import GraphError
 from lanyard.directory.service import Directory, iso
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
+from lanyard.protocol.federation import NAME, RuleError, Spec, check_spec
 from lanyard.storage import directory_repo as repo
+from lanyard.storage import federation_repo as fedrepo
 
 MAX_BODY = 256 * 1024
 _FILTER = re.compile(r"^\s*(displayName|appId|servicePrincipalType)\s+eq\s+'((?:[^']|'')*)'\s*$")
@@ -241,6 +244,7 @@ class GraphRoutes:
     def delete_application(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:
             app = self._app(s, request)
+            fedrepo.delete_for_owner(s, app.object_id)
             repo.delete_application(s, app.object_id)
         return Response(status_code=204)
 
@@ -318,6 +322,157 @@ class GraphRoutes:
                 )
         return Response(status_code=204)
 
+    # -- federated identity credentials (docs/federation.md) -----------------------------------
+
+    def federated_json(self, app: repo.ApplicationRecord, record: fedrepo.FederatedRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "@odata.context": f"{self.graph_base}/v1.0/$metadata#applications('{app.object_id}')/"
+            "federatedIdentityCredentials/$entity",
+            "id": record.id,
+            "name": record.name,
+            "issuer": record.issuer,
+            "subject": record.subject,
+            "description": record.description,
+            "audiences": list(record.audiences),
+        }
+        if record.claims_expression is not None:
+            out["claimsMatchingExpression"] = {
+                "value": record.claims_expression,
+                "languageVersion": record.language_version,
+            }
+        return out
+
+    def _federated(self, s: repo.Session, app: repo.ApplicationRecord, request: Request) -> fedrepo.FederatedRecord:
+        wanted = str(request.path_params["fic"])
+        found = fedrepo.get_by_id(s, app.object_id, wanted.lower()) or fedrepo.get(s, app.object_id, wanted)
+        if found is None:
+            raise GraphError(
+                f"Resource '{wanted[:120]}' does not exist or one of its queried reference-property objects are "
+                "not present.",
+                code="Request_ResourceNotFound",
+                status=404,
+            )
+        return found
+
+    def _federated_spec(self, body: dict[str, Any], previous: fedrepo.FederatedRecord | None) -> Spec:
+        def field(name: str, old: object) -> object:
+            return body.get(name, old)
+
+        expression = field(
+            "claimsMatchingExpression",
+            {"value": previous.claims_expression, "languageVersion": previous.language_version}
+            if previous and previous.claims_expression
+            else None,
+        )
+        if expression is not None and not isinstance(expression, dict):
+            raise GraphError("claimsMatchingExpression must be an object {value, languageVersion}.")
+        try:
+            return check_spec(
+                field("issuer", previous.issuer if previous else None),
+                field("subject", previous.subject if previous else None),
+                field("audiences", list(previous.audiences) if previous else None),
+                expression.get("value") if expression else None,
+                expression.get("languageVersion") if expression else None,
+                field("description", previous.description if previous else None),
+            )
+        except RuleError as exc:
+            raise GraphError(str(exc), code="Request_BadRequest") from exc
+
+    def create_federated(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        name = body.get("name")
+        if not isinstance(name, str) or not NAME.match(name):
+            raise GraphError(
+                "name is required: 3-120 letters, digits, '-' or '_', starting with a letter or digit.",
+                code="Request_BadRequest",
+            )
+        spec = self._federated_spec(body, None)
+        with self.directory.store.session() as s:
+            app = self._app(s, request)
+            fedrepo.lock_owner(s, app.object_id)
+            if fedrepo.get(s, app.object_id, name) is not None:
+                raise GraphError(
+                    f"A federated identity credential named '{name}' already exists on this application.",
+                    code="Request_MultipleObjectsWithSameKeyValue",
+                    status=409,
+                )
+            now = self.directory.clock.now()
+            record = fedrepo.save(
+                s,
+                fedrepo.FederatedRecord(
+                    str(uuid.uuid4()),
+                    app.app_id,
+                    "application",
+                    app.object_id,
+                    name,
+                    spec.issuer,
+                    spec.subject,
+                    spec.expression,
+                    spec.language_version,
+                    spec.audiences,
+                    spec.description,
+                    now,
+                    now,
+                ),
+            )
+            return graph_json(self.federated_json(app, record), 201)
+
+    def list_federated(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        with self.directory.store.session() as s:
+            app = self._app(s, request)
+            items = []
+            for record in fedrepo.list_for_owner(s, app.object_id):
+                item = self.federated_json(app, record)
+                item.pop("@odata.context")
+                items.append(item)
+        return graph_json(
+            {
+                "@odata.context": f"{self.graph_base}/v1.0/$metadata#applications('{app.object_id}')/"
+                "federatedIdentityCredentials",
+                "value": items,
+            }
+        )
+
+    def get_federated(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        with self.directory.store.session() as s:
+            app = self._app(s, request)
+            return graph_json(self.federated_json(app, self._federated(s, app, request)))
+
+    def patch_federated(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        if "name" in body:
+            raise GraphError(
+                "The name of a federated identity credential cannot be changed.", code="Request_BadRequest"
+            )
+        with self.directory.store.session() as s:
+            app = self._app(s, request)
+            fedrepo.lock_owner(s, app.object_id)
+            previous = self._federated(s, app, request)
+            spec = self._federated_spec(body, previous)
+            fedrepo.save(
+                s,
+                fedrepo.FederatedRecord(
+                    previous.id,
+                    app.app_id,
+                    "application",
+                    app.object_id,
+                    previous.name,
+                    spec.issuer,
+                    spec.subject,
+                    spec.expression,
+                    spec.language_version,
+                    spec.audiences,
+                    spec.description,
+                    previous.created_at,
+                    self.directory.clock.now(),
+                ),
+            )
+        return Response(status_code=204)
+
+    def delete_federated(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        with self.directory.store.session() as s:
+            app = self._app(s, request)
+            fedrepo.delete_one(s, app.object_id, self._federated(s, app, request).id)
+        return Response(status_code=204)
+
     # -- service principals -------------------------------------------------------------------
 
     def create_principal(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
@@ -381,6 +536,13 @@ class GraphRoutes:
             Route("/applications/{id}", e(self.delete_application), methods=["DELETE"]),
             Route("/applications/{id}/addPassword", e(self.add_password), methods=["POST"]),
             Route("/applications/{id}/removePassword", e(self.remove_password), methods=["POST"]),
+            Route("/applications/{id}/federatedIdentityCredentials", e(self.create_federated), methods=["POST"]),
+            Route("/applications/{id}/federatedIdentityCredentials", e(self.list_federated), methods=["GET"]),
+            Route("/applications/{id}/federatedIdentityCredentials/{fic}", e(self.get_federated), methods=["GET"]),
+            Route("/applications/{id}/federatedIdentityCredentials/{fic}", e(self.patch_federated), methods=["PATCH"]),
+            Route(
+                "/applications/{id}/federatedIdentityCredentials/{fic}", e(self.delete_federated), methods=["DELETE"]
+            ),
             Route("/servicePrincipals", e(self.create_principal), methods=["POST"]),
             Route("/servicePrincipals", e(self.list_principals), methods=["GET"]),
             Route("/servicePrincipals/{id}", e(self.get_principal), methods=["GET"]),

@@ -18,7 +18,8 @@ from lanyard.audit.record import Event, token_ref, unverified_claims
 from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.errors import AuditUnavailable, InvalidRequest, OAuthError
 from lanyard.directory.limits import ClientLimits
-from lanyard.directory.service import Directory
+from lanyard.directory.service import WORKLOAD_ISSUER_PATH, Directory
+from lanyard.directory.workload_issuer import JWKS_PATH, discovery_document
 from lanyard.observe import metrics
 from lanyard.protocol import discovery
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, is_guid, parse_form, parse_token_request
@@ -164,6 +165,26 @@ class DirectoryRoutes:
             return oauth_error(exc)
         return Response(self.directory.keys.jwks_body(), media_type="application/json", headers=CACHEABLE)
 
+    def _workload_tenant(self, request: Request) -> str:
+        tenant = str(request.path_params["tenant"]).lower()
+        if not is_guid(tenant) or not self.directory.has_tenant(tenant):
+            raise InvalidTenant(90002, f"Tenant '{tenant[:64]}' not found.")
+        return tenant
+
+    async def workload_issuer(self, request: Request) -> Response:
+        try:
+            tenant = self._workload_tenant(request)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return json_response(discovery_document(self.directory.workload_issuer(tenant)), 200, CACHEABLE)
+
+    async def workload_keys(self, request: Request) -> Response:
+        try:
+            self._workload_tenant(request)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return Response(self.directory.keys.jwks_body(), media_type="application/json", headers=CACHEABLE)
+
     async def instance(self, request: Request) -> Response:
         host = request.url.netloc
         tenant = "common"
@@ -182,6 +203,12 @@ class DirectoryRoutes:
             Route("/{tenant}/.well-known/openid-configuration", self.openid_v1, methods=["GET"]),
             Route("/{tenant}/discovery/keys", self.keys, methods=["GET"]),
             Route("/{tenant}/discovery/v2.0/keys", self.keys, methods=["GET"]),
+            Route(
+                WORKLOAD_ISSUER_PATH + "/{tenant}/.well-known/openid-configuration",
+                self.workload_issuer,
+                methods=["GET"],
+            ),
+            Route(WORKLOAD_ISSUER_PATH + "/{tenant}" + JWKS_PATH, self.workload_keys, methods=["GET"]),
         ]
 
 

@@ -22,18 +22,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from lanyard.config import FederationSettings
 from lanyard.core.cache import FeedCache
 from lanyard.core.clock import Clock
 from lanyard.core.errors import GraphError, InvalidClient, InvalidRequest, UnauthorizedClient
 from lanyard.crypto.barrier import Barrier
 from lanyard.crypto.pki import new_rsa_key, private_key_pem, self_signed, thumbprint_sha1, thumbprint_sha256
+from lanyard.directory.federated import verify_federated
 from lanyard.directory.keys import SigningKeys
+from lanyard.directory.oidc import IssuerKeys
 from lanyard.observe import metrics
 from lanyard.protocol.access_token import Subject, issuer_v1, token_response, v1_claims
 from lanyard.protocol.assertion import RegisteredCertificate, verify_client_assertion
+from lanyard.protocol.federation import Rule, compile_rule
+from lanyard.protocol.jose import JoseError, parse_compact
 from lanyard.protocol.oauth2 import TokenRequest, is_guid
 from lanyard.protocol.verify import TokenVerifier
 from lanyard.storage import directory_repo as repo
+from lanyard.storage import federation_repo
 from lanyard.storage.db import Store
 from lanyard.storage.feed import ANY, RESET, Change
 
@@ -45,7 +51,10 @@ CLIENT_CACHE_SECONDS = 5.0
 CLIENT_CACHE_SIZE = 50_000
 # Azure's managed-identity certificates live 90 days and are renewed from about day 46.
 IDENTITY_CERT_LIFETIME = 90 * 86400.0
-_CLIENT_KINDS = frozenset({"credentials", "service_principals", "applications"})
+_CLIENT_KINDS = frozenset({"credentials", "service_principals", "applications", "federated_credentials"})
+# The platform's own workload issuer (AKS-style runs) lives under each base URL at this path.
+WORKLOAD_ISSUER_PATH = "/lanyard/v1/workload-issuer"
+Method = Literal["secret", "certificate", "federated"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class _Client:
     principal: repo.PrincipalRecord | None
     credentials: list[repo.CredentialRecord]
     certificates: list[RegisteredCertificate]
+    # Federated identity credentials, compiled (docs/federation.md).
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,17 @@ def new_client_secret() -> str:
 
 class Directory:
     def __init__(
-        self, store: Store, barrier: Barrier, keys: SigningKeys, clock: Clock, config: DirectoryConfig
+        self,
+        store: Store,
+        barrier: Barrier,
+        keys: SigningKeys,
+        clock: Clock,
+        config: DirectoryConfig,
+        federation: IssuerKeys | None = None,
     ) -> None:
         self.store = store
+        # Outside issuers' keys: with the default settings no host is allowed, so nothing is fetched.
+        self.federation = federation or IssuerKeys(FederationSettings(), clock)
         self.barrier = barrier
         self.keys = keys
         self.clock = clock
@@ -157,6 +176,25 @@ class Directory:
     def issuer(self, tenant_id: str) -> str:
         return issuer_v1(self.config.authority, tenant_id)
 
+    def workload_issuer(self, tenant_id: str, base: str | None = None) -> str:
+        """The issuer of the projected tokens AKS-style runs get (its discovery document and keys are
+        served by the platform; the directory verifies its tokens with its own keys, no fetch)."""
+        return f"{base or self.config.authority}{WORKLOAD_ISSUER_PATH}/{tenant_id}"
+
+    def _own_workload_issuers(self) -> frozenset[str]:
+        bases = {self.config.authority, *self.config.known_bases}
+        return frozenset(self.workload_issuer(t, b) for t in self._tenants for b in bases)
+
+    def _issuer_key(self, issuer: str, kid: str | None) -> rsa.RSAPublicKey:
+        if issuer in self._own_workload_issuers():
+            key = self.keys.get(kid) if kid else None
+            if key is None:
+                raise InvalidClient(
+                    700027, "Client assertion failed signature validation. [Reason - The key was not found.]"
+                )
+            return key
+        return self.federation.key(issuer, kid)
+
     # -- token endpoint -----------------------------------------------------------------------
 
     def _audiences_for(self, tenant_id: str) -> frozenset[str]:
@@ -199,17 +237,20 @@ class Directory:
             with self.store.session() as s:
                 principal = repo.get_principal(s, app_id=client_id)
                 credentials = repo.list_credentials(s, client_id) if principal else []
-            return _Client(principal, credentials, self._registered_certificates(credentials))
+                federated = federation_repo.list_for_client(s, client_id) if principal else []
+            rules = tuple(
+                compile_rule(f.name, f.issuer, f.audiences, f.subject, f.claims_expression) for f in federated
+            )
+            return _Client(principal, credentials, self._registered_certificates(credentials), rules)
 
         return self._clients.load(client_id, load)
 
     def is_cached(self, client_id: str) -> bool:
-        """True when authenticating this client needs no storage round-trip."""
-        return client_id in self._clients
+        """True when authenticating this client needs no storage round-trip and no outbound fetch."""
+        client = self._clients.peek(client_id)
+        return client is not None and not client.rules
 
-    def authenticate(
-        self, tenant_id: str, request: TokenRequest
-    ) -> tuple[repo.PrincipalRecord, Literal["secret", "certificate"]]:
+    def authenticate(self, tenant_id: str, request: TokenRequest) -> tuple[repo.PrincipalRecord, Method]:
         now = self.clock.now()
         client = self._client(request.client_id)
         principal, credentials = client.principal, client.credentials
@@ -224,6 +265,16 @@ class Directory:
             self._check_secret(request.client_secret, credentials, now)
             return principal, "secret"
         assert request.client_assertion is not None
+        try:
+            jws = parse_compact(request.client_assertion)
+        except JoseError as exc:
+            raise InvalidClient(50027, f"JWT token is invalid or malformed: {exc}.") from exc
+        issuer = jws.claims.get("iss")
+        if isinstance(issuer, str) and issuer != request.client_id and not is_guid(issuer):
+            # Issued by a URL, not by a client: an outside issuer's token (workload identity federation;
+            # a credential's issuer is always an https URL). Another client's own assertion stays 700021.
+            verify_federated(jws, client.rules, now=now, skew=self.config.assertion_skew, key_for=self._issuer_key)
+            return principal, "federated"
         verify_client_assertion(
             request.client_assertion,
             client_id=request.client_id,
@@ -250,7 +301,7 @@ class Directory:
         self,
         principal: repo.PrincipalRecord,
         resource: str,
-        method: Literal["secret", "certificate", "managed"],
+        method: Literal["secret", "certificate", "managed", "federated"],
         endpoint: Literal["v1", "v2"] = "v2",
     ) -> dict[str, Any]:
         subject = Subject(

@@ -137,6 +137,16 @@ class FleetRoutes:
             return self._error(exc)
         return arm_response(200, result)
 
+    async def workload_token(self, request: Request) -> Response:
+        """A projected service-account token for one of this host's workloads (AKS-style runs)."""
+        try:
+            host = await self._host(request)
+            body = await self._json(request)
+            result = await run_in_threadpool(self.fleet.workload_token, host, body.get("resourceId"))
+        except ArmError as exc:
+            return self._error(exc)
+        return arm_response(200, result, {"Cache-Control": "no-store"})
+
     async def bindings(self, request: Request) -> Response:
         try:
             host = await self._host(request)
@@ -163,4 +173,5 @@ class FleetRoutes:
             Route("/lanyard/v1/hosts/{host}/placements", self.placements, methods=["PUT", "DELETE"]),
             Route("/lanyard/v1/agent/bindings", self.bindings, methods=["GET"]),
             Route("/lanyard/v1/agent/credential", self.credential, methods=["POST"]),
+            Route("/lanyard/v1/agent/workloadToken", self.workload_token, methods=["POST"]),
         ]

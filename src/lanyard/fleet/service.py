@@ -24,6 +24,7 @@ from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError, GraphError
 from lanyard.directory.keys import PUBLISHED_STATES
 from lanyard.directory.service import Directory
+from lanyard.directory.workload_issuer import projected_claims
 from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
 from lanyard.storage import arm_repo, feed, fleet_repo
 from lanyard.storage import directory_repo as dirrepo
@@ -64,6 +65,8 @@ class Fleet:
         self.clock = clock
         self.tenant_id = tenant_id
         self.audit: Auditor = NULL_AUDITOR
+        # Projected tokens of AKS-style runs (LANYARD_WORKLOAD_TOKEN_LIFETIME).
+        self.workload_token_lifetime = 3600
 
     # -- joining ------------------------------------------------------------------------------
 
@@ -161,6 +164,30 @@ class Fleet:
             )
         )
         return {"hostId": host.id, "keyId": record.key_id, "endDateTime": record.end_at}
+
+    def workload_token(self, host: fleet_repo.HostRecord, resource_id: object) -> dict[str, Any]:
+        """A projected service-account token for a workload placed on this host (AKS-style runs).
+        Its subject is derived from the workload (system:serviceaccount:<group>:<name>), never asked
+        for: a host may only speak for the workloads it runs, under their own names."""
+        if not isinstance(resource_id, str) or not resource_id:
+            raise bad_request("resourceId is required.", "InvalidRequestContent")
+        with self.store.session() as s:
+            record = self._placeable(s, resource_id)
+            if record.key not in fleet_repo.placements_for_host(s, host.id):
+                raise ArmError("The workload is not placed on this host.", code="AuthorizationFailed", status=403)
+        ref = parse_path(record.id).resource
+        assert ref is not None and ref.resource_group is not None
+        issuer = self.directory.workload_issuer(self.tenant_id)
+        name = "-".join(ref.names).lower()
+        claims = projected_claims(
+            issuer, ref.resource_group.lower(), name, record.id, self.clock.now(), self.workload_token_lifetime
+        )
+        return {
+            "token": self.directory.keys.signer.sign(claims),
+            "expiresOn": claims["exp"],
+            "issuer": issuer,
+            "subject": claims["sub"],
+        }
 
     def host_for_principal(self, principal_id: str) -> fleet_repo.HostRecord | None:
         with self.store.session() as s:

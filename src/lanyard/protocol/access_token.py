@@ -42,7 +42,7 @@ def v1_claims(
     issuer: str,
     now: float,
     lifetime: int,
-    auth_method: Literal["secret", "certificate", "managed"],
+    auth_method: Literal["secret", "certificate", "managed", "federated"],
 ) -> dict[str, Any]:
     iat = int(now)
     claims: dict[str, Any] = {

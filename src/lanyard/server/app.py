@@ -26,6 +26,7 @@ from lanyard.core.jobs import PeriodicJob
 from lanyard.directory.graph import GraphRoutes
 from lanyard.directory.http import DirectoryRoutes, StaticDocuments
 from lanyard.directory.limits import ClientLimits
+from lanyard.directory.oidc import IssuerKeys
 from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy
 from lanyard.directory.rotation import KeyLifecycle, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
@@ -203,6 +204,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             token_lifetime=platform.settings.token_lifetime,
             identity_cert_lifetime=platform.settings.identity_cert_lifetime,
         ),
+        IssuerKeys(platform.settings.federation, clock),
     )
     limits = platform.settings.limits
     client_limits = ClientLimits.of(
@@ -232,6 +234,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     control.ensure_owner(platform.identity.admin_object_id, platform.identity.subscription_id)
     fleet = Fleet(platform.store, directory, control, clock, platform.identity.tenant_id)
     fleet.audit = auditor
+    fleet.workload_token_lifetime = platform.settings.federation.workload_token_lifetime
     hub = BindingsHub(fleet, platform.store, clock)
     arm = ArmRoutes(control, directory, urls.authority, settle=settle_all)
     settings = platform.settings

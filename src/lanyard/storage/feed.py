@@ -45,6 +45,7 @@ FEED_KEYS: dict[str, tuple[str, ...]] = {
     "applications": ("app_id",),
     "service_principals": ("app_id",),
     "credentials": ("app_id",),
+    "federated_credentials": ("app_id",),
     "signing_keys": ("kid",),
     "resource_groups": ("key",),
     "resources": ("key",),

@@ -85,6 +85,29 @@ class Credential(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class FederatedCredential(Base):
+    """A federated identity credential: tokens of an outside issuer that this client may exchange for
+    its own. Owned by a user-assigned identity (ARM) or an application (Graph); keyed for the
+    change feed by the client id it authenticates, like `credentials`."""
+
+    __tablename__ = "federated_credentials"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), index=True)
+    # "identity" (owner_key is the lower-cased ARM id of the identity) or "application" (its object id).
+    owner_kind: Mapped[str] = mapped_column(String(16))
+    owner_key: Mapped[str] = mapped_column(String(1024), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    issuer: Mapped[str] = mapped_column(String(600))
+    subject: Mapped[str | None] = mapped_column(String(600))
+    # Beyond Entra's exact subjects: a subject with wildcards, or an expression over the claims.
+    claims_expression: Mapped[str | None] = mapped_column(Text)
+    language_version: Mapped[int | None] = mapped_column(Integer)
+    audiences: Mapped[str] = mapped_column(Text)  # JSON array of strings
+    description: Mapped[str | None] = mapped_column(String(600))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class SigningKey(Base):
     """A token-signing key. State machine in docs/security.md T4: pending → active → retired → removed."""
 
@@ -102,6 +125,7 @@ class SigningKey(Base):
 
 
 Index("ix_credentials_app_kind", Credential.app_id, Credential.kind)
+Index("ix_federated_owner_name", FederatedCredential.owner_key, FederatedCredential.name, unique=True)
 
 
 class ResourceGroup(Base):
