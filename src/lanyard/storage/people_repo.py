@@ -138,9 +138,7 @@ def list_users(
         key = value.lower()
         q = q.where(m.User.upn_key.startswith(key, autoescape=True) if prefix else m.User.upn_key == key)
     elif field == "displayName":
-        q = q.where(
-            m.User.display_name.startswith(value, autoescape=True) if prefix else m.User.display_name == value
-        )
+        q = q.where(m.User.display_name.startswith(value, autoescape=True) if prefix else m.User.display_name == value)
     return [_user(r) for r in s.scalars(q.order_by(m.User.created_at).limit(limit))]
 
 
@@ -225,10 +223,12 @@ def remove_member(s: Session, group_id: str, member_id: str) -> bool:
 
 
 def list_members(s: Session, group_id: str) -> list[MemberRecord]:
-    rows = s.scalars(
-        select(m.GroupMember).where(m.GroupMember.group_id == group_id).order_by(m.GroupMember.created_at)
-    )
+    rows = s.scalars(select(m.GroupMember).where(m.GroupMember.group_id == group_id).order_by(m.GroupMember.created_at))
     return [MemberRecord(r.group_id, r.member_id, r.member_type) for r in rows]
+
+
+def direct_groups_of(s: Session, member_id: str) -> list[str]:
+    return sorted(s.scalars(select(m.GroupMember.group_id).where(m.GroupMember.member_id == member_id)))
 
 
 def groups_of(s: Session, member_id: str) -> frozenset[str]:
