@@ -29,6 +29,8 @@ from lanyard.directory.limits import ClientLimits
 from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy
 from lanyard.directory.rotation import KeyLifecycle, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
+from lanyard.directory.signin import PasswordLimits, SignIn
+from lanyard.directory.signin_pages import SignInPages
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
@@ -207,7 +209,13 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     client_limits = ClientLimits.of(
         limits.client_rate, limits.client_burst, limits.secret_failures, limits.secret_failure_refill, clock
     )
-    directory_routes = DirectoryRoutes(directory, auditor, client_limits)
+    signin = SignIn(
+        directory,
+        PasswordLimits.of(
+            limits.password_failures, limits.password_source_failures, limits.password_failure_refill, clock
+        ),
+    )
+    directory_routes = DirectoryRoutes(directory, auditor, client_limits, signin)
 
     async def settle_nodes() -> bool:
         return await follower.settle(platform.store.written_through)
@@ -256,6 +264,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             *fleet_routes.routes(),
             *arm.routes(),
             *directory_routes.routes(),
+            *SignInPages(signin).routes(),
         ],
         exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )
