@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from lanyard.cli.ad import ad
+from lanyard.cli.ad_people import user_group as _users  # noqa: F401 (registers `ad user|group`)
 from lanyard.cli.arm import COMMANDS
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile, print_json
