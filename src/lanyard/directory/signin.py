@@ -52,6 +52,7 @@ from lanyard.protocol.oauth2 import (
     REFRESH_TOKEN,
     DelegatedScope,
     UserGrantRequest,
+    delegated_scope,
     is_guid,
 )
 from lanyard.storage import directory_repo as dirrepo
@@ -443,7 +444,8 @@ class SignIn:
                 raise InvalidGrant(
                     54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code."
                 )
-        return self.issue(user, client, request.scope, request.endpoint, nonce=detail.get("nonce"), family=grant.family)
+        scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
+        return self.issue(user, client, scope, request.endpoint, nonce=detail.get("nonce"), family=grant.family)
 
     # -- device codes -------------------------------------------------------------------------
 
@@ -516,7 +518,8 @@ class SignIn:
             if grant.state != "approved" or not people.claim_grant(s, id_hash, "approved", "used"):
                 raise InvalidGrant(70000, "The provided value for the input parameter 'device_code' was already used.")
             user = self._current_user(s, grant.user_id, grant.created_at)
-        return self.issue(user, client, request.scope, request.endpoint, nonce=None, family=grant.family)
+        scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
+        return self.issue(user, client, scope, request.endpoint, nonce=None, family=grant.family)
 
 
 def is_user_grant_error(exc: OAuthError) -> bool:

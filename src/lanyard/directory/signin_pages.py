@@ -33,6 +33,7 @@ CSRF_COOKIE = "__Host-lanyard-csrf"
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # What the login form carries from the authorize request to its POST.
 _CARRIED = (
+    "response_mode",
     "client_id",
     "redirect_uri",
     "response_type",
@@ -53,7 +54,9 @@ _templates = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-_CSS = resources.files("lanyard.directory").joinpath("static/signin.css").read_bytes()
+_STATIC = resources.files("lanyard.directory").joinpath("static")
+_CSS = _STATIC.joinpath("signin.css").read_bytes()
+_FORM_POST_JS = _STATIC.joinpath("form_post.js").read_bytes()
 
 
 class PageError(Exception):
@@ -65,9 +68,10 @@ class PageError(Exception):
         self.status = status
 
 
-def _security_headers(form_targets: str = "") -> dict[str, str]:
+def _security_headers(form_targets: str = "", scripts: bool = False) -> dict[str, str]:
+    script = " script-src 'self';" if scripts else ""  # only the form_post page, and only our file
     csp = (
-        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+        f"default-src 'none';{script} style-src 'self'; img-src 'self'; base-uri 'none'; "
         f"form-action 'self'{form_targets}; frame-ancestors 'none'"
     )
     return {
@@ -92,15 +96,21 @@ class SignInPages:
     # -- rendering ----------------------------------------------------------------------------
 
     def _page(
-        self, request: Request, template: str, status: int = 200, form_targets: str = "", **values: Any
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        form_targets: str = "",
+        scripts: bool = False,
+        **values: Any,
     ) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE, "")
         fresh = not re.fullmatch(r"[A-Za-z0-9_-]{43}", csrf)
         if fresh:
             csrf = secrets.token_urlsafe(32)
-        body = _templates.get_template(template).render(csrf=csrf, error=None, **values)
+        body = _templates.get_template(template).render({"error": None, **values, "csrf": csrf})
         response = Response(
-            body, status, media_type="text/html; charset=utf-8", headers=_security_headers(form_targets)
+            body, status, media_type="text/html; charset=utf-8", headers=_security_headers(form_targets, scripts)
         )
         if fresh:
             response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True, samesite="strict")
@@ -166,6 +176,8 @@ class SignInPages:
             raise InvalidRequest(
                 50148, "A PKCE code_challenge with code_challenge_method S256 is required for this client."
             )
+        if params.get("response_mode", "query") not in ("query", "form_post"):
+            raise InvalidRequest(900144, "The response_mode must be 'query' or 'form_post'.")
         if len(params.get("state", "")) > 2048 or len(params.get("nonce", "")) > 512:
             raise InvalidRequest(900144, "The state or nonce parameter is too long.")
         delegated_scope(params.get("scope"), None)
@@ -211,6 +223,18 @@ class SignInPages:
                 status = 429 if isinstance(exc, SignInThrottled) else 200
                 return self._page(request, "login.html", status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
             code = await run_in_threadpool(self._issue_code, user, client, redirect_uri, params)
+            if params.get("response_mode") == "form_post":
+                fields = [("code", code), *([("state", params["state"])] if params.get("state") else [])]
+                return self._page(
+                    request,
+                    "form_post.html",
+                    form_targets=page["form_targets"],
+                    scripts=True,
+                    title="Signed in",
+                    client_name=client.name,
+                    redirect_uri=redirect_uri,
+                    fields=fields,
+                )
             return self._redirect(redirect_uri, code=code, state=params.get("state", ""))
         except PageError as exc:
             return self._error_page(request, exc.message, exc.status)
@@ -242,10 +266,10 @@ class SignInPages:
             if not client_id:
                 raise InvalidRequest(900144, "The request body must contain the following parameter: 'client_id'.")
             scope = form.get("scope") or ""
-            delegated_scope(scope, form.get("resource") if not scope else None)
-            result = await run_in_threadpool(
-                self.signin.start_device, tenant, client_id, scope or form.get("resource", ""), self.device_page_url
-            )
+            if not scope and form.get("resource"):
+                scope = f"{form['resource']}/.default offline_access openid"  # v1: the resource's default
+            delegated_scope(scope, None)
+            result = await run_in_threadpool(self.signin.start_device, tenant, client_id, scope, self.device_page_url)
         except OAuthError as exc:
             return oauth_error(exc)
         return json_response(result, 200, NO_STORE)
@@ -331,6 +355,9 @@ class SignInPages:
     async def stylesheet(self, request: Request) -> Response:
         return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
+    async def form_post_script(self, request: Request) -> Response:
+        return Response(_FORM_POST_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/{tenant}/oauth2/v2.0/authorize", self.authorize, methods=["GET", "POST"]),
@@ -341,4 +368,5 @@ class SignInPages:
             Route("/devicelogin", self.device_page, methods=["GET", "POST"]),
             Route("/common/userrealm/{username}", self.user_realm, methods=["GET"]),
             Route("/_lanyard/signin.css", self.stylesheet, methods=["GET"]),
+            Route("/_lanyard/form_post.js", self.form_post_script, methods=["GET"]),
         ]

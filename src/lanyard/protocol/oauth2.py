@@ -239,6 +239,8 @@ class UserGrantRequest:
     code_verifier: str = ""
     refresh_token: str = ""
     device_code: str = ""
+    # False when the request named no scope (msal polling a device code): the grant's own applies.
+    scope_given: bool = True
 
     def __repr__(self) -> str:  # passwords, codes and tokens never reach a log through repr()
         return f"UserGrantRequest(grant_type={self.grant_type!r}, client_id={self.client_id!r})"
@@ -292,4 +294,7 @@ def parse_user_grant(form: Mapping[str, str], endpoint: Endpoint, authorization:
     for name, value in fields.items():
         if len(value) > 4096:
             raise InvalidRequest(900144, f"The parameter '{name}' is too long.")
-    return UserGrantRequest(grant_type, client_id.lower(), secret, assertion, scope, endpoint, **fields)
+    given = bool(form.get("scope") or resource)
+    return UserGrantRequest(
+        grant_type, client_id.lower(), secret, assertion, scope, endpoint, **fields, scope_given=given
+    )
