@@ -201,3 +201,46 @@ def test_role_assignment_to_a_user_by_upn(platform: RunningPlatform, vault: dict
         "--role", "Reader", "--scope", vault["id"], check=False,
     )
     assert refused.returncode != 0 and "PrincipalNotFound" in refused.stderr
+
+
+def test_lanyard_login_acts_as_the_user(platform: RunningPlatform, tmp_path: Any) -> None:
+    """`lanyard login -u -p` in a home of its own (the shared home stays the admin's)."""
+    home = platform.home
+    user = new_user(platform, "lee")
+    upn = user["userPrincipalName"]
+    cli_home = tmp_path / "cli"
+    cli_home.mkdir()
+    (cli_home / "endpoints.json").write_text((home / "endpoints.json").read_text())
+    cli_json(home, "group", "create", "-n", "login-rg", "-l", "westus")
+    wrong = run_cli(cli_home, "login", "-u", upn, "-p", "Wrong-Pa55word", check=False)
+    assert wrong.returncode != 0 and "AADSTS50126" in wrong.stderr and "Wrong-Pa55word" not in wrong.stderr
+    assert not (cli_home / "user-session.json").exists()
+    signed_in = cli_json(cli_home, "login", "-u", upn, "-p", PASSWORD)
+    assert signed_in[0]["user"] == {"name": upn, "type": "user"}
+    session = cli_home / "user-session.json"
+    assert session.stat().st_mode & 0o077 == 0 and PASSWORD not in session.read_text()
+    assert cli_json(cli_home, "account", "show")["user"] == {"name": upn, "type": "user"}
+    denied = run_cli(cli_home, "group", "show", "-n", "login-rg", check=False)
+    assert denied.returncode != 0 and "AuthorizationFailed" in denied.stderr
+    assignment = cli_json(
+        home, "role", "assignment", "create", "--assignee", upn, "--role", "Reader",
+        "--scope", f"/subscriptions/{platform.endpoints['subscription_id']}/resourceGroups/login-rg",
+    )
+    assert cli_json(cli_home, "group", "show", "-n", "login-rg")["name"] == "login-rg"
+    token = cli_json(cli_home, "account", "get-access-token")["accessToken"]
+    assert token.count(".") == 2
+    # Reader: sees, cannot change.
+    refused = run_cli(cli_home, "group", "create", "-n", "login-rg-2", "-l", "westus", check=False)
+    assert refused.returncode != 0 and "AuthorizationFailed" in refused.stderr
+    kept = json.loads(session.read_text())["refresh_token"]
+    run_cli(cli_home, "logout")
+    assert not session.exists()
+    with platform.http() as http:
+        after = http.post(platform.token_url_v2, data={
+            "grant_type": "refresh_token", "client_id": "97192263-e80d-4f00-9b19-2728d68e9f05",
+            "refresh_token": kept, "scope": "https://management.azure.com/.default",
+        })
+    assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
+    # Signed out, the CLI is the admin application again.
+    assert cli_json(cli_home, "account", "show")["user"]["type"] == "servicePrincipal"
+    run_cli(home, "role", "assignment", "delete", "--ids", assignment["id"])
