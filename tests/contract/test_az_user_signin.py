@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,3 +195,76 @@ def test_az_login_as_a_user_then_default_azure_credential_reads_a_granted_secret
     )
     refused = ns.run(sys.executable, "-c", SECRET_READER, vault_url, check=False)
     assert refused.returncode != 0 and "Forbidden" in refused.stderr
+
+
+DEVICE_PAGE = """
+import re, ssl, sys, httpx
+authority, code, user, password = sys.argv[1:5]
+with httpx.Client(verify=ssl.create_default_context(cafile=sys.argv[5]), timeout=30) as http:
+    page = http.get(f"{authority}/devicelogin")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    done = http.post(f"{authority}/devicelogin",
+                     data={"csrf_token": csrf, "otc": code, "username": user, "password": password})
+    print(done.status_code, 'id="done"' in done.text)
+"""
+
+
+def test_az_login_with_a_device_code(on_443: Namespaced) -> None:
+    ns = on_443
+    upn = f"dc-{uuid.uuid4().hex[:6]}@az.example"
+    user = ns.lanyard(
+        "ad", "user", "create", "--display-name", "Dee Code", "--user-principal-name", upn, "--password", PASSWORD
+    )
+    ns.lanyard(
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        upn,
+        "--role",
+        "Reader",
+        "--scope",
+        f"/subscriptions/{ns.endpoints['subscription_id']}",
+    )
+    ns.az("cloud", "register", "-n", "LanyardDevice", "--endpoint-resource-manager", ns.endpoints["arm"])
+    ns.az("cloud", "set", "-n", "LanyardDevice")
+    ns.az("logout", check=False)
+    login = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, str(AZ), "login", "--use-device-code", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ns.env(),
+    )
+    try:
+        assert login.stderr is not None
+        message = ""
+        deadline = time.monotonic() + 120
+        while "enter the code" not in message and time.monotonic() < deadline:
+            line = login.stderr.readline()
+            if not line:
+                break
+            message += line
+        found = re.search(r"open the page (\S+) and enter the code (\w+)", message)
+        assert found is not None, message
+        assert found.group(1) == f"{ns.endpoints['authority']}/devicelogin"
+        page = ns.run(
+            sys.executable,
+            "-c",
+            DEVICE_PAGE,
+            ns.endpoints["authority"],
+            found.group(2),
+            upn,
+            PASSWORD,
+            ns.endpoints["ca_cert"],
+        )
+        assert page.stdout.split() == ["200", "True"], page.stderr
+        out, err = login.communicate(timeout=120)
+        assert login.returncode == 0, err
+        assert json.loads(out)[0]["user"] == {"name": upn, "type": "user"}
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.wait()
+    token = json.loads(ns.az("account", "get-access-token", "-o", "json").stdout)
+    assert claims_of(token["accessToken"])["oid"] == user["id"]
