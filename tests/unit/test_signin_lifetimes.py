@@ -149,3 +149,19 @@ def test_backoff_refills_and_a_disabled_user_loses_refresh(
     with pytest.raises(InvalidGrant) as ended:
         service.token(TENANT, refresh, "127.0.0.1")
     assert ended.value.aadsts == 50173
+
+
+def test_cleanup_keeps_retired_refresh_tokens_so_their_reuse_still_revokes(
+    signin: tuple[SignIn, FrozenClock, people.UserRecord],
+) -> None:
+    service, clock, _user = signin
+    first = str(password_grant(service)["refresh_token"])
+    refresh = grant(grant_type="refresh_token", refresh_token=first)
+    second = str(service.token(TENANT, refresh, "127.0.0.1")["refresh_token"])
+    clock.advance(2 * 86400.0)
+    service.forget_expired()
+    with pytest.raises(InvalidGrant) as reused:
+        service.token(TENANT, refresh, "127.0.0.1")
+    assert reused.value.aadsts == 50173
+    with pytest.raises(InvalidGrant):
+        service.token(TENANT, grant(grant_type="refresh_token", refresh_token=second), "127.0.0.1")

@@ -29,7 +29,6 @@ from lanyard.core.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
-    OAuthError,
     UnauthorizedClient,
 )
 from lanyard.core.ratelimit import Rate, TokenBuckets
@@ -237,7 +236,7 @@ class SignIn:
         else:
             assert request.grant_type == REFRESH_TOKEN
             issued = self._redeem_refresh(tenant, client, request)
-        metrics.token_issued(request.grant_type.rsplit(":", 1)[-1], "user")
+        metrics.user_token_issued(request.grant_type.rsplit(":", 1)[-1], client.confidential)
         return issued
 
     def issue(
@@ -359,6 +358,13 @@ class SignIn:
         return InvalidGrant(
             50173, "The provided grant has expired due to it being revoked, a fresh auth token is needed."
         )
+
+    def forget_expired(self) -> bool:
+        """Delete grants a day past their end (periodic job): none of them can be redeemed again."""
+        with self.directory.store.session() as s:
+            now = self.clock.now()
+            people.delete_expired_grants(s, now - 86400.0, now - REFRESH_LIFETIME)
+        return False
 
     def revoke(self, user_id: str, client_id: str | None = None) -> int:
         """Sign a user out (of one client or all): every refresh token of theirs stops working."""
@@ -521,6 +527,3 @@ class SignIn:
         scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
         return self.issue(user, client, scope, request.endpoint, nonce=None, family=grant.family)
 
-
-def is_user_grant_error(exc: OAuthError) -> bool:
-    return isinstance(exc, InvalidGrant | AuthorizationPending | ExpiredToken)

@@ -294,4 +294,5 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     served = AccessLogMiddleware(
         CatchAll(routed), access, platform_family, metrics.HTTP_RESPONSES, metrics.HTTP_LATENCY, count_denial
     )
-    return Served(served, fleet, hub, follower, (rotation, renewal), access, auditor)
+    grant_cleanup = PeriodicJob("sign-in grant cleanup", signin.forget_expired, tick=600.0)
+    return Served(served, fleet, hub, follower, (rotation, renewal, grant_cleanup), access, auditor)

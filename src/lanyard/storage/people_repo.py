@@ -305,5 +305,8 @@ def revoke_user_grants(s: Session, user_id: str, client_id: str | None = None) -
     return int(getattr(result, "rowcount", 0))
 
 
-def delete_expired_grants(s: Session, before: float) -> None:
-    s.execute(delete(m.SignInGrant).where(m.SignInGrant.expires_at < before))
+def delete_expired_grants(s: Session, before: float, retired_before: float) -> None:
+    """Grants past their end; retired refresh tokens (whose reuse must still revoke their family)
+    only once their family could no longer be alive."""
+    s.execute(delete(m.SignInGrant).where(m.SignInGrant.expires_at < before, m.SignInGrant.state != "used"))
+    s.execute(delete(m.SignInGrant).where(m.SignInGrant.state == "used", m.SignInGrant.created_at < retired_before))
