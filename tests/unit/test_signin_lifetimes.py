@@ -37,10 +37,12 @@ PASSWORD = "Corr3ct-Horse"
 ARM = "https://management.azure.com/.default offline_access openid"
 
 
-@pytest.fixture
-def signin(tmp_path: Path) -> tuple[SignIn, FrozenClock, people.UserRecord]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def signin(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[SignIn, FrozenClock, people.UserRecord]:
     clock = FrozenClock(1_800_000_000.0)
-    store = Store(make_engine(f"sqlite:///{tmp_path / 'people.db'}"), clock.now)
+    url = request.getfixturevalue("pg_database") if request.param == "postgres" else f"sqlite:///{tmp_path / 'p.db'}"
+    store = Store(make_engine(url), clock.now)
+    request.addfinalizer(store.close)
     migrate(store.engine)
     barrier = Barrier(os.urandom(32))
     ensure_signing_key(store, barrier, clock)
