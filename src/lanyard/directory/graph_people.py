@@ -11,6 +11,7 @@ import re
 import uuid
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -168,19 +169,22 @@ class PeopleGraph:
             raise GraphError("Property 'passwordProfile' is required.", code="Request_BadRequest")
         password_hash = hash_password(check_policy(profile.get("password")))
         now = self.clock.now()
-        with self.directory.store.session() as s:
-            if people.get_user(s, upn=upn) is not None:
-                raise GraphError(
-                    "Another object with the same value for property userPrincipalName already exists.",
-                    code="Request_MultipleObjectsWithSameKeyValue",
-                    status=400,
+        duplicate = GraphError(
+            "Another object with the same value for property userPrincipalName already exists.",
+            code="Request_MultipleObjectsWithSameKeyValue",
+        )
+        try:
+            with self.directory.store.session() as s:
+                if people.get_user(s, upn=upn) is not None:
+                    raise duplicate
+                user = people.add_user(
+                    s,
+                    people.UserRecord(
+                        str(uuid.uuid4()), claims["tid"], upn, name, nickname, enabled, password_hash, now, now
+                    ),
                 )
-            user = people.add_user(
-                s,
-                people.UserRecord(
-                    str(uuid.uuid4()), claims["tid"], upn, name, nickname, enabled, password_hash, now, now
-                ),
-            )
+        except IntegrityError as exc:  # the same name made at the same moment on another node
+            raise duplicate from exc
         return graph_json({"@odata.context": self._context("users/$entity"), **self.user_json(user)}, 201)
 
     def list_users(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
@@ -228,6 +232,16 @@ class PeopleGraph:
                 raise GraphError("passwordProfile must be an object.", code="Request_BadRequest")
             values["password_hash"] = hash_password(check_policy(profile.get("password")))
             values["tokens_valid_from"] = now  # as Entra: a new password revokes refresh tokens
+        try:
+            self._update_user(request, claims, values)
+        except IntegrityError as exc:
+            raise GraphError(
+                "Another object with the same value for property userPrincipalName already exists.",
+                code="Request_MultipleObjectsWithSameKeyValue",
+            ) from exc
+        return Response(status_code=204)
+
+    def _update_user(self, request: Request, claims: dict[str, Any], values: dict[str, object]) -> None:
         with self.directory.store.session() as s:
             user = self._user(s, request.path_params["id"], claims["tid"])
             if "user_principal_name" in values:
@@ -241,7 +255,6 @@ class PeopleGraph:
                 people.update_user(s, user.object_id, **values)
             if "tokens_valid_from" in values:
                 people.revoke_user_grants(s, user.object_id)
-        return Response(status_code=204)
 
     def delete_user(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:
@@ -336,19 +349,22 @@ class PeopleGraph:
         member_id = match.group(1).lower()
         if not is_guid(member_id):
             raise GraphError(f"Invalid object identifier '{member_id}'.", code="Request_BadRequest")
-        with self.directory.store.session() as s:
-            group = self._group(s, request.path_params["id"], claims["tid"])
-            member_type = self._member_type(s, member_id, claims["tid"])
-            if member_type == "Group" and (
-                member_id == group.object_id or member_id in people.groups_of(s, group.object_id)
-            ):
-                raise GraphError("A group cannot contain itself, directly or through another group.")
-            if not people.add_member(s, group.object_id, member_id, member_type, self.clock.now()):
-                raise GraphError(
-                    "One or more added object references already exist for the following modified properties: "
-                    "'members'.",
-                    code="Request_BadRequest",
-                )
+        exists = GraphError(
+            "One or more added object references already exist for the following modified properties: 'members'.",
+            code="Request_BadRequest",
+        )
+        try:
+            with self.directory.store.session() as s:
+                group = self._group(s, request.path_params["id"], claims["tid"])
+                member_type = self._member_type(s, member_id, claims["tid"])
+                if member_type == "Group" and (
+                    member_id == group.object_id or member_id in people.groups_of(s, group.object_id)
+                ):
+                    raise GraphError("A group cannot contain itself, directly or through another group.")
+                if not people.add_member(s, group.object_id, member_id, member_type, self.clock.now()):
+                    raise exists
+        except IntegrityError as exc:  # the same member added at the same moment elsewhere
+            raise exists from exc
         return Response(status_code=204)
 
     def remove_member(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
