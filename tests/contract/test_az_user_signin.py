@@ -268,3 +268,57 @@ def test_az_login_with_a_device_code(on_443: Namespaced) -> None:
             login.wait()
     token = json.loads(ns.az("account", "get-access-token", "-o", "json").stdout)
     assert claims_of(token["accessToken"])["oid"] == user["id"]
+
+
+def test_az_ad_user_and_group_commands(on_443: Namespaced) -> None:
+    """The real `az ad user|group` against Graph, signed in as the admin application."""
+    ns = on_443
+    admin = ns.endpoints["admin"]
+    ns.az("cloud", "register", "-n", "LanyardAdmin", "--endpoint-resource-manager", ns.endpoints["arm"])
+    ns.az("cloud", "set", "-n", "LanyardAdmin")
+    ns.az(
+        "login",
+        "--service-principal",
+        "-u",
+        admin["client_id"],
+        "-p",
+        admin["client_secret"],
+        "--tenant",
+        ns.endpoints["tenant_id"],
+    )
+    upn = f"azad-{uuid.uuid4().hex[:6]}@az.example"
+
+    def az_json(*args: str) -> Any:
+        return json.loads(ns.az(*args, "-o", "json").stdout or "null")
+
+    user = az_json(
+        "ad", "user", "create", "--display-name", "Az Ad", "--password", PASSWORD, "--user-principal-name", upn
+    )
+    assert user["userPrincipalName"] == upn and user["id"]
+    assert az_json("ad", "user", "show", "--id", upn)["id"] == user["id"]
+    assert [u["id"] for u in az_json("ad", "user", "list", "--upn", upn)] == [user["id"]]
+    assert user["id"] in [u["id"] for u in az_json("ad", "user", "list", "--display-name", "Az Ad")]
+    name = f"azgroup-{uuid.uuid4().hex[:6]}"
+    group = az_json("ad", "group", "create", "--display-name", name, "--mail-nickname", name)
+    assert az_json("ad", "group", "show", "--group", name)["id"] == group["id"]
+    ns.az("ad", "group", "member", "add", "--group", name, "--member-id", user["id"])
+    assert az_json("ad", "group", "member", "check", "--group", name, "--member-id", user["id"]) == {"value": True}
+    assert [m["id"] for m in az_json("ad", "group", "member", "list", "--group", name)] == [user["id"]]
+    assignment = az_json(
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        upn,
+        "--role",
+        "Reader",
+        "--scope",
+        f"/subscriptions/{ns.endpoints['subscription_id']}",
+    )
+    assert assignment["principalId"] == user["id"] and assignment["principalType"] == "User"
+    ns.az("ad", "group", "member", "remove", "--group", name, "--member-id", user["id"])
+    assert az_json("ad", "group", "member", "check", "--group", name, "--member-id", user["id"]) == {"value": False}
+    ns.az("ad", "group", "delete", "--group", name)
+    ns.az("ad", "user", "delete", "--id", upn)
+    gone = ns.az("ad", "user", "show", "--id", upn, check=False)
+    assert gone.returncode != 0 and "does not exist" in gone.stderr

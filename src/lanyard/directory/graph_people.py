@@ -26,25 +26,56 @@ from lanyard.storage import directory_repo as dirrepo
 from lanyard.storage import people_repo as people
 from lanyard.storage.directory_repo import Session
 
-_EQ = re.compile(r"^\s*(userPrincipalName|displayName|mail)\s+eq\s+'((?:[^']|'')*)'\s*$")
-_STARTS = re.compile(r"^\s*startswith\(\s*(userPrincipalName|displayName|mail)\s*,\s*'((?:[^']|'')*)'\s*\)\s*$")
+_PROPS = r"(userPrincipalName|displayName|mail|mailNickname)"
+_EQ = re.compile(r"\s*" + _PROPS + r"\s+eq\s+'((?:[^']|'')*)'\s*")
+_STARTS = re.compile(r"\s*startswith\(\s*" + _PROPS + r"\s*,\s*'((?:[^']|'')*)'\s*\)\s*")
+_AND = re.compile(r"\s*and\s+")
+# Filters other than on the user principal name are applied to the tenant's objects as rendered,
+# case-insensitively as Graph does; this many at most are looked at.
+FILTER_SCAN = 100_000
 _UPN = re.compile(r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z0-9-]{2,63}$")
 _NICKNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DIRECTORY_OBJECT = re.compile(r"/directoryObjects/([0-9a-fA-F-]{36})/?$")
 _USER_FIELDS = frozenset({"displayName", "accountEnabled", "passwordProfile", "mailNickname", "userPrincipalName"})
 
 
-def parse_people_filter(raw: str | None) -> tuple[str, str, bool] | None:
-    """(property, value, is-prefix) from `prop eq 'v'` or `startswith(prop,'v')`."""
+Clause = tuple[str, str, bool]  # (property, value, is-prefix)
+
+
+def parse_people_filter(raw: str | None) -> list[Clause] | None:
+    """`prop eq 'v'` and `startswith(prop,'v')` clauses, joined by `and` (az joins two to find a group)."""
     if raw is None:
         return None
-    for pattern, prefix in ((_EQ, False), (_STARTS, True)):
-        match = pattern.match(raw)
-        if match:
-            return match.group(1), match.group(2).replace("''", "'"), prefix
-    raise GraphError(
-        f"Unsupported or invalid query filter clause specified: {raw[:80]!r}.", code="Request_UnsupportedQuery"
-    )
+    clauses: list[Clause] = []
+    rest = raw.strip()
+    while True:
+        for pattern, prefix in ((_EQ, False), (_STARTS, True)):
+            match = pattern.match(rest)
+            if match:
+                clauses.append((match.group(1), match.group(2).replace("''", "'"), prefix))
+                rest = rest[match.end() :]
+                break
+        else:
+            raise GraphError(
+                f"Unsupported or invalid query filter clause specified: {raw[:80]!r}.", code="Request_UnsupportedQuery"
+            )
+        if not rest.strip():
+            return clauses
+        joined = _AND.match(rest)
+        if joined is None or len(clauses) >= 4:
+            raise GraphError(
+                f"Unsupported or invalid query filter clause specified: {raw[:80]!r}.", code="Request_UnsupportedQuery"
+            )
+        rest = rest[joined.end() :]
+
+
+def matches_all(item: dict[str, Any], clauses: list[Clause]) -> bool:
+    """Graph compares these string properties without regard to case."""
+    for prop, value, prefix in clauses:
+        have = str(item.get(prop) or "").lower()
+        if not (have.startswith(value.lower()) if prefix else have == value.lower()):
+            return False
+    return True
 
 
 def _not_found(ident: str) -> GraphError:
@@ -188,15 +219,15 @@ class PeopleGraph:
         return graph_json({"@odata.context": self._context("users/$entity"), **self.user_json(user)}, 201)
 
     def list_users(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
-        flt = parse_people_filter(request.query_params.get("$filter"))
+        clauses = parse_people_filter(request.query_params.get("$filter")) or []
         with self.directory.store.session() as s:
-            if flt is None:
-                users = people.list_users(s, claims["tid"])
-            elif flt[0] == "mail":
-                users = []  # no user has a mailbox here
+            first = next((c for c in clauses if c[0] == "userPrincipalName"), None)
+            if first is not None:  # the indexed, case-folded column narrows first
+                users = people.list_users(s, claims["tid"], field=first[0], value=first[1], prefix=first[2])
             else:
-                users = people.list_users(s, claims["tid"], field=flt[0], value=flt[1], prefix=flt[2])
-        return self.graph._collection("users", [self.user_json(u) for u in users])
+                users = people.list_users(s, claims["tid"], limit=FILTER_SCAN if clauses else 1000)
+        items = [self.user_json(u) for u in users]
+        return self.graph._collection("users", [u for u in items if matches_all(u, clauses)])
 
     def get_user(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:
@@ -311,15 +342,13 @@ class PeopleGraph:
         return graph_json({"@odata.context": self._context("groups/$entity"), **self.group_json(group)}, 201)
 
     def list_groups(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
-        flt = parse_people_filter(request.query_params.get("$filter"))
+        clauses = parse_people_filter(request.query_params.get("$filter")) or []
+        if any(prop == "userPrincipalName" for prop, _value, _prefix in clauses):
+            raise GraphError("Unsupported filter property for groups.", code="Request_UnsupportedQuery")
         with self.directory.store.session() as s:
-            if flt is None:
-                groups = people.list_groups(s, claims["tid"])
-            elif flt[0] == "displayName":
-                groups = people.list_groups(s, claims["tid"], display_name=flt[1], prefix=flt[2])
-            else:
-                raise GraphError("Unsupported filter property for groups.", code="Request_UnsupportedQuery")
-        return self.graph._collection("groups", [self.group_json(g) for g in groups])
+            groups = people.list_groups(s, claims["tid"], limit=FILTER_SCAN if clauses else 1000)
+        items = [self.group_json(g) for g in groups]
+        return self.graph._collection("groups", [g for g in items if matches_all(g, clauses)])
 
     def get_group(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:
