@@ -322,3 +322,41 @@ def test_az_ad_user_and_group_commands(on_443: Namespaced) -> None:
     ns.az("ad", "user", "delete", "--id", upn)
     gone = ns.az("ad", "user", "show", "--id", upn, check=False)
     assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+MSAL_PASSWORD = """
+import json, sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # ROPC is deprecated, still shipped
+import msal
+from azure.identity import UsernamePasswordCredential
+authority, tenant, user, password = sys.argv[1:5]
+app = msal.PublicClientApplication(
+    "04b07795-8ddb-461a-bbee-02f9e1bf7b46", authority=f"{authority}/{tenant}", instance_discovery=False
+)
+result = app.acquire_token_by_username_password(user, password, scopes=["https://management.azure.com/.default"])
+credential = UsernamePasswordCredential(
+    "04b07795-8ddb-461a-bbee-02f9e1bf7b46", user, password, tenant_id=tenant, authority=authority,
+    disable_instance_discovery=True,
+)
+token = credential.get_token("https://management.azure.com/.default").token
+print(json.dumps({"msal": result.get("access_token"), "error": result.get("error_codes"), "identity": token}))
+"""
+
+
+def test_msal_and_azure_identity_password_flow_unaided_on_port_443(on_443: Namespaced) -> None:
+    """On 443, msal's user-realm request reaches the platform itself: nothing pre-seeded."""
+    ns = on_443
+    upn = f"ropc-{uuid.uuid4().hex[:6]}@az.example"
+    user = ns.lanyard(
+        "ad", "user", "create", "--display-name", "Ro Pc", "--user-principal-name", upn, "--password", PASSWORD
+    )
+    out = ns.run(
+        sys.executable, "-c", MSAL_PASSWORD, ns.endpoints["authority"], ns.endpoints["tenant_id"], upn, PASSWORD
+    )
+    tokens = json.loads(out.stdout)
+    assert tokens["error"] is None
+    for token in (tokens["msal"], tokens["identity"]):
+        claims = claims_of(token)
+        assert claims["oid"] == user["id"] and claims["upn"] == upn and claims["scp"] == "user_impersonation"
+    access = (ns.home / "logs" / "access.log").read_text()
+    assert "/common/userrealm/" in access

@@ -43,7 +43,8 @@ def realm_discovery_on_port_443(platform: RunningPlatform, monkeypatch: pytest.M
     authority's port (msal 1.39 keeps only the host name); the test platform listens on a random port.
     msal remembers per host that realm discovery answered 404 ("managed, go on"); the set it keeps is
     given that answer here, as a platform on 443 would have given it (its /common/userrealm answers
-    "Managed", checked below)."""
+    "Managed", checked below; test_az_user_signin.py runs msal and azure-identity against a platform on
+    443 with nothing pre-seeded)."""
     from msal.authority import Authority
 
     host = urlsplit(platform.authority).hostname
