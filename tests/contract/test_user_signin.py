@@ -287,3 +287,20 @@ def test_azure_identity_username_password_credential(
     )
     token = credential.get_token(f"{ARM}/.default")
     check_user_token(platform, token.token, person, ARM)
+
+
+def test_v1_endpoint_password_grant_with_resource(platform: RunningPlatform, person: dict[str, Any]) -> None:
+    with platform.http() as http:
+        answer = http.post(platform.token_url_v1, data={
+            "grant_type": "password", "client_id": AZ_CLI, "username": person["userPrincipalName"],
+            "password": PASSWORD, "resource": ARM,
+        })
+        app_only = http.post(platform.token_url_v1, data={
+            "grant_type": "client_credentials", "client_id": AZ_CLI, "client_secret": "x", "resource": ARM,
+        })
+    body = answer.json()
+    assert answer.status_code == 200 and body["resource"] == ARM and isinstance(body["expires_in"], str)
+    assert body["refresh_token"] and body["id_token"]
+    check_user_token(platform, body["access_token"], person, ARM)
+    # A first-party public client is never an application of the tenant: no app-only token for it.
+    assert app_only.status_code in (400, 401) and app_only.json()["error"] in ("unauthorized_client", "invalid_client")
