@@ -71,6 +71,11 @@ class LimitSettings:
     # takes to earn one more attempt back. Successes never refund (the attacker's bucket stays empty).
     secret_failures: int = 20
     secret_failure_refill: float = 3.0
+    # Wrong user passwords allowed per (user, source address), and across users per source address
+    # (password spraying), before sign-in answers AADSTS50053; seconds to earn one attempt back.
+    password_failures: int = 5
+    password_failure_refill: float = 30.0
+    password_source_failures: int = 50
     # Host agent, per workload (resource id): above what one agent process serves.
     workload_rate: float = 20000.0
     workload_burst: float = 20000.0
@@ -299,6 +304,9 @@ def load_limit_settings(env: Mapping[str, str] | None = None, *, azure_imds: boo
         client_burst=_rate(env, "LANYARD_CLIENT_BURST", 10000.0),
         secret_failures=_count(env, "LANYARD_SECRET_FAILURES", 20),
         secret_failure_refill=_seconds(env, "LANYARD_SECRET_FAILURE_REFILL", 3.0),
+        password_failures=_count(env, "LANYARD_PASSWORD_FAILURES", 5),
+        password_failure_refill=_seconds(env, "LANYARD_PASSWORD_FAILURE_REFILL", 30.0),
+        password_source_failures=_count(env, "LANYARD_PASSWORD_SOURCE_FAILURES", 50),
         workload_rate=_rate(env, "LANYARD_WORKLOAD_RATE", 20000.0),
         workload_burst=_rate(env, "LANYARD_WORKLOAD_BURST", 20000.0),
         azure_imds=imds in ("on", "1", "true") if azure_imds is None else azure_imds,

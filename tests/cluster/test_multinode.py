@@ -361,3 +361,38 @@ def test_a_database_that_goes_away_gives_503_then_recovers(tmp_path: Path) -> No
                 assert again.status_code in (200, 201), again.text
         finally:
             node.stop()
+
+
+def test_a_member_removed_from_a_group_through_b_loses_its_rights_at_a_on_the_next_request(cluster: Cluster) -> None:
+    """The vault caches decisions per caller; a membership change (the feed's `group_members`) must
+    reach them on every node before the Graph call returns."""
+    home = cluster.first.home
+    cli_json(home, "group", "create", "-n", "people-cluster-rg", "-l", "westus")
+    vault = cli_json(
+        home, "keyvault", "create", "-g", "people-cluster-rg", "-n", "peoplekv", "--enable-rbac-authorization", "true"
+    )
+    admin = cluster.first.endpoints["admin"]["client_id"]
+    cli_json(home, "role", "assignment", "create", "--assignee", admin, "--role", "Key Vault Secrets Officer",
+             "--scope", vault["id"])
+    cli_json(home, "keyvault", "secret", "set", "--vault-name", "peoplekv", "-n", "s1", "--value", "grouped")
+    upn = "cluster-member@people.example"
+    password = "Cluster-Pa55word"
+    user = cli_json(home, "ad", "user", "create", "--display-name", "Member", "--user-principal-name", upn,
+                    "--password", password)
+    group = cli_json(home, "ad", "group", "create", "--display-name", "cluster-readers", "--mail-nickname", "cr")
+    cli_json(home, "role", "assignment", "create", "--assignee", group["id"], "--role", "Key Vault Secrets User",
+             "--scope", vault["id"])
+    run_cli(cluster.views[1], "ad", "group", "member", "add", "--group", group["id"], "--member-id", user["id"])
+    a, b = 2, 1
+    with cluster.http() as http:
+        token = http.post(
+            f"{cluster.direct(a)}/{cluster.tenant}/oauth2/v2.0/token",
+            data={"grant_type": "password", "client_id": "04b07795-8ddb-461a-bbee-02f9e1bf7b46", "username": upn,
+                  "password": password, "scope": f"{cluster.vault_audience}/.default"},
+        ).json()["access_token"]
+        for _ in range(3):  # decided, and cached, on A
+            got = http.get(_secret_url(cluster, "peoplekv", a, "s1"), headers=_bearer(token))
+            assert got.status_code == 200 and got.json()["value"] == "grouped"
+        run_cli(cluster.views[b], "ad", "group", "member", "remove", "--group", group["id"], "--member-id", user["id"])
+        denied = http.get(_secret_url(cluster, "peoplekv", a, "s1"), headers=_bearer(token))
+    assert denied.status_code == 403, denied.text

@@ -123,9 +123,36 @@ class ArmRoutes:
             },
         )
 
+    async def tenants(self, request: Request) -> Response:
+        """`GET /tenants`: the caller's own tenant (az lists tenants after signing a user in)."""
+        try:
+            caller = self.caller(request)
+            check_api_version(request.query_params.get("api-version"))
+        except ArmError as exc:
+            headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
+            return arm_response(exc.status_value, exc.body(), headers)
+        tenant = caller.tenant_id
+        return arm_response(
+            200,
+            {
+                "value": [
+                    {
+                        "id": f"/tenants/{tenant}",
+                        "tenantId": tenant,
+                        "tenantCategory": "Home",
+                        "displayName": "Lanyard",
+                        "defaultDomain": "lanyard.local",
+                        "domains": ["lanyard.local"],
+                        "tenantType": "AAD",
+                    }
+                ]
+            },
+        )
+
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/metadata/endpoints", self.metadata_endpoints, methods=["GET"]),
+            Route("/tenants", self.tenants, methods=["GET"]),
             Route("/subscriptions", self.dispatch, methods=_METHODS),
             Route("/subscriptions/{path:path}", self.dispatch, methods=_METHODS),
         ]

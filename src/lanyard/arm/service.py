@@ -33,7 +33,7 @@ from lanyard.protocol.arm import (
 )
 from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
-from lanyard.storage import federation_repo, fleet_repo, vault_repo
+from lanyard.storage import federation_repo, fleet_repo, people_repo, vault_repo
 from lanyard.storage.db import Store
 from lanyard.vault.references import ReferenceStatuses, is_config_references
 
@@ -128,12 +128,14 @@ class ControlPlane:
 
     # -- authorization ------------------------------------------------------------------------
 
+    def _effective(self, s: Any, caller: Caller) -> tuple[frozenset[str], list[Assignment]]:
+        """The caller with its groups, and every assignment to any of them (read now: current)."""
+        principals, records = repo.assignments_for_caller(s, caller.object_id)
+        return principals, [Assignment(a.scope, a.role_definition_id, a.principal_id) for a in records]
+
     def authorize(self, s: Any, caller: Caller, action: str, scope: str) -> None:
-        assignments = [
-            Assignment(a.scope, a.role_definition_id, a.principal_id)
-            for a in repo.assignments_for_principal(s, caller.object_id)
-        ]
-        if not decide(assignments, caller.object_id, action, scope).allowed:
+        principals, assignments = self._effective(s, caller)
+        if not decide(assignments, principals, action, scope).allowed:
             raise ArmError(
                 f"The client '{caller.app_id}' with object id '{caller.object_id}' does not have authorization to "
                 f"perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently "
@@ -197,7 +199,7 @@ class ControlPlane:
         }
 
     def _list_subscriptions(self, s: Any, caller: Caller) -> Reply:
-        scopes = [a.scope.lower() for a in repo.assignments_for_principal(s, caller.object_id)]
+        scopes = [a.scope.lower() for a in self._effective(s, caller)[1]]
         visible = [
             sub
             for sub in dirrepo.list_subscriptions(s, self.tenant_id)
@@ -242,16 +244,11 @@ class ControlPlane:
             )
         scope = f"/subscriptions/{sub}"
         groups = repo.list_groups(s, sub)
-        assignments = [
-            Assignment(a.scope, a.role_definition_id, a.principal_id)
-            for a in repo.assignments_for_principal(s, caller.object_id)
-        ]
+        principals, assignments = self._effective(s, caller)
         visible = [
             g
             for g in groups
-            if decide(
-                assignments, caller.object_id, "Microsoft.Resources/subscriptions/resourceGroups/read", g.id
-            ).allowed
+            if decide(assignments, principals, "Microsoft.Resources/subscriptions/resourceGroups/read", g.id).allowed
         ]
         if not visible and groups:
             self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
@@ -855,8 +852,8 @@ class ControlPlane:
                 "RoleDefinitionDoesNotExist",
             )
         principal_id = principal_id.lower()
-        principal = dirrepo.get_principal(s, object_id=principal_id) if is_guid(principal_id) else None
-        if principal is None or principal.tenant_id != self.tenant_id:
+        principal_type = self._principal_type(s, principal_id) if is_guid(principal_id) else None
+        if principal_type is None:
             raise bad_request(
                 f"Principal {principal_id[:40]} does not exist in the directory {self.tenant_id}. "
                 "Check that you have the correct principal ID.",
@@ -887,7 +884,7 @@ class ControlPlane:
                 scope=scope,
                 role_definition_id=role.id,
                 principal_id=principal_id,
-                principal_type="ServicePrincipal",
+                principal_type=principal_type,
                 description=description if isinstance(description, str) else None,
                 created_by=caller.object_id,
                 created_at=now,
@@ -895,6 +892,19 @@ class ControlPlane:
             ),
         )
         return Reply(201, self._assignment_json(record))
+
+    def _principal_type(self, s: Any, object_id: str) -> str | None:
+        """ARM's principalType of a directory object of this tenant, or None when there is none."""
+        principal = dirrepo.get_principal(s, object_id=object_id)
+        if principal is not None:
+            return "ServicePrincipal" if principal.tenant_id == self.tenant_id else None
+        user = people_repo.get_user(s, object_id=object_id)
+        if user is not None:
+            return "User" if user.tenant_id == self.tenant_id else None
+        group = people_repo.get_group(s, object_id)
+        if group is not None:
+            return "Group" if group.tenant_id == self.tenant_id else None
+        return None
 
     def _list_assignments(self, s: Any, scope: str, query: dict[str, str], caller: Caller) -> Reply:
         from lanyard.authz.evaluate import scope_covers

@@ -1,13 +1,14 @@
 """The RBAC decision: may this principal perform this action at this scope? Deny by default.
 
-An assignment applies at its scope and everything below it (segment-wise, case-insensitive). A role
+A caller is its own object id and every group it belongs to (directly or nested): an assignment to
+any of them counts. An assignment applies at its scope and everything below it (segment-wise, case-insensitive). A role
 grants an action when one of its `actions` patterns matches and none of its `notActions` does.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,10 +49,12 @@ def role_grants(role: RoleDefinition, action: str, *, data: bool = False) -> boo
 
 
 def decide(
-    assignments: Iterable[Assignment], principal_id: str, action: str, scope: str, *, data: bool = False
+    assignments: Iterable[Assignment], principal: str | Set[str], action: str, scope: str, *, data: bool = False
 ) -> Decision:
+    """`principal`: the caller's object id, or the set of it and its groups' ids."""
+    principals = {principal} if isinstance(principal, str) else principal
     for a in assignments:
-        if a.principal_id != principal_id or not scope_covers(a.scope, scope):
+        if a.principal_id not in principals or not scope_covers(a.scope, scope):
             continue
         role = BY_ID.get(a.role_definition_id.lower())
         if role is not None and role_grants(role, action, data=data):

@@ -3,6 +3,7 @@ functionapp, identity, vm, role."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from urllib.parse import quote
 import click
 
 from lanyard.cli.ad import find_principal
+from lanyard.cli.ad_people import find_user
 from lanyard.cli.context import CliError, Profile, fail
 from lanyard.cli.output import print_result
 
@@ -22,6 +24,7 @@ API = {
     "authorization": "2022-04-01",
 }
 SYSTEM = "[system]"
+_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 def _profile(ctx: click.Context) -> Profile:
@@ -761,9 +764,17 @@ def resolve_role(profile: Profile, role_ref: str) -> str:
 
 
 def resolve_assignee(profile: Profile, assignee: str) -> str:
+    """A user principal name, or the object id of a user or group, or what find_principal takes."""
+    if "@" in assignee:
+        return str(find_user(profile, assignee)["id"])
     try:
         return str(find_principal(profile, assignee)["id"])
     except CliError:
+        if _OBJECT_ID.match(assignee):
+            for kind in ("users", "groups"):
+                found = profile.graph("GET", f"/{kind}/{assignee.lower()}", ok=(200, 404))
+                if found and "id" in found:
+                    return str(found["id"])
         found = profile.graph("GET", f"/servicePrincipals?$filter=displayName eq '{assignee.replace(chr(39), '')}'")
         if len(found["value"]) == 1:
             return str(found["value"][0]["id"])
@@ -787,7 +798,12 @@ def assignment() -> None:
 
 
 @assignment.command("create")
-@click.option("--assignee", required=True, help="Object id, app id, or display name of a service principal.")
+@click.option(
+    "--assignee",
+    required=True,
+    help="A user principal name, a user's or group's object id, or a service principal's object id, app id, or "
+    "display name.",
+)
 @click.option("--assignee-object-id", "assignee_object_id")
 @click.option("--role", "role_ref", required=True, help="Role name, GUID, or definition id.")
 @click.option("--scope", help="Default: the subscription.")
@@ -810,7 +826,6 @@ def assignment_create(
         "properties": {
             "roleDefinitionId": role_id,
             "principalId": principal,
-            "principalType": "ServicePrincipal",
             "description": description,
         }
     }

@@ -17,7 +17,11 @@ import httpx
 
 from lanyard.client import ClientSecretCredential, CredentialError
 from lanyard.client.credentials import scope_for, tls_context
+from lanyard.client.user import UserCredential, UserSignIn
+from lanyard.directory.clients import LANYARD_CLI
 from lanyard.server.homelock import LOCK_FILE, running_pid
+
+USER_SESSION_FILE = "user-session.json"
 
 
 class CliError(Exception):
@@ -32,7 +36,7 @@ def fail(message: str) -> NoReturn:
 class Profile:
     home: Path
     endpoints: dict[str, Any]
-    _credential: ClientSecretCredential | None = field(default=None, repr=False)
+    _credential: ClientSecretCredential | UserCredential | None = field(default=None, repr=False)
     _http: httpx.Client | None = field(default=None, repr=False)
 
     @classmethod
@@ -57,7 +61,20 @@ class Profile:
         return str(self.endpoints["tenant_id"])
 
     @property
-    def credential(self) -> ClientSecretCredential:
+    def session_file(self) -> Path:
+        """Where `lanyard login` keeps the signed-in user's refresh token (0600)."""
+        return self.home / USER_SESSION_FILE
+
+    def user_signin(self) -> UserSignIn:
+        return UserSignIn(
+            str(self.endpoints["authority"]), self.tenant_id, LANYARD_CLI, verify=str(self.endpoints["ca_cert"])
+        )
+
+    @property
+    def credential(self) -> ClientSecretCredential | UserCredential:
+        """The signed-in user's (after `lanyard login`, so RBAC applies to them), else the admin application."""
+        if self._credential is None and self.session_file.exists():
+            self._credential = UserCredential(self.session_file, self.user_signin())
         if self._credential is None:
             admin = self.endpoints["admin"]
             self._credential = ClientSecretCredential(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 
 from lanyard.cli.ad import ad, app_group
+from lanyard.cli.ad_people import user_group as _users  # noqa: F401 (registers `ad user|group`)
 from lanyard.cli.arm import COMMANDS, identity
 from lanyard.cli.audit import audit
 from lanyard.cli.context import CliError, Profile
@@ -19,6 +21,7 @@ from lanyard.cli.federation import app_federated_credential, federated_credentia
 from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
+from lanyard.cli.login import login, logout
 from lanyard.cli.logs import logs
 from lanyard.cli.output import add_output_options, print_result
 from lanyard.config import load_settings, resolve_home
@@ -245,9 +248,20 @@ def account_show(ctx: click.Context) -> None:
             "name": "Lanyard subscription",
             "state": "Enabled",
             "tenantId": ep["tenant_id"],
-            "user": {"name": ep["admin"]["client_id"], "type": "servicePrincipal"},
+            "user": user_of(profile),
         }
     )
+
+
+def user_of(profile: Profile) -> dict[str, str]:
+    """Who the CLI acts as: the signed-in user, or the admin application."""
+    if profile.session_file.exists():
+        try:
+            session = json.loads(profile.session_file.read_text())
+            return {"name": str(session.get("username", "")), "type": "user"}
+        except (OSError, ValueError):
+            pass
+    return {"name": str(profile.endpoints["admin"]["client_id"]), "type": "servicePrincipal"}
 
 
 @account.command("get-access-token")
@@ -272,6 +286,8 @@ def get_access_token(ctx: click.Context, resource: str | None, scope: str | None
 
 
 cli.add_command(ad)
+cli.add_command(login)
+cli.add_command(logout)
 cli.add_command(keyvault)
 cli.add_command(keys)
 cli.add_command(audit)

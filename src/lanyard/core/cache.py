@@ -88,6 +88,13 @@ class FeedCache(Generic[K, V]):
             for key in [k for k in self._data if predicate(k)]:
                 self._data.pop(key, None)
 
+    def invalidate_entries(self, predicate: Callable[[K, V], bool]) -> None:
+        """Drop every entry whose key and value satisfy `predicate` (a change its key cannot name)."""
+        with self._lock:
+            self._epoch += 1
+            for key in [k for k, v in self._data.items() if predicate(k, v)]:
+                self._data.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._epoch += 1

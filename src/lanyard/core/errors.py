@@ -11,7 +11,10 @@
     │   ├── UnauthorizedClient        400 unauthorized_client
     │   ├── UnsupportedGrantType      400 unsupported_grant_type
     │   ├── InvalidScope              400 invalid_scope
-    │   └── InvalidResource           400 invalid_resource
+    │   ├── InvalidResource           400 invalid_resource
+    │   ├── InvalidGrant              400 invalid_grant (user sign-in: credentials, codes, refresh tokens)
+    │   ├── AuthorizationPending      400 authorization_pending (device code not yet approved)
+    │   └── ExpiredToken              400 expired_token (device code expired)
     ├── GraphError                    Microsoft Graph {"error": {"code", "message"}}
     └── ArmError                      ARM {"error": {"code", "message"}}
 
@@ -99,6 +102,18 @@ class InvalidScope(OAuthError):
 
 class InvalidResource(OAuthError):
     error = "invalid_resource"
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class AuthorizationPending(OAuthError):
+    error = "authorization_pending"
+
+
+class ExpiredToken(OAuthError):
+    error = "expired_token"
 
 
 class _JsonApiError(LanyardError):

@@ -527,6 +527,8 @@ class GraphRoutes:
         return Response(status_code=204)
 
     def routes(self) -> list[BaseRoute]:
+        from lanyard.directory.graph_people import PeopleGraph  # it builds on this module
+
         e = self._endpoint
         return [
             Route("/applications", e(self.create_application), methods=["POST"]),
@@ -547,4 +549,5 @@ class GraphRoutes:
             Route("/servicePrincipals", e(self.list_principals), methods=["GET"]),
             Route("/servicePrincipals/{id}", e(self.get_principal), methods=["GET"]),
             Route("/servicePrincipals/{id}", e(self.delete_principal), methods=["DELETE"]),
+            *PeopleGraph(self).routes(),
         ]

@@ -19,10 +19,18 @@ from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.errors import AuditUnavailable, InvalidRequest, OAuthError
 from lanyard.directory.limits import ClientLimits
 from lanyard.directory.service import WORKLOAD_ISSUER_PATH, Directory
+from lanyard.directory.signin import SignIn
 from lanyard.directory.workload_issuer import JWKS_PATH, discovery_document
 from lanyard.observe import metrics
 from lanyard.protocol import discovery
-from lanyard.protocol.oauth2 import MAX_FORM_BYTES, is_guid, parse_form, parse_token_request
+from lanyard.protocol.oauth2 import (
+    MAX_FORM_BYTES,
+    USER_GRANTS,
+    is_guid,
+    parse_form,
+    parse_token_request,
+    parse_user_grant,
+)
 
 NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 # Discovery documents and keys may be cached by clients, briefly: keys roll.
@@ -49,8 +57,15 @@ def oauth_error(exc: OAuthError) -> Response:
 
 
 class DirectoryRoutes:
-    def __init__(self, directory: Directory, audit: Auditor = NULL_AUDITOR, limits: ClientLimits | None = None) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        audit: Auditor = NULL_AUDITOR,
+        limits: ClientLimits | None = None,
+        signin: SignIn | None = None,
+    ) -> None:
         self.directory = directory
+        self.signin = signin
         self.authority = directory.config.authority
         self.audit = audit
         self.limits = limits or ClientLimits.unlimited()
@@ -101,7 +116,7 @@ class DirectoryRoutes:
                 raise InvalidRequest(
                     900561, f"The endpoint only accepts POST requests. Received a {request.method[:10]} request."
                 )
-            tenant = self._tenant(request, allow_alias=False)
+            tenant = self._tenant(request, allow_alias=True)
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/x-www-form-urlencoded":
                 raise InvalidRequest(900144, "The request body must be application/x-www-form-urlencoded.")
@@ -113,7 +128,13 @@ class DirectoryRoutes:
                 body += chunk
                 if len(body) > MAX_FORM_BYTES:
                     raise InvalidRequest(900144, "The request body is too large.")
-            token_request = parse_token_request(parse_form(body), endpoint, request.headers.get("authorization"))
+            form = parse_form(body)
+            source = request.client.host if request.client else ""
+            if self.signin is not None and form.get("grant_type") in USER_GRANTS:
+                return await self._user_token(request, tenant, endpoint, form, source)
+            if tenant in _ALIASES:
+                self._tenant(request, allow_alias=False)  # app-only tokens name their tenant
+            token_request = parse_token_request(form, endpoint, request.headers.get("authorization"))
             with self.limits.guard(token_request, request.client.host if request.client else ""):
                 if self.directory.is_cached(token_request.client_id):
                     # Pure CPU (one signature check, one signature): a thread hop would only add contention.
@@ -126,6 +147,29 @@ class DirectoryRoutes:
         except OAuthError as exc:
             metrics.token_refused(exc.error)
             if self.audit.enabled and exc.status != 503:
+                self.audit.note(
+                    Event("token.refuse", "denied", None, None, None, None, {"error": exc.error, "code": exc.aadsts})
+                )
+            return oauth_error(exc)
+        return json_response(result, 200, NO_STORE)
+
+    async def _user_token(
+        self, request: Request, tenant: str, endpoint: Literal["v1", "v2"], form: dict[str, str], source: str
+    ) -> Response:
+        """A user's sign-in (password, code, device code, refresh token): storage and argon2 are
+        slow, so always off the event loop."""
+        assert self.signin is not None
+        signin = self.signin
+        grant = parse_user_grant(form, endpoint, request.headers.get("authorization"))
+        try:
+            with self.limits.guard(grant.as_client_request(), source):
+                result = await run_in_threadpool(signin.token, tenant, grant, source)
+            if self.audit.enabled:
+                await self._record_issued(request, tenant, endpoint, str(result["access_token"]))
+        except OAuthError as exc:
+            if exc.error != "authorization_pending":
+                metrics.token_refused(exc.error)
+            if self.audit.enabled and exc.status != 503 and exc.error != "authorization_pending":
                 self.audit.note(
                     Event("token.refuse", "denied", None, None, None, None, {"error": exc.error, "code": exc.aadsts})
                 )

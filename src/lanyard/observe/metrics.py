@@ -144,6 +144,11 @@ def token_issued(credential: str, principal: str) -> None:
     child.inc()
 
 
+def user_token_issued(grant: str, confidential: bool) -> None:
+    """A delegated token: `credential` says how the client authenticated (none for public clients)."""
+    TOKENS_ISSUED.labels(grant, "secret" if confidential else "none", "user").inc()
+
+
 def token_refused(error: str) -> None:
     child = _refused.get(error)
     if child is None:

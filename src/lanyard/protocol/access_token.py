@@ -7,6 +7,8 @@ JWT carrying the tenant; resource servers match `aud` exactly as it was requeste
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,3 +90,95 @@ def token_response(token: str, claims: dict[str, Any], endpoint: Literal["v1", "
         "resource": claims["aud"],
         "access_token": token,
     }
+
+
+# -- delegated tokens (a user signed in through a client) --------------------------------------
+
+
+@dataclass(frozen=True)
+class UserSubject:
+    tenant_id: str
+    object_id: str
+    upn: str
+    name: str
+
+
+def pairwise_sub(object_id: str, client_id: str) -> str:
+    """Entra's `sub` for users: stable per (user, client), unlinkable across clients."""
+    digest = hashlib.sha256(f"{object_id}|{client_id}".encode()).digest()[:32]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def user_claims(
+    user: UserSubject,
+    *,
+    client_id: str,
+    resource: str,
+    scp: str,
+    issuer: str,
+    now: float,
+    lifetime: int,
+    confidential: bool,
+    amr: tuple[str, ...] = ("pwd",),
+) -> dict[str, Any]:
+    """A v1-profile delegated access token, with the claims az, msal and resource servers read."""
+    iat = int(now)
+    return {
+        "aud": resource,
+        "iss": issuer,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + lifetime,
+        "acr": "1",
+        "aio": _uti(),
+        "amr": list(amr),
+        "appid": client_id,
+        # Entra: "0" public client, "1" client secret (a confidential client signing its user in).
+        "appidacr": "1" if confidential else "0",
+        "idtyp": "user",
+        "name": user.name,
+        "oid": user.object_id,
+        "preferred_username": user.upn,
+        "rh": _uti(),
+        "scp": scp,
+        "sub": pairwise_sub(user.object_id, client_id),
+        "tid": user.tenant_id,
+        "unique_name": user.upn,
+        "upn": user.upn,
+        "uti": _uti(),
+        "ver": "1.0",
+    }
+
+
+def id_token_claims(
+    user: UserSubject, *, client_id: str, issuer: str, now: float, lifetime: int, nonce: str | None, v2: bool
+) -> dict[str, Any]:
+    iat = int(now)
+    claims: dict[str, Any] = {
+        "aud": client_id,
+        "iss": issuer,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + lifetime,
+        "aio": _uti(),
+        "name": user.name,
+        "oid": user.object_id,
+        "preferred_username": user.upn,
+        "rh": _uti(),
+        "sub": pairwise_sub(user.object_id, client_id),
+        "tid": user.tenant_id,
+        "uti": _uti(),
+        "ver": "2.0" if v2 else "1.0",
+    }
+    if not v2:
+        claims["upn"] = user.upn
+        claims["unique_name"] = user.upn
+    if nonce:
+        claims["nonce"] = nonce
+    return claims
+
+
+def client_info(user: UserSubject) -> str:
+    """What msal keys its account cache by: base64url of {"uid", "utid"}."""
+    raw = json.dumps({"uid": user.object_id, "utid": user.tenant_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -10,7 +10,10 @@ from typing import Any
 
 from lanyard.protocol.access_token import issuer_v1, issuer_v2
 
-_CLAIMS = ["aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idtyp", "oid", "sub", "tid", "ver", "xms_mirid"]
+_CLAIMS = [
+    "aud", "iss", "iat", "nbf", "exp", "appid", "appidacr", "idtyp", "oid", "sub", "tid", "ver", "xms_mirid",
+    "name", "upn", "unique_name", "preferred_username", "scp", "nonce", "amr",
+]
 
 
 def _common(authority: str, tenant: str) -> dict[str, Any]:
@@ -21,7 +24,14 @@ def _common(authority: str, tenant: str) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": [
+            "client_credentials",
+            "password",
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        ],
+        "code_challenge_methods_supported": ["S256"],
         "claims_supported": _CLAIMS,
         "tenant_region_scope": None,
         "cloud_instance_name": "lanyard",

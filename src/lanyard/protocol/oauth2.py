@@ -160,3 +160,141 @@ def parse_token_request(form: Mapping[str, str], endpoint: Endpoint, authorizati
         # v2, or a v2-style client (msal in oidc_authority mode) on the v1 endpoint.
         resource = resource_from_scope(_required(form, "scope"))
     return TokenRequest(client_id.lower(), resource, secret, assertion, endpoint)
+
+
+# -- delegated (user) grants -------------------------------------------------------------------
+
+PASSWORD = "password"  # noqa: S105 (a grant type's name)
+AUTHORIZATION_CODE = "authorization_code"
+REFRESH_TOKEN = "refresh_token"  # noqa: S105 (a grant type's name)
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+USER_GRANTS = frozenset({PASSWORD, AUTHORIZATION_CODE, REFRESH_TOKEN, DEVICE_CODE, "device_code"})
+# The permission a `/.default` request for a resource stands for (Entra's delegated default).
+DEFAULT_DELEGATED = "user_impersonation"
+# No resource named (only openid, profile, offline_access): Entra answers with a Graph token.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+
+@dataclass(frozen=True)
+class DelegatedScope:
+    """What a user grant asks for: one resource and the permission names on it."""
+
+    resource: str
+    permissions: tuple[str, ...]
+    requested: tuple[str, ...]  # the resource's scopes as asked (what the answer's `scope` lists)
+    offline: bool  # offline_access: a refresh token is wanted
+
+    @property
+    def scp(self) -> str:
+        return " ".join(self.permissions)
+
+    def granted(self) -> str:
+        """The answer's `scope`: the scopes as requested, plus what `/.default` stood for."""
+        names = [f"{self.resource}/{p}" for p in self.permissions]
+        return " ".join(dict.fromkeys([*names, *self.requested]))
+
+
+def delegated_scope(scope: str | None, resource: str | None) -> DelegatedScope:
+    """v2 `scope` (`{resource}/.default` or `{resource}/{permission}`, several of one resource), or v1's
+    `resource`. Reserved OIDC scopes never name a resource."""
+    words = [w for w in (scope or "").split(" ") if w]
+    offline = "offline_access" in words
+    if resource:
+        return DelegatedScope(validate_resource(resource), (DEFAULT_DELEGATED,), (), True)
+    named = [w for w in words if w not in _RESERVED_SCOPES and w != "email"]
+    if not named:
+        return DelegatedScope(GRAPH_APP_ID, ("openid", "profile", "offline_access"), (), offline)
+    resources: set[str] = set()
+    permissions: list[str] = []
+    for word in named:
+        base, sep, permission = word.rpartition("/")
+        if not sep or not base or not permission:
+            shown = word[:100].encode("unicode_escape").decode()
+            raise InvalidScope(70011, f"The provided value for the input parameter 'scope' is not valid: {shown}.")
+        resources.add(validate_resource(base))
+        permissions.append(DEFAULT_DELEGATED if permission == ".default" else permission)
+    if len(resources) != 1:
+        raise InvalidScope(
+            70011,
+            "The provided value for the input parameter 'scope' is not valid. Scopes of more than one resource "
+            "were requested in one token request.",
+        )
+    if not all(re.fullmatch(r"[A-Za-z0-9._-]{1,120}", p) for p in permissions):
+        raise InvalidScope(70011, "The provided value for the input parameter 'scope' is not valid.")
+    return DelegatedScope(resources.pop(), tuple(dict.fromkeys(permissions)), tuple(named), offline)
+
+
+@dataclass(frozen=True)
+class UserGrantRequest:
+    grant_type: str
+    client_id: str
+    client_secret: str | None
+    client_assertion: str | None
+    scope: DelegatedScope
+    endpoint: Endpoint
+    username: str = ""
+    password: str = ""
+    code: str = ""
+    redirect_uri: str = ""
+    code_verifier: str = ""
+    refresh_token: str = ""
+    device_code: str = ""
+    # False when the request named no scope (msal polling a device code): the grant's own applies.
+    scope_given: bool = True
+
+    def __repr__(self) -> str:  # passwords, codes and tokens never reach a log through repr()
+        return f"UserGrantRequest(grant_type={self.grant_type!r}, client_id={self.client_id!r})"
+
+    def as_client_request(self) -> TokenRequest:
+        """The client-authentication part, for a confidential client signing a user in."""
+        return TokenRequest(
+            self.client_id, self.scope.resource, self.client_secret, self.client_assertion, self.endpoint
+        )
+
+
+def grant_type_of(form: Mapping[str, str]) -> str:
+    return _required(form, "grant_type")
+
+
+def parse_user_grant(form: Mapping[str, str], endpoint: Endpoint, authorization: str | None = None) -> UserGrantRequest:
+    grant_type = grant_type_of(form)
+    if grant_type not in USER_GRANTS:
+        raise UnsupportedGrantType(70003, f"The app requested an unsupported grant type '{grant_type[:40]}'.")
+    if grant_type == "device_code":
+        grant_type = DEVICE_CODE
+    basic = _basic_auth(authorization)
+    client_id = form.get("client_id", "")
+    secret = form.get("client_secret") or None
+    if basic is not None:
+        if client_id and client_id != basic[0]:
+            raise InvalidRequest(9002313, "Invalid request: client_id does not match the Authorization header.")
+        client_id, secret = basic[0], basic[1]
+    if not client_id:
+        raise InvalidRequest(900144, "The request body must contain the following parameter: 'client_id'.")
+    if not is_guid(client_id):
+        raise InvalidRequest(700016, f"Application identifier '{client_id[:40]}' is not a valid GUID.")
+    assertion = form.get("client_assertion") or None
+    if assertion is not None and form.get("client_assertion_type", "") != JWT_BEARER:
+        raise InvalidRequest(7000219, f"'client_assertion_type' must be '{JWT_BEARER}'.")
+    if assertion and secret:
+        raise InvalidRequest(9002313, "Invalid request: more than one client authentication method.")
+    resource = form.get("resource") if endpoint == "v1" and not form.get("scope") else None
+    scope = delegated_scope(form.get("scope"), resource)
+    fields: dict[str, str] = {}
+    needed = {
+        PASSWORD: ("username", "password"),
+        AUTHORIZATION_CODE: ("code", "redirect_uri"),
+        REFRESH_TOKEN: ("refresh_token",),
+        DEVICE_CODE: ("device_code",),
+    }[grant_type]
+    for name in needed:
+        fields[name] = _required(form, name)
+    if grant_type == AUTHORIZATION_CODE:
+        fields["code_verifier"] = form.get("code_verifier", "")
+    for name, value in fields.items():
+        if len(value) > 4096:
+            raise InvalidRequest(900144, f"The parameter '{name}' is too long.")
+    given = bool(form.get("scope") or resource)
+    return UserGrantRequest(
+        grant_type, client_id.lower(), secret, assertion, scope, endpoint, **fields, scope_given=given
+    )

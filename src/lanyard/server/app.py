@@ -30,6 +30,8 @@ from lanyard.directory.oidc import IssuerKeys
 from lanyard.directory.renewal import IdentityRenewal, RenewalPolicy
 from lanyard.directory.rotation import KeyLifecycle, RotationPolicy
 from lanyard.directory.service import Directory, DirectoryConfig
+from lanyard.directory.signin import PasswordLimits, SignIn
+from lanyard.directory.signin_pages import SignInPages
 from lanyard.fleet.http import FleetRoutes
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import Fleet
@@ -210,7 +212,13 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     client_limits = ClientLimits.of(
         limits.client_rate, limits.client_burst, limits.secret_failures, limits.secret_failure_refill, clock
     )
-    directory_routes = DirectoryRoutes(directory, auditor, client_limits)
+    signin = SignIn(
+        directory,
+        PasswordLimits.of(
+            limits.password_failures, limits.password_source_failures, limits.password_failure_refill, clock
+        ),
+    )
+    directory_routes = DirectoryRoutes(directory, auditor, client_limits, signin)
 
     async def settle_nodes() -> bool:
         return await follower.settle(platform.store.written_through)
@@ -260,6 +268,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             *fleet_routes.routes(),
             *arm.routes(),
             *directory_routes.routes(),
+            *SignInPages(signin).routes(),
         ],
         exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )
@@ -290,4 +299,5 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
     served = AccessLogMiddleware(
         CatchAll(routed), access, platform_family, metrics.HTTP_RESPONSES, metrics.HTTP_LATENCY, count_denial
     )
-    return Served(served, fleet, hub, follower, (rotation, renewal), access, auditor)
+    grant_cleanup = PeriodicJob("sign-in grant cleanup", signin.forget_expired, tick=600.0)
+    return Served(served, fleet, hub, follower, (rotation, renewal, grant_cleanup), access, auditor)

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lanyard.storage import models as m
+from lanyard.storage import people_repo
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,13 @@ def find_assignment(s: Session, scope: str, role_definition_id: str, principal_i
 def assignments_for_principal(s: Session, principal_id: str) -> list[AssignmentRecord]:
     rows = s.scalars(select(m.RoleAssignment).where(m.RoleAssignment.principal_id == principal_id))
     return [_assignment(r) for r in rows]
+
+
+def assignments_for_caller(s: Session, principal_id: str) -> tuple[frozenset[str], list[AssignmentRecord]]:
+    """The caller's principals (itself and every group it is in, nested) and their assignments."""
+    principals = frozenset({principal_id}) | people_repo.groups_of(s, principal_id)
+    rows = s.scalars(select(m.RoleAssignment).where(m.RoleAssignment.principal_id.in_(sorted(principals))))
+    return principals, [_assignment(r) for r in rows]
 
 
 def list_assignments(s: Session, sub: str) -> list[AssignmentRecord]:

@@ -128,6 +128,66 @@ Index("ix_credentials_app_kind", Credential.app_id, Credential.kind)
 Index("ix_federated_owner_name", FederatedCredential.owner_key, FederatedCredential.name, unique=True)
 
 
+class User(Base):
+    """A person in the directory (Graph `user`). The password is kept as an argon2id hash only."""
+
+    __tablename__ = "users"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_principal_name: Mapped[str] = mapped_column(String(256))
+    # Sign-in names are case-insensitive: one spelling per person, whatever the case.
+    upn_key: Mapped[str] = mapped_column(String(256), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), index=True)
+    mail_nickname: Mapped[str] = mapped_column(String(64))
+    account_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # Refresh tokens issued before this instant stop working (a password change or a disable).
+    tokens_valid_from: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DirectoryGroup(Base):
+    """A security group (Graph `group`); role assignments to it apply to its members."""
+
+    __tablename__ = "groups"
+    object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(256), index=True)
+    mail_nickname: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class GroupMember(Base):
+    """Direct membership; a member is a user, a service principal or another group."""
+
+    __tablename__ = "group_members"
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.object_id", ondelete="CASCADE"), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
+    member_type: Mapped[str] = mapped_column(String(32))  # "User" | "ServicePrincipal" | "Group"
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SignInGrant(Base):
+    """One-time sign-in artifacts, stored as SHA-256 of the secret part only: authorization codes,
+    device codes, and refresh tokens (rotating: each use retires the token, the family lives on)."""
+
+    __tablename__ = "sign_in_grants"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "code" | "device" | "refresh"
+    family: Mapped[str] = mapped_column(String(36), index=True)
+    client_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    scope: Mapped[str] = mapped_column(Text)
+    # Device codes: the code the person types; authorization codes: the PKCE challenge and redirect.
+    user_code: Mapped[str | None] = mapped_column(String(16), unique=True)
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(16))  # "pending" | "approved" | "used" | "revoked"
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class ResourceGroup(Base):
     __tablename__ = "resource_groups"
     key: Mapped[str] = mapped_column(String(300), primary_key=True)  # lower-cased id

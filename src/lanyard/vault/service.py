@@ -98,6 +98,17 @@ def vault_from_record(record: arm_repo.ResourceRecord, zone_suffix: str) -> Vaul
     )
 
 
+@dataclass(frozen=True)
+class _Effective:
+    """A caller's principals (itself and its groups) and the role assignments to any of them."""
+
+    principals: frozenset[str]
+    assignments: tuple[Assignment, ...]
+
+    def decide(self, action: str, scope: str) -> bool:
+        return decide(self.assignments, self.principals, action, scope, data=True).allowed
+
+
 class VaultService:
     def __init__(self, store: Store, barrier: Barrier, clock: Clock, zone_suffix: str) -> None:
         self.store = store
@@ -105,7 +116,7 @@ class VaultService:
         self.clock = clock
         self.zone_suffix = zone_suffix  # vault.{zone}:{port}
         self._vaults: FeedCache[str, Vault | None] = FeedCache(CACHE_SIZE, CACHE_TTL, clock, cache_stats("vaults"))
-        self._assignments: FeedCache[str, list[Assignment]] = FeedCache(
+        self._assignments: FeedCache[str, _Effective] = FeedCache(
             CACHE_SIZE, CACHE_TTL, clock, cache_stats("vault_role_assignments")
         )
         self._decisions: FeedCache[tuple[str, str, str], bool] = FeedCache(
@@ -125,20 +136,33 @@ class VaultService:
                     cache.clear()
             elif change.kind == "resources":
                 self._vault_changed(change.key)
-            elif change.kind == "role_assignments":
+            elif change.kind in ("role_assignments", "group_members"):
+                # An assignment's principal, or a member whose groups changed: each may be a group
+                # that cached callers belong to, so those callers are forgotten too.
                 if change.key == ANY:
                     self._assignments.clear()
                     self._decisions.clear()
                 else:
-                    principal = change.key
-                    self._assignments.invalidate(principal)
-                    self._decisions.invalidate_where(lambda k, p=principal: k[0] == p)  # type: ignore[misc]
+                    self._principal_changed(change.key)
             elif change.kind in _SECRET_KINDS:
                 if change.key == ANY:
                     self._reads.clear()
                 else:
                     vault_key, _, name_key = change.key.partition(SEPARATOR)
                     self._reads.invalidate((vault_key, name_key))
+
+    def _principal_changed(self, principal: str) -> None:
+        affected = {principal}
+
+        def holds(caller: str, effective: _Effective) -> bool:
+            if principal in effective.principals:
+                affected.add(caller)
+                return True
+            return False
+
+        self._assignments.invalidate_entries(holds)
+        self._assignments.invalidate(principal)
+        self._decisions.invalidate_where(lambda k: k[0] in affected)
 
     def _vault_changed(self, key: str) -> None:
         if key == ANY:
@@ -160,13 +184,13 @@ class VaultService:
 
         return self._vaults.load(name, load)
 
-    def _assignments_of(self, object_id: str) -> list[Assignment]:
-        def load() -> list[Assignment]:
+    def _assignments_of(self, object_id: str) -> _Effective:
+        def load() -> _Effective:
             with self.store.session() as s:
-                return [
-                    Assignment(a.scope, a.role_definition_id, a.principal_id)
-                    for a in arm_repo.assignments_for_principal(s, object_id)
-                ]
+                principals, records = arm_repo.assignments_for_caller(s, object_id)
+            return _Effective(
+                principals, tuple(Assignment(a.scope, a.role_definition_id, a.principal_id) for a in records)
+            )
 
         return self._assignments.load(object_id, load)
 
@@ -175,7 +199,7 @@ class VaultService:
     def _rbac_allows(self, object_id: str, action: str, scope: str) -> bool:
         return self._decisions.load(
             (object_id, action, scope.lower()),
-            lambda: decide(self._assignments_of(object_id), object_id, action, scope, data=True).allowed,
+            lambda: self._assignments_of(object_id).decide(action, scope),
         )
 
     def _assignments_cached(self, object_id: str) -> bool:
@@ -200,9 +224,11 @@ class VaultService:
                     "ForbiddenByRbac",
                 )
             return
+        # A policy for a group applies to its members, as in Key Vault.
+        principals = self._assignments_of(caller.object_id).principals if vault.policies else frozenset()
         for policy in vault.policies:
             if (
-                str(policy.get("objectId", "")).lower() == caller.object_id
+                str(policy.get("objectId", "")).lower() in principals
                 and str(policy.get("tenantId", "")).lower() == caller.tenant_id
             ):
                 granted = {str(p).lower() for p in (policy.get("permissions") or {}).get("secrets") or []}
@@ -338,7 +364,7 @@ class VaultService:
         entry = versions.get((version or "").lower()) if versions is not None else None
         if entry is None:
             return None
-        if vault.rbac and not self._assignments_cached(caller.object_id):
+        if not self._assignments_cached(caller.object_id):
             return None
         self.authorize(vault, caller, "get", name)
         return self._readable(vault, entry[0], entry[1])

@@ -1,0 +1,529 @@
+"""User sign-in at the token endpoint, as Entra serves it: resource owner password, authorization
+code with PKCE, device code, and rotating refresh tokens. Delegated tokens carry the user (oid, upn,
+name, scp) and the client that asked (appid).
+
+Codes, device codes and refresh tokens are stored as peppered hashes only (the barrier's HMAC), in
+one table; each is redeemed by one conditional UPDATE, so a code is redeemed once on any backend and
+any number of nodes. A refresh token is retired when used and a new one of the same family issued;
+a retired one presented again after a short grace revokes its whole family (it was copied).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lanyard.core.errors import (
+    AuthorizationPending,
+    ExpiredToken,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    UnauthorizedClient,
+)
+from lanyard.core.ratelimit import Rate, TokenBuckets
+from lanyard.directory.clients import public_client_name
+from lanyard.directory.limits import source_key
+from lanyard.directory.passwords import verify_password
+from lanyard.directory.service import Directory
+from lanyard.observe import metrics
+from lanyard.protocol.access_token import (
+    UserSubject,
+    client_info,
+    id_token_claims,
+    issuer_v2,
+    user_claims,
+)
+from lanyard.protocol.oauth2 import (
+    AUTHORIZATION_CODE,
+    DEVICE_CODE,
+    PASSWORD,
+    REFRESH_TOKEN,
+    DelegatedScope,
+    UserGrantRequest,
+    delegated_scope,
+    is_guid,
+)
+from lanyard.storage import directory_repo as dirrepo
+from lanyard.storage import people_repo as people
+from lanyard.storage.directory_repo import Session
+
+log = logging.getLogger("lanyard.signin")
+
+CODE_LIFETIME = 600.0  # Entra: authorization codes live about ten minutes
+DEVICE_LIFETIME = 900.0  # Entra: device codes expire after 15 minutes
+DEVICE_INTERVAL = 5
+REFRESH_LIFETIME = 90 * 86400.0  # Entra: 90 days, renewed by every use
+# Two processes of one tool (two az commands at once) may both redeem the refresh token they read
+# from one cache: inside this window the second is served, after it the reuse is taken as theft.
+REFRESH_REUSE_GRACE = 30.0
+ALIASES = frozenset({"common", "organizations"})
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels (no words), no look-alikes of digits
+_USER_CODE_LENGTH = 9
+
+WRONG_CREDENTIALS = 50126
+_WRONG_CREDENTIALS_TEXT = "Error validating credentials due to invalid username or password."
+
+
+class SignInThrottled(InvalidGrant):
+    """Too many wrong passwords for this name from this address (or from this address at all)."""
+
+
+class PasswordLimits:
+    """Wrong passwords per (user name, source) and per source: the name is counted as typed, so an
+    unknown name is throttled like a known one and the answer tells nothing about which exists."""
+
+    def __init__(self, per_user: Rate, per_source: Rate, clock: Any = None) -> None:
+        self.per_user: TokenBuckets[tuple[str, str]] = TokenBuckets(per_user, clock)
+        self.per_source: TokenBuckets[str] = TokenBuckets(per_source, clock)
+
+    @classmethod
+    def of(cls, failures: int, source_failures: int, refill_seconds: float, clock: Any = None) -> PasswordLimits:
+        return cls(
+            Rate.of(1.0 / refill_seconds, failures), Rate.of(source_failures / refill_seconds, source_failures), clock
+        )
+
+    @contextmanager
+    def guard(self, username: str, source: str) -> Iterator[None]:
+        source = source_key(source)
+        user_key = (username.lower()[:256], source)
+        if self.per_user.wait(user_key) or self.per_source.wait(source):
+            raise SignInThrottled(
+                50053,
+                "You've tried to sign in too many times with an incorrect user ID or password. Wait, then try again.",
+            )
+        try:
+            yield
+        except InvalidGrant as exc:
+            if exc.aadsts == WRONG_CREDENTIALS:
+                self.per_user.spend(user_key)
+                self.per_source.spend(source)
+            raise
+
+
+@dataclass(frozen=True)
+class SignedInClient:
+    client_id: str
+    name: str
+    confidential: bool
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def pkce_matches(verifier: str, challenge: str) -> bool:
+    if not 43 <= len(verifier) <= 128:
+        return False
+    return hmac.compare_digest(_b64url(hashlib.sha256(verifier.encode()).digest()), challenge)
+
+
+def new_user_code() -> str:
+    return "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(_USER_CODE_LENGTH))
+
+
+def normalize_user_code(typed: str) -> str:
+    return "".join(c for c in typed.upper() if c.isalnum())[:32]
+
+
+class SignIn:
+    def __init__(self, directory: Directory, limits: PasswordLimits) -> None:
+        self.directory = directory
+        self.limits = limits
+        self.clock = directory.clock
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def public_or_registered(self, tenant: str, client_id: str) -> SignedInClient:
+        """The client a login page or a device code is for (no credential is presented there)."""
+        client_id = client_id.lower()
+        name = public_client_name(client_id)
+        if name is not None:
+            return SignedInClient(client_id, name, False)
+        if is_guid(client_id):
+            with self.directory.store.session() as s:
+                principal = dirrepo.get_principal(s, app_id=client_id)
+            if (
+                principal is not None
+                and principal.kind == "Application"
+                and self._tenant_ok(tenant, principal.tenant_id)
+            ):
+                return SignedInClient(client_id, principal.display_name, True)
+        raise UnauthorizedClient(
+            700016,
+            f"Application with identifier '{client_id[:40]}' was not found in the directory. This can happen "
+            "if the application has not been installed by the administrator of the tenant.",
+        )
+
+    def authenticate_client(self, tenant: str, request: UserGrantRequest) -> SignedInClient:
+        name = public_client_name(request.client_id)
+        if name is not None:
+            if request.client_secret or request.client_assertion:
+                raise InvalidClient(
+                    700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."
+                )
+            return SignedInClient(request.client_id, name, False)
+        if not request.client_secret and not request.client_assertion:
+            # A registered application is a confidential client here: it must prove itself.
+            self.public_or_registered(tenant, request.client_id)
+            raise InvalidClient(
+                7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
+            )
+        client_tenant = tenant if is_guid(tenant) else self.directory_tenant_of_client(request.client_id)
+        principal, _method = self.directory.authenticate(client_tenant, request.as_client_request())
+        if principal.kind != "Application":
+            raise UnauthorizedClient(700016, "Only applications can sign users in.")
+        return SignedInClient(request.client_id, principal.display_name, True)
+
+    def directory_tenant_of_client(self, client_id: str) -> str:
+        with self.directory.store.session() as s:
+            principal = dirrepo.get_principal(s, app_id=client_id)
+        return principal.tenant_id if principal is not None else ""
+
+    @staticmethod
+    def _tenant_ok(asked: str, actual: str) -> bool:
+        return asked in ALIASES or asked == actual
+
+    # -- users --------------------------------------------------------------------------------
+
+    def check_password(self, tenant: str, username: str, password: str, source: str) -> people.UserRecord:
+        """The user these credentials are right for. One answer for every wrong part (AADSTS50126);
+        the disabled-account answer only once the password was right (it tells nothing new then)."""
+        with self.limits.guard(username, source):
+            with self.directory.store.session() as s:
+                user = people.get_user(s, upn=username) if len(username) <= 256 else None
+            if user is not None and not self._tenant_ok(tenant, user.tenant_id):
+                user = None
+            if not verify_password(user.password_hash if user else None, password) or user is None:
+                raise InvalidGrant(WRONG_CREDENTIALS, _WRONG_CREDENTIALS_TEXT)
+        if not user.account_enabled:
+            raise InvalidGrant(50057, "The user account is disabled.")
+        return user
+
+    def _current_user(self, s: Session, user_id: str | None, issued_at: float) -> people.UserRecord:
+        user = people.get_user(s, object_id=user_id) if user_id else None
+        if user is None or not user.account_enabled or issued_at < user.tokens_valid_from:
+            raise InvalidGrant(
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user "
+                "might have changed or reset their password, or the account was disabled or deleted.",
+            )
+        return user
+
+    # -- the token endpoint -------------------------------------------------------------------
+
+    def token(self, tenant: str, request: UserGrantRequest, source: str) -> dict[str, Any]:
+        if tenant not in ALIASES and not self.directory.has_tenant(tenant):
+            raise InvalidRequest(90002, f"Tenant '{tenant[:64]}' not found.")
+        client = self.authenticate_client(tenant, request)
+        if request.grant_type == PASSWORD:
+            user = self.check_password(tenant, request.username, request.password, source)
+            issued = self.issue(user, client, request.scope, request.endpoint, nonce=None, family=None)
+        elif request.grant_type == AUTHORIZATION_CODE:
+            issued = self._redeem_code(tenant, client, request)
+        elif request.grant_type == DEVICE_CODE:
+            issued = self._redeem_device(tenant, client, request)
+        else:
+            assert request.grant_type == REFRESH_TOKEN
+            issued = self._redeem_refresh(tenant, client, request)
+        metrics.user_token_issued(request.grant_type.rsplit(":", 1)[-1], client.confidential)
+        return issued
+
+    def issue(
+        self,
+        user: people.UserRecord,
+        client: SignedInClient,
+        scope: DelegatedScope,
+        endpoint: str,
+        *,
+        nonce: str | None,
+        family: str | None,
+        amr: tuple[str, ...] = ("pwd",),
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        lifetime = self.directory.config.token_lifetime
+        subject = UserSubject(user.tenant_id, user.object_id, user.user_principal_name, user.display_name)
+        claims = user_claims(
+            subject,
+            client_id=client.client_id,
+            resource=scope.resource,
+            scp=scope.scp,
+            issuer=self.directory.issuer(user.tenant_id),
+            now=now,
+            lifetime=lifetime,
+            confidential=client.confidential,
+            amr=amr,
+        )
+        signer = self.directory.keys.signer
+        v2 = endpoint == "v2"
+        id_issuer = issuer_v2(self.directory.config.authority, user.tenant_id) if v2 else claims["iss"]
+        id_token = signer.sign(
+            id_token_claims(
+                subject, client_id=client.client_id, issuer=id_issuer, now=now, lifetime=lifetime, nonce=nonce, v2=v2
+            )
+        )
+        refresh = self._new_refresh_token(user, client, scope, family, now)
+        body: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": scope.granted() if v2 else scope.scp,
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": signer.sign(claims),
+            "refresh_token": refresh,
+            "id_token": id_token,
+            "client_info": client_info(subject),
+        }
+        if not v2:
+            body.update(
+                expires_in=str(lifetime),
+                ext_expires_in=str(lifetime),
+                expires_on=str(claims["exp"]),
+                not_before=str(claims["nbf"]),
+                resource=scope.resource,
+            )
+        return body
+
+    # -- refresh tokens -----------------------------------------------------------------------
+
+    def _hash(self, value: str) -> str:
+        return self.directory.barrier.secret_hash(value)
+
+    def _new_refresh_token(
+        self, user: people.UserRecord, client: SignedInClient, scope: DelegatedScope, family: str | None, now: float
+    ) -> str:
+        token = "1." + secrets.token_urlsafe(48)
+        with self.directory.store.session() as s:
+            people.add_grant(
+                s,
+                people.GrantRecord(
+                    id_hash=self._hash(token),
+                    kind="refresh",
+                    family=family or str(uuid.uuid4()),
+                    client_id=client.client_id,
+                    user_id=user.object_id,
+                    tenant_id=user.tenant_id,
+                    scope=scope.scp,
+                    user_code=None,
+                    detail="{}",
+                    state="pending",
+                    created_at=now,
+                    expires_at=now + REFRESH_LIFETIME,
+                ),
+            )
+        return token
+
+    def _redeem_refresh(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
+        now = self.clock.now()
+        id_hash = self._hash(request.refresh_token)
+        with self.directory.store.session() as s:
+            grant = people.get_grant(s, id_hash, "refresh")
+            if grant is None or grant.client_id != client.client_id or not self._tenant_ok(tenant, grant.tenant_id):
+                # Bound to its client: another client presenting it learns nothing more than garbage would.
+                raise InvalidGrant(9002313, "Invalid request. The refresh token is malformed or not valid.")
+            if grant.state == "revoked":
+                raise self._revoked()
+            if grant.state == "pending":
+                if grant.expires_at <= now:
+                    raise InvalidGrant(700082, "The refresh token has expired due to inactivity.")
+                # A retired token keeps expires_at as the end of its reuse grace.
+                claimed = people.claim_grant(s, id_hash, "pending", "used", expires_at=now + REFRESH_REUSE_GRACE)
+                if not claimed:
+                    grant = people.get_grant(s, id_hash, "refresh") or grant
+            else:
+                claimed = False
+            usable = claimed or (grant.state == "used" and grant.expires_at > now)
+            user = self._current_user(s, grant.user_id, grant.created_at) if usable else None
+        if user is None:
+            self._revoke_family(grant.family)
+            log.warning("a retired refresh token was presented again: its family is revoked")
+            raise self._revoked()
+        return self.issue(user, client, request.scope, request.endpoint, nonce=None, family=grant.family)
+
+    def _revoke_family(self, family: str) -> None:
+        with self.directory.store.session() as s:
+            people.revoke_family(s, family)
+
+    @staticmethod
+    def _revoked() -> InvalidGrant:
+        return InvalidGrant(
+            50173, "The provided grant has expired due to it being revoked, a fresh auth token is needed."
+        )
+
+    def forget_expired(self) -> bool:
+        """Delete grants a day past their end (periodic job): none of them can be redeemed again."""
+        with self.directory.store.session() as s:
+            now = self.clock.now()
+            people.delete_expired_grants(s, now - 86400.0, now - REFRESH_LIFETIME)
+        return False
+
+    def revoke(self, user_id: str, client_id: str | None = None) -> int:
+        """Sign a user out (of one client or all): every refresh token of theirs stops working."""
+        with self.directory.store.session() as s:
+            return people.revoke_user_grants(s, user_id, client_id)
+
+    def revoke_refresh_token(self, token: str, client_id: str) -> bool:
+        """Sign out with a token in hand (`lanyard logout`): its whole family ends."""
+        with self.directory.store.session() as s:
+            grant = people.get_grant(s, self._hash(token), "refresh")
+            if grant is None or grant.client_id != client_id.lower():
+                return False
+            people.revoke_family(s, grant.family)
+        return True
+
+    # -- authorization codes ------------------------------------------------------------------
+
+    def issue_code(
+        self,
+        user: people.UserRecord,
+        client: SignedInClient,
+        *,
+        redirect_uri: str,
+        scope: str,
+        challenge: str,
+        nonce: str | None,
+    ) -> str:
+        code = "1." + secrets.token_urlsafe(48)
+        now = self.clock.now()
+        detail = {"redirect_uri": redirect_uri, "challenge": challenge, "nonce": nonce}
+        with self.directory.store.session() as s:
+            people.add_grant(
+                s,
+                people.GrantRecord(
+                    id_hash=self._hash(code),
+                    kind="code",
+                    family=str(uuid.uuid4()),
+                    client_id=client.client_id,
+                    user_id=user.object_id,
+                    tenant_id=user.tenant_id,
+                    scope=scope,
+                    user_code=None,
+                    detail=orjson.dumps(detail).decode(),
+                    state="pending",
+                    created_at=now,
+                    expires_at=now + CODE_LIFETIME,
+                ),
+            )
+        return code
+
+    def _redeem_code(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
+        now = self.clock.now()
+        id_hash = self._hash(request.code)
+        with self.directory.store.session() as s:
+            grant = people.get_grant(s, id_hash, "code")
+            if grant is None or grant.client_id != client.client_id or not self._tenant_ok(tenant, grant.tenant_id):
+                raise InvalidGrant(
+                    9002313, "Invalid request. The authorization code is malformed or was issued to another client."
+                )
+            replayed = grant.state != "pending"
+        if replayed:
+            # Redeemed before: what that redemption issued is revoked too (RFC 6749 §4.1.2).
+            self._revoke_family(grant.family)
+            raise InvalidGrant(
+                54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code."
+            )
+        with self.directory.store.session() as s:
+            if grant.expires_at <= now:
+                raise InvalidGrant(70008, "The provided authorization code or refresh token has expired.")
+            detail = orjson.loads(grant.detail)
+            if request.redirect_uri != detail.get("redirect_uri"):
+                raise InvalidGrant(
+                    50011, "The redirect URI specified in the request does not match the one the code was issued to."
+                )
+            if not pkce_matches(request.code_verifier, str(detail.get("challenge", ""))):
+                raise InvalidGrant(
+                    50148,
+                    "The code_verifier provided does not match the code_challenge supplied in the authorization "
+                    "request for PKCE.",
+                )
+            user = self._current_user(s, grant.user_id, grant.created_at)
+            if not people.claim_grant(s, id_hash, "pending", "used"):
+                raise InvalidGrant(
+                    54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code."
+                )
+        scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
+        return self.issue(user, client, scope, request.endpoint, nonce=detail.get("nonce"), family=grant.family)
+
+    # -- device codes -------------------------------------------------------------------------
+
+    def start_device(self, tenant: str, client_id: str, scope: str, verification_uri: str) -> dict[str, Any]:
+        if tenant not in ALIASES and not self.directory.has_tenant(tenant):
+            raise InvalidRequest(90002, f"Tenant '{tenant[:64]}' not found.")
+        client = self.public_or_registered(tenant, client_id)
+        device_code = "1." + secrets.token_urlsafe(48)
+        user_code = new_user_code()
+        now = self.clock.now()
+        with self.directory.store.session() as s:
+            people.add_grant(
+                s,
+                people.GrantRecord(
+                    id_hash=self._hash(device_code),
+                    kind="device",
+                    family=str(uuid.uuid4()),
+                    client_id=client.client_id,
+                    user_id=None,
+                    tenant_id=tenant,
+                    scope=scope[:2048],
+                    user_code=user_code,
+                    detail="{}",
+                    state="pending",
+                    created_at=now,
+                    expires_at=now + DEVICE_LIFETIME,
+                ),
+            )
+        return {
+            "user_code": user_code,
+            "device_code": device_code,
+            "verification_uri": verification_uri,
+            "expires_in": int(DEVICE_LIFETIME),
+            "interval": DEVICE_INTERVAL,
+            "message": f"To sign in, use a web browser to open the page {verification_uri} and enter the code "
+            f"{user_code} to authenticate.",
+        }
+
+    def pending_device(self, typed_code: str) -> tuple[people.GrantRecord, SignedInClient]:
+        """The device sign-in a typed code names, still waiting for its user."""
+        code = normalize_user_code(typed_code)
+        with self.directory.store.session() as s:
+            grant = people.grant_by_user_code(s, code) if code else None
+        if grant is None or grant.state != "pending" or grant.expires_at <= self.clock.now():
+            raise InvalidRequest(
+                70000, "The code you entered has expired or is not valid. Get a new code from the application."
+            )
+        return grant, self.public_or_registered(grant.tenant_id, grant.client_id)
+
+    def approve_device(self, grant: people.GrantRecord, user: people.UserRecord) -> None:
+        if not self._tenant_ok(grant.tenant_id, user.tenant_id):
+            raise InvalidGrant(WRONG_CREDENTIALS, _WRONG_CREDENTIALS_TEXT)
+        with self.directory.store.session() as s:
+            if not people.claim_grant(s, grant.id_hash, "pending", "approved", user_id=user.object_id):
+                raise InvalidRequest(70000, "The code you entered was already used.")
+
+    def _redeem_device(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
+        now = self.clock.now()
+        id_hash = self._hash(request.device_code)
+        with self.directory.store.session() as s:
+            grant = people.get_grant(s, id_hash, "device")
+            if grant is None or grant.client_id != client.client_id:
+                raise InvalidGrant(70000, "The provided value for the input parameter 'device_code' is not valid.")
+            if grant.expires_at <= now:
+                raise ExpiredToken(70020, "The provided value for the input parameter 'device_code' has expired.")
+            if grant.state == "pending":
+                raise AuthorizationPending(
+                    70016, "OAuth 2.0 device flow error. Authorization is pending. Continue polling."
+                )
+            if grant.state != "approved" or not people.claim_grant(s, id_hash, "approved", "used"):
+                raise InvalidGrant(70000, "The provided value for the input parameter 'device_code' was already used.")
+            user = self._current_user(s, grant.user_id, grant.created_at)
+        scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
+        return self.issue(user, client, scope, request.endpoint, nonce=None, family=grant.family)
+

@@ -1,0 +1,372 @@
+"""The sign-in pages a person sees: the login page of the authorization endpoint (code + PKCE), the
+page a device code is entered on, the device-code endpoint itself, and user-realm discovery.
+
+Server-rendered (Jinja2, autoescaped), no script at all. Every page is sent with a CSP without
+'unsafe-inline', frame-ancestors 'none', no-store and no-referrer; every POST carries a CSRF token
+equal to a __Host- cookie (SameSite=Strict, HttpOnly, Secure) set when the form was served.
+Errors about the client or the redirect URI are shown on the page (a code is never sent to an
+unvetted address); the rest go back to the client as RFC 6749 §4.1.2.1 says.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from lanyard.core.errors import InvalidGrant, InvalidRequest, OAuthError
+from lanyard.directory.clients import allowed_public_redirect
+from lanyard.directory.http import NO_STORE, json_response, oauth_error
+from lanyard.directory.signin import ALIASES, SignedInClient, SignIn, SignInThrottled
+from lanyard.protocol.oauth2 import MAX_FORM_BYTES, delegated_scope, is_guid, parse_form
+
+CSRF_COOKIE = "__Host-lanyard-csrf"
+_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# What the login form carries from the authorize request to its POST.
+_CARRIED = (
+    "response_mode",
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+)
+_MESSAGES = {
+    50126: "Your account or password is incorrect.",
+    50057: "Your account has been disabled. Contact your administrator.",
+    50053: "Your account is temporarily locked to prevent unauthorized use. Try again later.",
+}
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("lanyard.directory", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_STATIC = resources.files("lanyard.directory").joinpath("static")
+_CSS = _STATIC.joinpath("signin.css").read_bytes()
+_FORM_POST_JS = _STATIC.joinpath("form_post.js").read_bytes()
+
+
+class PageError(Exception):
+    """Shown on the page itself (the client or its redirect URI cannot be trusted with an answer)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _security_headers(form_targets: str = "", scripts: bool = False) -> dict[str, str]:
+    script = " script-src 'self';" if scripts else ""  # only the form_post page, and only our file
+    csp = (
+        f"default-src 'none';{script} style-src 'self'; img-src 'self'; base-uri 'none'; "
+        f"form-action 'self'{form_targets}; frame-ancestors 'none'"
+    )
+    return {
+        **NO_STORE,
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
+
+
+class SignInPages:
+    def __init__(self, signin: SignIn) -> None:
+        self.signin = signin
+        self.authority = signin.directory.config.authority
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _page(
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        form_targets: str = "",
+        scripts: bool = False,
+        **values: Any,
+    ) -> Response:
+        csrf = request.cookies.get(CSRF_COOKIE, "")
+        fresh = not re.fullmatch(r"[A-Za-z0-9_-]{43}", csrf)
+        if fresh:
+            csrf = secrets.token_urlsafe(32)
+        body = _templates.get_template(template).render({"error": None, **values, "csrf": csrf})
+        response = Response(
+            body, status, media_type="text/html; charset=utf-8", headers=_security_headers(form_targets, scripts)
+        )
+        if fresh:
+            response.set_cookie(CSRF_COOKIE, csrf, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    def _error_page(self, request: Request, message: str, status: int = 400) -> Response:
+        return self._page(request, "base.html", status, title="Sign-in failed", error=message)
+
+    @staticmethod
+    async def _form(request: Request) -> dict[str, str]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise PageError("The form was not sent as a form.")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise PageError("The form is too large.", 413)
+        try:
+            return parse_form(body)
+        except OAuthError as exc:
+            raise PageError("The form could not be read.") from exc
+
+    @staticmethod
+    def _check_csrf(request: Request, form: dict[str, str]) -> None:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        offered = form.get("csrf_token", "")
+        if not cookie or not offered or not hmac.compare_digest(cookie.encode(), offered.encode()):
+            raise PageError("The sign-in form expired or was not sent from this page. Go back and try again.", 403)
+
+    @staticmethod
+    def _tenant(request: Request) -> str:
+        tenant = str(request.path_params["tenant"]).lower()
+        if tenant not in ALIASES and not is_guid(tenant):
+            raise PageError(f"Tenant '{tenant[:64]}' not found.", 404)
+        return tenant
+
+    # -- authorization endpoint ---------------------------------------------------------------
+
+    def _vet(self, tenant: str, params: dict[str, str]) -> tuple[SignedInClient, str]:
+        """The client and redirect URI, or a PageError: nothing may be redirected before these hold."""
+        client_id = params.get("client_id", "")
+        if not client_id:
+            raise PageError("AADSTS900144: The request must contain the parameter 'client_id'.")
+        try:
+            client = self.signin.public_or_registered(tenant, client_id)
+        except OAuthError as exc:
+            raise PageError(exc.message) from exc
+        redirect_uri = params.get("redirect_uri", "")
+        if not allowed_public_redirect(redirect_uri):
+            raise PageError(
+                "AADSTS50011: The redirect URI specified in the request does not match the redirect URIs "
+                f"configured for the application '{client.client_id}'."
+            )
+        return client, redirect_uri
+
+    @staticmethod
+    def _checked_request(params: dict[str, str]) -> None:
+        """The rest of the request (its errors go back to the client's redirect URI)."""
+        if params.get("response_type") != "code":
+            raise InvalidRequest(900144, "The only response_type supported is 'code' (with PKCE).")
+        if params.get("code_challenge_method") != "S256" or not _CHALLENGE.match(params.get("code_challenge", "")):
+            raise InvalidRequest(
+                50148, "A PKCE code_challenge with code_challenge_method S256 is required for this client."
+            )
+        if params.get("response_mode", "query") not in ("query", "form_post"):
+            raise InvalidRequest(900144, "The response_mode must be 'query' or 'form_post'.")
+        if len(params.get("state", "")) > 2048 or len(params.get("nonce", "")) > 512:
+            raise InvalidRequest(900144, "The state or nonce parameter is too long.")
+        delegated_scope(params.get("scope"), None)
+
+    @staticmethod
+    def _redirect(redirect_uri: str, **values: str) -> Response:
+        sep = "&" if urlsplit(redirect_uri).query else "?"
+        query = urlencode({k: v for k, v in values.items() if v})
+        return RedirectResponse(f"{redirect_uri}{sep}{query}", status_code=302, headers=NO_STORE)
+
+    async def authorize(self, request: Request) -> Response:
+        try:
+            tenant = self._tenant(request)
+            form = await self._form(request) if request.method == "POST" else {}
+            if request.method == "POST":
+                self._check_csrf(request, form)
+            params = {k: form[k] for k in _CARRIED if k in form} if form else dict(request.query_params)
+            client, redirect_uri = await run_in_threadpool(self._vet, tenant, params)
+            try:
+                self._checked_request(params)
+            except OAuthError as exc:
+                return self._redirect(
+                    redirect_uri, error=exc.error, error_description=exc.message, state=params.get("state", "")
+                )
+            carried = [(k, params[k]) for k in _CARRIED if params.get(k)]
+            page: dict[str, Any] = {
+                "title": "Sign in",
+                "client_name": client.name,
+                "action": request.url.path,
+                "carried": carried,
+                "username": params.get("login_hint", "")[:256],
+                "form_targets": f" {_origin(redirect_uri)}",
+            }
+            if request.method != "POST":
+                return self._page(request, "login.html", **page)
+            page["username"] = form.get("username", "")[:256]
+            source = request.client.host if request.client else ""
+            try:
+                user = await run_in_threadpool(
+                    self.signin.check_password, tenant, form.get("username", ""), form.get("password", ""), source
+                )
+            except InvalidGrant as exc:
+                status = 429 if isinstance(exc, SignInThrottled) else 200
+                return self._page(request, "login.html", status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
+            code = await run_in_threadpool(self._issue_code, user, client, redirect_uri, params)
+            if params.get("response_mode") == "form_post":
+                fields = [("code", code), *([("state", params["state"])] if params.get("state") else [])]
+                return self._page(
+                    request,
+                    "form_post.html",
+                    form_targets=page["form_targets"],
+                    scripts=True,
+                    title="Signed in",
+                    client_name=client.name,
+                    redirect_uri=redirect_uri,
+                    fields=fields,
+                )
+            return self._redirect(redirect_uri, code=code, state=params.get("state", ""))
+        except PageError as exc:
+            return self._error_page(request, exc.message, exc.status)
+
+    def _issue_code(self, user: Any, client: SignedInClient, redirect_uri: str, params: dict[str, str]) -> str:
+        return self.signin.issue_code(
+            user,
+            client,
+            redirect_uri=redirect_uri,
+            scope=params.get("scope", ""),
+            challenge=params["code_challenge"],
+            nonce=params.get("nonce") or None,
+        )
+
+    # -- device code --------------------------------------------------------------------------
+
+    async def devicecode(self, request: Request) -> Response:
+        try:
+            tenant = str(request.path_params["tenant"]).lower()
+            if tenant not in ALIASES and not is_guid(tenant):
+                raise InvalidRequest(90002, f"Tenant '{tenant[:64]}' not found.")
+            if request.method != "POST":
+                raise InvalidRequest(900561, "The endpoint only accepts POST requests.")
+            try:
+                form = await self._form(request)
+            except PageError as exc:
+                raise InvalidRequest(900144, exc.message) from exc
+            client_id = form.get("client_id", "")
+            if not client_id:
+                raise InvalidRequest(900144, "The request body must contain the following parameter: 'client_id'.")
+            scope = form.get("scope") or ""
+            if not scope and form.get("resource"):
+                scope = f"{form['resource']}/.default offline_access openid"  # v1: the resource's default
+            delegated_scope(scope, None)
+            result = await run_in_threadpool(self.signin.start_device, tenant, client_id, scope, self.device_page_url)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return json_response(result, 200, NO_STORE)
+
+    @property
+    def device_page_url(self) -> str:
+        return f"{self.authority}/devicelogin"
+
+    async def device_page(self, request: Request) -> Response:
+        page: dict[str, Any] = {
+            "title": "Enter code",
+            "action": "/devicelogin",
+            "done": False,
+            "client_name": "",
+            "code": request.query_params.get("otc", "")[:32],
+            "username": "",
+        }
+        try:
+            if request.method != "POST":
+                return self._page(request, "device.html", **page)
+            form = await self._form(request)
+            self._check_csrf(request, form)
+            page.update(code=form.get("otc", "")[:32], username=form.get("username", "")[:256])
+            source = request.client.host if request.client else ""
+            try:
+                grant, client = await run_in_threadpool(self.signin.pending_device, form.get("otc", ""))
+            except OAuthError as exc:
+                return self._page(request, "device.html", 400, error=exc.message, **page)
+            try:
+                user = await run_in_threadpool(
+                    self.signin.check_password,
+                    grant.tenant_id,
+                    form.get("username", ""),
+                    form.get("password", ""),
+                    source,
+                )
+                await run_in_threadpool(self.signin.approve_device, grant, user)
+            except InvalidGrant as exc:
+                status = 429 if isinstance(exc, SignInThrottled) else 200
+                return self._page(request, "device.html", status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
+            except OAuthError as exc:
+                return self._page(request, "device.html", 400, error=exc.message, **page)
+            page.update(done=True, client_name=client.name, title="You're signed in")
+            return self._page(request, "device.html", **page)
+        except PageError as exc:
+            return self._error_page(request, exc.message, exc.status)
+
+    # -- the rest -----------------------------------------------------------------------------
+
+    async def user_realm(self, request: Request) -> Response:
+        """msal asks before a password sign-in whether the name is federated. Every name is managed
+        here, whether it exists or not (the answer must not tell)."""
+        name = str(request.path_params["username"])[:256]
+        domain = name.rpartition("@")[2]
+        return json_response(
+            {
+                "ver": "1.0",
+                "account_type": "Managed",
+                "domain_name": domain,
+                "cloud_instance_name": urlsplit(self.authority).hostname or "",
+                "cloud_audience_urn": "urn:federation:MicrosoftOnline",
+            },
+            200,
+            NO_STORE,
+        )
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009 revocation of a refresh token (what `lanyard logout` calls): 200 whether or not
+        the token was known, as the RFC says."""
+        try:
+            try:
+                form = await self._form(request)
+            except PageError as exc:
+                raise InvalidRequest(900144, exc.message) from exc
+            token, client_id = form.get("token", ""), form.get("client_id", "")
+            if not token or not is_guid(client_id):
+                raise InvalidRequest(900144, "The request body must contain 'token' and 'client_id'.")
+            await run_in_threadpool(self.signin.revoke_refresh_token, token, client_id)
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return Response(status_code=200, headers=NO_STORE)
+
+    async def stylesheet(self, request: Request) -> Response:
+        return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+    async def form_post_script(self, request: Request) -> Response:
+        return Response(_FORM_POST_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/{tenant}/oauth2/v2.0/authorize", self.authorize, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/authorize", self.authorize, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/devicecode", self.devicecode, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/v2.0/revoke", self.revoke, methods=["POST"]),
+            Route("/devicelogin", self.device_page, methods=["GET", "POST"]),
+            Route("/common/userrealm/{username}", self.user_realm, methods=["GET"]),
+            Route("/_lanyard/signin.css", self.stylesheet, methods=["GET"]),
+            Route("/_lanyard/form_post.js", self.form_post_script, methods=["GET"]),
+        ]
