@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from lanyard.arm import web
 from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
@@ -23,6 +24,8 @@ WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
 def arm_response(status: int, body: object = None, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, bytes):  # a provider action's own document (publishxml)
+        return Response(body, status_code=status, headers=headers)
     content = b"" if body is None else orjson.dumps(body)
     media = "application/json" if body is not None else None
     return Response(content, status_code=status, media_type=media, headers=headers)
@@ -99,6 +102,24 @@ class ArmRoutes:
             return arm_response(exc.status_value, exc.body(), headers)
         return arm_response(reply.status, reply.body, reply.headers)
 
+    async def tenant_provider(self, request: Request) -> Response:
+        """`/providers/Microsoft.Web/webAppStacks|functionAppStacks`: tenant-level reads az makes before
+        `webapp create --runtime` and `functionapp create`."""
+        try:
+            self.caller(request)
+            check_api_version(request.query_params.get("api-version"))
+            namespace, kind = request.path_params["namespace"], request.path_params["kind"]
+            if namespace.lower() != "microsoft.web":
+                raise ArmError(
+                    f"The resource namespace '{namespace[:80]}' is invalid.",
+                    code="InvalidResourceNamespace",
+                    status=404,
+                )
+            return arm_response(200, web.stacks_json(kind))
+        except ArmError as exc:
+            headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
+            return arm_response(exc.status_value, exc.body(), headers)
+
     async def metadata_endpoints(self, request: Request) -> Response:
         """What `az cloud register --endpoint-resource-manager` discovers (docs/protocols.md §7)."""
         authority = self.directory.config.authority
@@ -126,6 +147,7 @@ class ArmRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/metadata/endpoints", self.metadata_endpoints, methods=["GET"]),
+            Route("/providers/{namespace}/{kind}", self.tenant_provider, methods=["GET"]),
             Route("/subscriptions", self.dispatch, methods=_METHODS),
             Route("/subscriptions/{path:path}", self.dispatch, methods=_METHODS),
         ]
