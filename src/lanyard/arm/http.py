@@ -14,6 +14,7 @@ from lanyard.arm import web
 from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
+from lanyard.protocol import lenient_json
 from lanyard.protocol.arm import check_api_version, parse_path
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 
@@ -77,8 +78,9 @@ class ArmRoutes:
         if not raw.strip():
             return None
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            # Json.NET's leniency, as Resource Manager parses bodies (az splices a raw template in).
+            return lenient_json.loads(raw)
+        except lenient_json.LenientJsonError as exc:
             raise ArmError(
                 "The request content was invalid and could not be deserialized.", code="InvalidRequestContent"
             ) from exc
