@@ -768,7 +768,7 @@ class ControlPlane:
         assert parent_ref is not None
         if parent_ref.full_type.lower() not in providers.SITE_TYPES or ref.is_collection:
             raise not_found("Only sites and slots have config resources.", "NotFound")
-        if ref.name.lower() == "web":
+        if ref.name.lower() in web.CONFIG_DOCUMENTS:
             return self._web_config(s, method, ref, body, caller)
         if ref.name.lower() != "appsettings":
             raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings' or 'web'.", "NotFound")
@@ -799,7 +799,7 @@ class ControlPlane:
         return Reply(200, shaped(settings))
 
     def _web_config(self, s: Any, method: str, ref: ResourceRef, body: Any, caller: Caller) -> Reply:
-        """sites/{name}/config/web: the site's web config (GET; PUT replaces, PATCH merges)."""
+        """sites/{name}/config/web and config/slotConfigNames (GET; PUT replaces, PATCH merges)."""
         parent_ref = ref.parent
         assert parent_ref is not None
         config_type = f"{providers.resource_type(parent_ref).full_type}/config"
@@ -808,14 +808,16 @@ class ControlPlane:
             raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
         self.authorize(s, caller, f"{config_type}/{verbs[method]}", parent_ref.id)
         site = self._require_resource(s, parent_ref)
-        config = dict(site.properties.get(web.SITE_CONFIG_KEY) or {})
+        which = ref.name.lower()
+        key = web.CONFIG_DOCUMENTS[which][0]
+        config = dict(site.properties.get(key) or {})
         name = "/".join(parent_ref.names)
         if method != "GET":
             update = _json_object(_json_object(body, "body").get("properties"), "properties")
             config = web.site_config_update({} if method == "PUT" else config, update)
-            props = {**site.properties, web.SITE_CONFIG_KEY: config}
+            props = {**site.properties, key: config}
             repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
-        return Reply(200, web.site_config_json(site.id, name, site.location, config))
+        return Reply(200, web.site_config_json(site.id, name, site.location, config, which))
 
     # -- role assignments and definitions -----------------------------------------------------
 

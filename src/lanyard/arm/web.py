@@ -93,7 +93,8 @@ def shape_site(props: dict[str, Any], ctx: dict[str, Any]) -> None:
     """What Microsoft.Web derives from the site's plan; az reads `sku` and `serverFarmId` unguarded."""
     farm = ctx.get("farm")
     farm_sku = dict(farm.properties.get(SKU_KEY) or {}) if farm is not None else {}
-    props["sku"] = str(farm_sku.get("tier") or _tier(str(farm_sku.get("name") or "F1")))
+    # Azure's casing ("Basic"), whatever casing the plan's request used for the tier.
+    props["sku"] = _tier(str(farm_sku.get("name") or "F1"))
     props["serverFarmId"] = farm.id if farm is not None else props.get("serverFarmId")
     if farm is not None:
         props["reserved"] = bool(farm.properties.get("reserved", False))
@@ -131,13 +132,28 @@ def _tier(sku_name: str) -> str:
     return _TIERS.get(name[:1], "Standard")
 
 
-def site_config_json(site_id: str, name: str, location: str, config: dict[str, Any]) -> dict[str, Any]:
+# The config documents a site keeps with it: config name -> (stored key, defaults, casing in ids).
+SLOT_NAMES_KEY = "__slotconfignames"
+CONFIG_DOCUMENTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "web": (SITE_CONFIG_KEY, DEFAULT_SITE_CONFIG, "web"),
+    "slotconfignames": (
+        SLOT_NAMES_KEY,
+        {"connectionStringNames": None, "appSettingNames": None, "azureStorageConfigNames": None},
+        "slotConfigNames",
+    ),
+}
+
+
+def site_config_json(
+    site_id: str, name: str, location: str, config: dict[str, Any], which: str = "web"
+) -> dict[str, Any]:
+    _, defaults, casing = CONFIG_DOCUMENTS[which]
     return {
-        "id": f"{site_id}/config/web",
+        "id": f"{site_id}/config/{casing}",
         "name": name,
         "type": "Microsoft.Web/sites/config",
         "location": location,
-        "properties": {**DEFAULT_SITE_CONFIG, **config},
+        "properties": {**defaults, **config},
     }
 
 
