@@ -141,7 +141,8 @@ def test_web_apps_plans_slots_and_function_apps(az: AzCli, platform: RunningPlat
     ]
 
     slot = az.json("webapp", "deployment", "slot", "create", "-g", rg, "-n", app_name, "--slot", "staging")
-    assert slot["name"] == f"{app_name}/staging" and slot["type"] == "Microsoft.Web/sites/slots"
+    assert slot["id"].endswith(f"/sites/{app_name}/slots/staging") and slot["type"] == "Microsoft.Web/sites/slots"
+    assert slot["serverFarmId"] == plan["id"]
 
     removed = az.json("webapp", "identity", "remove", "-g", rg, "-n", app_name, "--identities", "[system]")
     assert removed["type"] == "UserAssigned" and "principalId" not in {k for k, v in removed.items() if v}
