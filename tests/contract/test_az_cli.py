@@ -155,6 +155,24 @@ def test_web_apps_plans_slots_and_function_apps(az: AzCli, platform: RunningPlat
     )  # fmt: skip
     func = az.json("functionapp", "show", "-g", rg, "-n", func_name)
     assert func["kind"] == "functionapp" and func["serverFarmId"] == plan["id"]
+    # And as a user would: a storage account, then `functionapp create` with it on the Linux plan.
+    account_name = unique("azst")
+    account = az.json("storage", "account", "create", "-g", rg, "-n", account_name, "--sku", "Standard_LRS")
+    assert account["sku"]["name"] == "Standard_LRS" and account["kind"] == "StorageV2"
+    assert set(account["primaryEndpoints"]) >= {"blob", "queue", "table"}
+    made_func = unique("az-func-")
+    created = az.run(
+        "functionapp", "create", "-g", rg, "-n", made_func, "-p", "az-plan", "--storage-account", account_name,
+        "--runtime", "python", "--functions-version", "4",
+    )  # fmt: skip
+    assert created.json()["kind"].startswith("functionapp") and created.json()["serverFarmId"] == plan["id"]
+    func_settings = {
+        s["name"]: s["value"]
+        for s in az.json("functionapp", "config", "appsettings", "list", "-g", rg, "-n", made_func)
+    }
+    assert func_settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert f"AccountName={account_name};" in func_settings["AzureWebJobsStorage"]
+
     func_identity = az.json("functionapp", "identity", "assign", "-g", rg, "-n", func_name)
     assert func_identity["type"] == "SystemAssigned"
     assert az.json("functionapp", "identity", "show", "-g", rg, "-n", func_name) == func_identity

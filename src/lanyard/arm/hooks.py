@@ -15,8 +15,8 @@ APPSETTINGS_KEY = "__appsettings"
 Prepare = Callable[[dict[str, Any], dict[str, Any] | None], dict[str, Any]]
 # (public properties being shaped, read context) -> None; adds the fields the service computes.
 Shape = Callable[[dict[str, Any], dict[str, Any]], None]
-# POST {resource}/{action}: (the resource's ARM JSON) -> (status, content type, body bytes).
-Action = Callable[[dict[str, Any]], tuple[int, str, bytes]]
+# POST {resource}/{action}: (the resource's ARM JSON, its stored properties) -> (status, content type, body).
+Action = Callable[[dict[str, Any], dict[str, Any]], tuple[int, str, bytes]]
 # (the kind the request and defaults settled on, the properties to store) -> the kind to store.
 Kind = Callable[[str | None, dict[str, Any]], str | None]
 

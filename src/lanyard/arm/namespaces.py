@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-from lanyard.arm import providers
+from lanyard.arm import providers, storage, web
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import bad_request
 
@@ -24,6 +25,13 @@ _BUILT_IN_TYPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("roleAssignments", ("2022-04-01", "2020-04-01-preview", "2015-07-01")),
         ("roleDefinitions", ("2022-04-01", "2018-01-01-preview", "2015-07-01")),
     ),
+}
+
+# POST /subscriptions/{s}/providers/{namespace}/checkNameAvailability: (namespace) -> (the type whose names
+# are platform-wide, the check given the names taken).
+NAME_CHECKS: dict[str, tuple[str, Callable[[object, set[str]], dict[str, Any]]]] = {
+    "microsoft.web": (web.SITE_TYPE, web.check_name_availability),
+    "microsoft.storage": (storage.ACCOUNT_TYPE, storage.check_name_availability),
 }
 
 # One `field eq 'value'` clause of ARM's resource-list filter; clauses are joined by `and`.
@@ -89,3 +97,11 @@ def parse_resource_filter(text: str) -> dict[str, str]:
             )
         wanted[match.group(1).lower()] = match.group(2).replace("''", "'")
     return wanted
+
+
+def unsupported_action(namespace: str, action: str) -> ArmError:
+    return ArmError(
+        f"The action '{action[:60]}' of namespace '{namespace[:60]}' is not supported.",
+        code="InvalidResourceType",
+        status=404,
+    )

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanyard.arm import web
+from lanyard.arm import storage, web
 from lanyard.arm.hooks import APPSETTINGS_KEY, NO_HOOKS, SKU_KEY, ProviderHooks
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import ResourceRef, bad_request
@@ -19,6 +19,7 @@ _NAME_SLOT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?$")
 _NAME_FARM = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _NAME_UAI = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
 _NAME_VAULT = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+_NAME_STORAGE = re.compile(r"^[a-z0-9]{3,24}$")
 _NAME_VM = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
 
 _WEB_VERSIONS = ("2024-04-01", "2023-12-01", "2023-01-01", "2022-09-01", "2022-03-01", "2018-02-01")
@@ -111,6 +112,16 @@ TYPES: dict[str, ResourceType] = {
             "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
             supports_identity=True,
             api_versions=("2024-07-01", "2024-03-01", "2023-09-01", "2022-11-01"),
+        ),
+        ResourceType(
+            "Microsoft.Storage/storageAccounts",
+            _NAME_STORAGE,
+            "3-24 lower-case letters or digits.",
+            kinds=("storagev2", "storage", "blobstorage", "blockblobstorage", "filestorage"),
+            default_kind="StorageV2",
+            created_status=200,
+            api_versions=("2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01"),
+            hooks=storage.ACCOUNT_HOOKS,
         ),
     )
 }

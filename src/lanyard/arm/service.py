@@ -335,12 +335,14 @@ class ControlPlane:
         return Reply(200, namespaces.namespace_json(path.subscription, path.namespace))
 
     def _namespace_action(self, s: Any, ref: ResourceRef, body: Any, caller: Caller) -> Reply:
-        action = ref.types[0].lower()
-        if ref.namespace.lower() == "microsoft.web" and action == "checknameavailability":
-            self.authorize(s, caller, "Microsoft.Web/checknameavailability/read", f"/subscriptions/{ref.subscription}")
-            taken = {r.name.lower() for r in repo.list_resources(s, type_=web.SITE_TYPE)}
-            return Reply(200, web.check_name_availability(body, taken))
-        raise web.unsupported_action(ref.namespace, ref.types[0])
+        check = namespaces.NAME_CHECKS.get(ref.namespace.lower())
+        if check is None or ref.types[0].lower() != "checknameavailability":
+            raise namespaces.unsupported_action(ref.namespace, ref.types[0])
+        type_name, answer = check
+        namespace = type_name.split("/")[0]
+        self.authorize(s, caller, f"{namespace}/checknameavailability/read", f"/subscriptions/{ref.subscription}")
+        taken = {r.name.lower() for r in repo.list_resources(s, type_=type_name)}
+        return Reply(200, answer(body, taken))
 
     def _subscription_resources(
         self, s: Any, method: str, sub: str | None, query: dict[str, str], caller: Caller
@@ -419,7 +421,12 @@ class ControlPlane:
     def resource_json(self, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
         ref = self._ref_of(record)
         type_ = providers.resource_type(ref)
-        ctx: dict[str, Any] = {"zone": self.zone, "vault_suffix": self.vault_suffix}
+        ctx: dict[str, Any] = {
+            "zone": self.zone,
+            "vault_suffix": self.vault_suffix,
+            "name": record.name,
+            "location": record.location,
+        }
         if type_.full_type in (web.SITE_TYPE, "Microsoft.Web/sites/slots"):
             farm_id = record.properties.get("serverFarmId")
             ctx["farm"] = repo.get_resource(s, resource_key(str(farm_id))) if farm_id else None
@@ -507,7 +514,8 @@ class ControlPlane:
         if handler is None:
             raise not_found(f"The action '{ref.types[-1][:60]}' is not supported on {type_.full_type}.", "NotFound")
         self.authorize(s, caller, f"{type_.full_type}/{ref.types[-1].lower()}/action", ref.parent.id)
-        status, media, content = handler(self.resource_json(s, self._require_resource(s, ref.parent)))
+        record = self._require_resource(s, ref.parent)
+        status, media, content = handler(self.resource_json(s, record), record.properties)
         return Reply(status, content, {"content-type": media})
 
     def _list_type(
@@ -590,7 +598,11 @@ class ControlPlane:
         if "sku" in doc:
             stored[SKU_KEY] = _json_object(doc["sku"], "sku")
         if type_.full_type == "Microsoft.Web/sites" and stored.get("serverFarmId"):
-            farm = repo.get_resource(s, resource_key(str(stored["serverFarmId"])))
+            farm_ref = str(stored["serverFarmId"])
+            if "/" not in farm_ref:
+                # Microsoft.Web takes a plan's bare name for one in the site's group (az functionapp create sends it).
+                farm_ref = f"{group.id}/providers/Microsoft.Web/serverfarms/{farm_ref}"
+            farm = repo.get_resource(s, resource_key(farm_ref))
             if farm is None or farm.type != "Microsoft.Web/serverfarms":
                 raise bad_request(
                     f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound"

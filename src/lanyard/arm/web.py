@@ -177,7 +177,7 @@ def check_name_availability(body: object, taken: set[str]) -> dict[str, Any]:
     return {"nameAvailable": True, "reason": None, "message": None}
 
 
-def publishing_profiles(site: dict[str, Any]) -> tuple[int, str, bytes]:
+def publishing_profiles(site: dict[str, Any], stored: dict[str, Any]) -> tuple[int, str, bytes]:
     """POST sites/{name}/publishxml: az webapp create/show read it for an FTP URL. Lanyard has no publishing
     endpoint (the agent runs what the operator starts), so the document holds no FTP profile and no
     credentials: only the Web Deploy profile naming the site, which az reads past."""
@@ -200,14 +200,6 @@ SITE_HOOKS = ProviderHooks(
     actions=(("publishxml", publishing_profiles),),
 )
 FARM_HOOKS = ProviderHooks(prepare=prepare_farm, shape=shape_farm, kind=farm_kind)
-
-
-def unsupported_action(namespace: str, action: str) -> ArmError:
-    return ArmError(
-        f"The action '{action[:60]}' of namespace '{namespace[:60]}' is not supported.",
-        code="InvalidResourceType",
-        status=404,
-    )
 
 
 # -- runtime stacks (GET /providers/Microsoft.Web/webAppStacks | functionAppStacks) --------------
