@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,7 +29,10 @@ def fail(message: str) -> NoReturn:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+    """A command's result: JSON unless the command's -o/--query (cli/output.py) asked otherwise."""
+    from lanyard.cli.output import emit
+
+    emit(value)
 
 
 @dataclass

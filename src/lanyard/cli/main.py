@@ -19,6 +19,7 @@ from lanyard.cli.keys import kek, keys
 from lanyard.cli.keyvault import keyvault
 from lanyard.cli.lifecycle import down, status
 from lanyard.cli.logs import logs
+from lanyard.cli.output import add_output_options
 from lanyard.config import load_settings, resolve_home
 from lanyard.core.errors import LanyardError
 
@@ -281,6 +282,7 @@ cli.add_command(doctor)
 cli.add_command(deployment)
 for command in COMMANDS:
     cli.add_command(command)  # type: ignore[arg-type]
+add_output_options(cli)
 
 
 # az takes several values after one flag (`--settings A=1 B=2`); click wants the flag repeated.
