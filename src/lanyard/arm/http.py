@@ -10,9 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from lanyard.arm import web
 from lanyard.arm.service import Caller, ControlPlane
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
+from lanyard.protocol import lenient_json
 from lanyard.protocol.arm import check_api_version, parse_path
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 
@@ -23,6 +25,8 @@ WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
 def arm_response(status: int, body: object = None, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, bytes):  # a provider action's own document (publishxml)
+        return Response(body, status_code=status, headers=headers)
     content = b"" if body is None else orjson.dumps(body)
     media = "application/json" if body is not None else None
     return Response(content, status_code=status, media_type=media, headers=headers)
@@ -74,8 +78,9 @@ class ArmRoutes:
         if not raw.strip():
             return None
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            # Json.NET's leniency, as Resource Manager parses bodies (az splices a raw template in).
+            return lenient_json.loads(raw)
+        except lenient_json.LenientJsonError as exc:
             raise ArmError(
                 "The request content was invalid and could not be deserialized.", code="InvalidRequestContent"
             ) from exc
@@ -98,6 +103,24 @@ class ArmRoutes:
                 return Response(status_code=exc.status_value, headers=headers)
             return arm_response(exc.status_value, exc.body(), headers)
         return arm_response(reply.status, reply.body, reply.headers)
+
+    async def tenant_provider(self, request: Request) -> Response:
+        """`/providers/Microsoft.Web/webAppStacks|functionAppStacks`: tenant-level reads az makes before
+        `webapp create --runtime` and `functionapp create`."""
+        try:
+            self.caller(request)
+            check_api_version(request.query_params.get("api-version"))
+            namespace, kind = request.path_params["namespace"], request.path_params["kind"]
+            if namespace.lower() != "microsoft.web":
+                raise ArmError(
+                    f"The resource namespace '{namespace[:80]}' is invalid.",
+                    code="InvalidResourceNamespace",
+                    status=404,
+                )
+            return arm_response(200, web.stacks_json(kind))
+        except ArmError as exc:
+            headers = {"WWW-Authenticate": self.challenge} if exc.status_value == 401 else None
+            return arm_response(exc.status_value, exc.body(), headers)
 
     async def metadata_endpoints(self, request: Request) -> Response:
         """What `az cloud register --endpoint-resource-manager` discovers (docs/protocols.md §7)."""
@@ -153,6 +176,7 @@ class ArmRoutes:
         return [
             Route("/metadata/endpoints", self.metadata_endpoints, methods=["GET"]),
             Route("/tenants", self.tenants, methods=["GET"]),
+            Route("/providers/{namespace}/{kind}", self.tenant_provider, methods=["GET"]),
             Route("/subscriptions", self.dispatch, methods=_METHODS),
             Route("/subscriptions/{path:path}", self.dispatch, methods=_METHODS),
         ]

@@ -7,19 +7,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from lanyard.arm import storage, web
+from lanyard.arm.hooks import APPSETTINGS_KEY, NO_HOOKS, SKU_KEY, ProviderHooks
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import ResourceRef, bad_request
+
+__all__ = ["APPSETTINGS_KEY", "SKU_KEY", "TYPES", "ResourceType", "resource_type"]
 
 _NAME_SITES = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])?$")
 _NAME_SLOT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?$")
 _NAME_FARM = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _NAME_UAI = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
 _NAME_VAULT = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+_NAME_STORAGE = re.compile(r"^[a-z0-9]{3,24}$")
 _NAME_VM = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
 
-# Keys we keep inside the stored properties document that are not ARM properties.
-SKU_KEY = "__sku"
-APPSETTINGS_KEY = "__appsettings"
+_WEB_VERSIONS = ("2024-04-01", "2023-12-01", "2023-01-01", "2022-09-01", "2022-03-01", "2018-02-01")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class ResourceType:
     # Microsoft.Web's SDK refuses 201 on PUT; others accept it.
     created_status: int = 201
     extra: dict[str, Any] = field(default_factory=dict)
+    # What `GET /subscriptions/{s}/providers/{namespace}` lists; az picks the newest when given none.
+    api_versions: tuple[str, ...] = ("2024-01-01",)
+    hooks: ProviderHooks = NO_HOOKS
 
     def check_name(self, name: str) -> str:
         if not self.name_pattern.match(name):
@@ -63,6 +69,8 @@ TYPES: dict[str, ResourceType] = {
             "1-60 letters, digits, '-' or '_'.",
             created_status=200,
             default_kind="app",
+            api_versions=_WEB_VERSIONS,
+            hooks=web.FARM_HOOKS,
         ),
         ResourceType(
             "Microsoft.Web/sites",
@@ -72,6 +80,8 @@ TYPES: dict[str, ResourceType] = {
             kinds=("app", "functionapp"),
             default_kind="app",
             created_status=200,
+            api_versions=_WEB_VERSIONS,
+            hooks=web.SITE_HOOKS,
         ),
         ResourceType(
             "Microsoft.Web/sites/slots",
@@ -80,23 +90,38 @@ TYPES: dict[str, ResourceType] = {
             supports_identity=True,
             kinds=("app", "functionapp"),
             created_status=200,
+            api_versions=_WEB_VERSIONS,
+            hooks=web.SITE_HOOKS,
         ),
         ResourceType(
             "Microsoft.ManagedIdentity/userAssignedIdentities",
             _NAME_UAI,
             "3-128 letters, digits, hyphens or underscores, starting with a letter or digit.",
+            api_versions=("2024-11-30", "2023-01-31", "2018-11-30"),
         ),
         ResourceType(
             "Microsoft.KeyVault/vaults",
             _NAME_VAULT,
             "3-24 letters, digits or hyphens, starting with a letter, ending with a letter or digit, "
             "without consecutive hyphens.",
+            api_versions=("2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"),
         ),
         ResourceType(
             "Microsoft.Compute/virtualMachines",
             _NAME_VM,
             "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
             supports_identity=True,
+            api_versions=("2024-07-01", "2024-03-01", "2023-09-01", "2022-11-01"),
+        ),
+        ResourceType(
+            "Microsoft.Storage/storageAccounts",
+            _NAME_STORAGE,
+            "3-24 lower-case letters or digits.",
+            kinds=("storagev2", "storage", "blobstorage", "blockblobstorage", "filestorage"),
+            default_kind="StorageV2",
+            created_status=200,
+            api_versions=("2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01"),
+            hooks=storage.ACCOUNT_HOOKS,
         ),
     )
 }
@@ -155,6 +180,8 @@ def shaped_properties(
         props.setdefault("accessPolicies", [])
     elif low == "microsoft.compute/virtualmachines":
         props.setdefault("vmId", str(uuid.uuid5(uuid.NAMESPACE_URL, ref.id.lower())))
+    if type_.hooks.shape is not None:
+        type_.hooks.shape(props, ctx)
     return props
 
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from lanyard.arm import providers
+from lanyard.arm import namespaces, providers, web
 from lanyard.arm.deployments import DEPLOYMENT_TYPE, Deployments, is_deployment_path
 from lanyard.arm.federated import FederatedCredentials, is_federated_path
 from lanyard.arm.providers import APPSETTINGS_KEY, SKU_KEY, UAI_TYPE, ResourceType
@@ -170,6 +170,10 @@ class ControlPlane:
                 return self._group_resources(s, method, path.subscription, path.resource_group, caller, query)
             if path.kind == "extension":
                 return self._extension(s, method, path, body, query, caller)
+            if path.kind in ("namespaces", "namespace"):
+                return self._namespace(s, method, path, caller)
+            if path.kind == "subscription_resources":
+                return self._subscription_resources(s, method, path.subscription, query, caller)
             assert path.resource is not None
             return self._resource(s, method, path.resource, path.action, body, query, caller)
 
@@ -310,10 +314,77 @@ class ControlPlane:
     ) -> Reply:
         group = self._require_group(s, sub, name)
         self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/resources/read", group.id)
+        expand = {e.strip().lower() for e in query.get("$expand", "").split(",") if e.strip()}
         items = [
-            self._generic_json(r) for r in repo.list_resources(s, group_key=group.key) if r.type != DEPLOYMENT_TYPE
+            self._listed_json(s, r, expand)
+            for r in repo.list_resources(s, group_key=group.key)
+            if r.type != DEPLOYMENT_TYPE
         ]
         return self._page(items, query, f"{group.id}/resources")
+
+    # -- provider namespaces and subscription-wide lists ----------------------------------------
+
+    def _namespace(self, s: Any, method: str, path: ArmPath, caller: Caller) -> Reply:
+        assert path.subscription is not None
+        if method != "GET":
+            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        self.authorize(
+            s, caller, "Microsoft.Resources/subscriptions/providers/read", f"/subscriptions/{path.subscription}"
+        )
+        if path.namespace is None:
+            return Reply(200, namespaces.namespaces_json(path.subscription))
+        return Reply(200, namespaces.namespace_json(path.subscription, path.namespace))
+
+    def _namespace_action(self, s: Any, ref: ResourceRef, body: Any, caller: Caller) -> Reply:
+        check = namespaces.NAME_CHECKS.get(ref.namespace.lower())
+        if check is None or ref.types[0].lower() != "checknameavailability":
+            raise namespaces.unsupported_action(ref.namespace, ref.types[0])
+        type_name, answer = check
+        namespace = type_name.split("/")[0]
+        self.authorize(s, caller, f"{namespace}/checknameavailability/read", f"/subscriptions/{ref.subscription}")
+        taken = {r.name.lower() for r in repo.list_resources(s, type_=type_name)}
+        return Reply(200, answer(body, taken))
+
+    def _subscription_resources(
+        self, s: Any, method: str, sub: str | None, query: dict[str, str], caller: Caller
+    ) -> Reply:
+        assert sub is not None
+        if method != "GET":
+            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        wanted = namespaces.parse_resource_filter(query.get("$filter", ""))
+        assignments = [
+            Assignment(a.scope, a.role_definition_id, a.principal_id)
+            for a in repo.assignments_for_principal(s, caller.object_id)
+        ]
+        group_key = self._group_key(sub, wanted["resourcegroup"]) if "resourcegroup" in wanted else None
+        expand = {e.strip().lower() for e in query.get("$expand", "").split(",") if e.strip()}
+        items = []
+        for r in repo.list_resources(s, sub=sub, group_key=group_key):
+            if r.type == DEPLOYMENT_TYPE:
+                continue
+            if "resourcetype" in wanted and r.type.lower() != wanted["resourcetype"].lower():
+                continue
+            if "name" in wanted and r.name.lower() != wanted["name"].lower():
+                continue
+            if not decide(assignments, caller.object_id, f"{r.type}/read", r.id).allowed:
+                continue
+            items.append(self._listed_json(s, r, expand))
+        return self._page(items, query, f"/subscriptions/{sub}/resources")
+
+    def _listed_json(self, s: Any, r: repo.ResourceRecord, expand: set[str]) -> dict[str, Any]:
+        """A resource as ARM's generic lists show it: no properties, but its sku and identity."""
+        out = self._generic_json(r)
+        if SKU_KEY in r.properties:
+            out["sku"] = r.properties[SKU_KEY]
+        if providers.resource_type(self._ref_of(r)).supports_identity and r.identity_type != "None":
+            out["identity"] = self._identity_json(s, r)
+        if "createdtime" in expand:
+            out["createdTime"] = iso(r.created_at)
+        if "changedtime" in expand:
+            out["changedTime"] = iso(r.updated_at)
+        if "provisioningstate" in expand:
+            out["provisioningState"] = "Succeeded"
+        return out
 
     # -- provider resources -------------------------------------------------------------------
 
@@ -351,7 +422,17 @@ class ControlPlane:
     def resource_json(self, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
         ref = self._ref_of(record)
         type_ = providers.resource_type(ref)
-        ctx: dict[str, Any] = {"zone": self.zone, "vault_suffix": self.vault_suffix}
+        ctx: dict[str, Any] = {
+            "zone": self.zone,
+            "vault_suffix": self.vault_suffix,
+            "name": record.name,
+            "location": record.location,
+        }
+        if type_.full_type in (web.SITE_TYPE, "Microsoft.Web/sites/slots"):
+            farm_id = record.properties.get("serverFarmId")
+            ctx["farm"] = repo.get_resource(s, resource_key(str(farm_id))) if farm_id else None
+            ctx["site_config"] = dict(record.properties.get(web.SITE_CONFIG_KEY) or {})
+            ctx["resource_group"] = ref.resource_group
         if type_.full_type == "Microsoft.Web/serverfarms":
             ctx["number_of_sites"] = sum(
                 1
@@ -395,6 +476,8 @@ class ControlPlane:
         caller: Caller,
     ) -> Reply:
         if ref.resource_group is None:
+            if method == "POST" and ref.is_collection and len(ref.types) == 1:
+                return self._namespace_action(s, ref, body, caller)
             # Subscription-wide lists: GET /subscriptions/{s}/providers/{ns}/{type}
             if method == "GET" and ref.is_collection and len(ref.types) == 1:
                 providers.resource_type(ref)
@@ -406,6 +489,8 @@ class ControlPlane:
             return self._config(s, method, ref, action, body, caller)
         if is_federated_path(ref):
             return self.federated.handle(s, method, ref, body, query, caller)
+        if method == "POST" and ref.is_collection and ref.parent is not None:
+            return self._resource_action(s, ref, caller)
         type_ = providers.resource_type(ref)
         verbs = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
         if method not in verbs or (ref.is_collection and method != "GET"):
@@ -425,6 +510,18 @@ class ControlPlane:
             return Reply(204)
         self._delete_resource_tree(s, record)
         return Reply(200)
+
+    def _resource_action(self, s: Any, ref: ResourceRef, caller: Caller) -> Reply:
+        """POST {resource}/{action}: what the resource's provider offers (arm/hooks.py)."""
+        assert ref.parent is not None
+        type_ = providers.resource_type(ref.parent)
+        handler = type_.hooks.action(ref.types[-1])
+        if handler is None:
+            raise not_found(f"The action '{ref.types[-1][:60]}' is not supported on {type_.full_type}.", "NotFound")
+        self.authorize(s, caller, f"{type_.full_type}/{ref.types[-1].lower()}/action", ref.parent.id)
+        record = self._require_resource(s, ref.parent)
+        status, media, content = handler(self.resource_json(s, record), record.properties)
+        return Reply(status, content, {"content-type": media})
 
     def _list_type(
         self, s: Any, ref: ResourceRef, group: repo.GroupRecord | None, query: dict[str, str], caller: Caller
@@ -506,12 +603,18 @@ class ControlPlane:
         if "sku" in doc:
             stored[SKU_KEY] = _json_object(doc["sku"], "sku")
         if type_.full_type == "Microsoft.Web/sites" and stored.get("serverFarmId"):
-            farm = repo.get_resource(s, resource_key(str(stored["serverFarmId"])))
+            farm_ref = str(stored["serverFarmId"])
+            if "/" not in farm_ref:
+                # Microsoft.Web takes a plan's bare name for one in the site's group (az functionapp create sends it).
+                farm_ref = f"{group.id}/providers/Microsoft.Web/serverfarms/{farm_ref}"
+            farm = repo.get_resource(s, resource_key(farm_ref))
             if farm is None or farm.type != "Microsoft.Web/serverfarms":
                 raise bad_request(
                     f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound"
                 )
             stored["serverFarmId"] = farm.id
+        if type_.hooks.prepare is not None:
+            stored = type_.hooks.prepare(stored, existing.properties if existing else None)
         if type_.full_type.lower() == providers.VAULT_TYPE:
             stored = providers.validate_vault(stored, existing.properties if existing else None, self.tenant_id)
             if existing is not None and bool(existing.properties.get("enableRbacAuthorization")) != bool(
@@ -530,6 +633,8 @@ class ControlPlane:
         if method == "PUT" and "tags" not in doc:
             tags = {}
         kind = type_.check_kind(doc.get("kind"), existing.kind if existing else (parent.kind if parent else None))
+        if type_.hooks.kind is not None:
+            kind = type_.hooks.kind(kind, stored)
         now = self.clock.now()
         record = repo.ResourceRecord(
             key=key,
@@ -559,7 +664,12 @@ class ControlPlane:
             current = tuple(self._id_of(s, k) for k in record.user_identity_keys) if method == "PATCH" else ()
             request = parse_identity(doc["identity"], current)
             record = self._apply_identity(s, ref, record, request, caller)
-        elif method == "PUT" and type_.supports_identity and existing is not None:
+        elif (
+            method == "PUT"
+            and type_.supports_identity
+            and existing is not None
+            and not type_.hooks.keeps_identity_on_put
+        ):
             # A PUT without an identity block removes the identity, as ARM's replace semantics do.
             record = self._apply_identity(s, ref, record, IdentityRequest(False, ()), caller)
         repo.save_resource(s, record)
@@ -676,8 +786,10 @@ class ControlPlane:
         assert parent_ref is not None
         if parent_ref.full_type.lower() not in providers.SITE_TYPES or ref.is_collection:
             raise not_found("Only sites and slots have config resources.", "NotFound")
+        if ref.name.lower() in web.CONFIG_DOCUMENTS:
+            return self._web_config(s, method, ref, body, caller)
         if ref.name.lower() != "appsettings":
-            raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings'.", "NotFound")
+            raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings' or 'web'.", "NotFound")
         config_type = f"{providers.resource_type(parent_ref).full_type}/config"
         reading = (method == "POST" and action == "list") or method == "GET"
         if not reading and method != "PUT":
@@ -726,6 +838,27 @@ class ControlPlane:
             raise not_found(f"App setting '{ref.name[:100]}' is not a Key Vault reference of this app.", "NotFound")
         return Reply(200, documents[0])
 
+    def _web_config(self, s: Any, method: str, ref: ResourceRef, body: Any, caller: Caller) -> Reply:
+        """sites/{name}/config/web and config/slotConfigNames (GET; PUT replaces, PATCH merges)."""
+        parent_ref = ref.parent
+        assert parent_ref is not None
+        config_type = f"{providers.resource_type(parent_ref).full_type}/config"
+        verbs = {"GET": "read", "PUT": "write", "PATCH": "write"}
+        if method not in verbs:
+            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
+        self.authorize(s, caller, f"{config_type}/{verbs[method]}", parent_ref.id)
+        site = self._require_resource(s, parent_ref)
+        which = ref.name.lower()
+        key = web.CONFIG_DOCUMENTS[which][0]
+        config = dict(site.properties.get(key) or {})
+        name = "/".join(parent_ref.names)
+        if method != "GET":
+            update = _json_object(_json_object(body, "body").get("properties"), "properties")
+            config = web.site_config_update({} if method == "PUT" else config, update)
+            props = {**site.properties, key: config}
+            repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
+        return Reply(200, web.site_config_json(site.id, name, site.location, config, which))
+
     # -- role assignments and definitions -----------------------------------------------------
 
     def _check_scope_exists(self, s: Any, scope: str) -> None:
@@ -738,8 +871,10 @@ class ControlPlane:
             self._require_resource(s, resource)
 
     def _definition_json(self, role: RoleDefinition, scope: str) -> dict[str, Any]:
+        # Built-in roles have one id under the subscription, whatever scope below it they are read at.
+        sub = "/".join(scope.split("/")[:3])
         return {
-            "id": f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role.id}",
+            "id": f"{sub}/providers/Microsoft.Authorization/roleDefinitions/{role.id}",
             "name": role.id,
             "type": "Microsoft.Authorization/roleDefinitions",
             "properties": {

@@ -29,7 +29,12 @@ from lanyard.storage import federation_repo as fedrepo
 
 MAX_BODY = 256 * 1024
 _FILTER = re.compile(r"^\s*(displayName|appId|servicePrincipalType)\s+eq\s+'((?:[^']|'')*)'\s*$")
+_STARTSWITH_FILTER = re.compile(r"^\s*startswith\(\s*displayName\s*,\s*'((?:[^']|'')*)'\s*\)\s*$", re.IGNORECASE)
 _SPN_FILTER = re.compile(r"^\s*servicePrincipalNames/any\(\s*(\w+)\s*:\s*\1\s+eq\s+'((?:[^']|'')*)'\s*\)\s*$")
+
+# parse_filter's name for `startswith(displayName,'x')` (Graph compares case-insensitively).
+DISPLAY_NAME_PREFIX = "displayName:startswith"
+MAX_IDS = 1000
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
@@ -53,6 +58,9 @@ def parse_filter(raw: str | None) -> tuple[str, str] | None:
     match = _FILTER.match(raw)
     if match:
         return match.group(1), match.group(2).replace("''", "'")
+    match = _STARTSWITH_FILTER.match(raw)
+    if match:
+        return DISPLAY_NAME_PREFIX, match.group(1).replace("''", "'")
     match = _SPN_FILTER.match(raw)
     if match:
         return "servicePrincipalNames", match.group(2).replace("''", "'")
@@ -231,6 +239,11 @@ class GraphRoutes:
                 apps = repo.list_applications(s, claims["tid"])
             elif flt[0] == "displayName":
                 apps = repo.list_applications(s, claims["tid"], display_name=flt[1])
+            elif flt[0] == DISPLAY_NAME_PREFIX:
+                prefix = flt[1].lower()
+                apps = [
+                    a for a in repo.list_applications(s, claims["tid"]) if a.display_name.lower().startswith(prefix)
+                ]
             elif flt[0] == "appId":
                 apps = repo.list_applications(s, claims["tid"], app_id=flt[1].lower())
             else:
@@ -498,6 +511,9 @@ class GraphRoutes:
                 sps = repo.list_principals(s, tid)
             elif flt[0] == "displayName":
                 sps = repo.list_principals(s, tid, display_name=flt[1])
+            elif flt[0] == DISPLAY_NAME_PREFIX:
+                prefix = flt[1].lower()
+                sps = [p for p in repo.list_principals(s, tid) if p.display_name.lower().startswith(prefix)]
             elif flt[0] == "appId":
                 sps = repo.list_principals(s, tid, app_id=flt[1].lower())
             elif flt[0] == "servicePrincipalType":
@@ -526,6 +542,32 @@ class GraphRoutes:
             repo.delete_principal(s, sp.object_id)
         return Response(status_code=204)
 
+    # -- directory objects --------------------------------------------------------------------
+
+    def get_by_ids(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        """POST /directoryObjects/getByIds: az resolves `--assignee` and names assignees with it. Ids that
+        match nothing (or a type not asked for) are left out, as Graph does."""
+        ids, types = body.get("ids"), body.get("types")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS or not all(isinstance(i, str) for i in ids):
+            raise GraphError(f"'ids' must be an array of 1 to {MAX_IDS} strings.", code="Request_BadRequest")
+        if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
+            raise GraphError("'types' must be an array of strings.", code="Request_BadRequest")
+        wanted = {t.lower().removeprefix("microsoft.graph.") for t in types or ["serviceprincipal", "application"]}
+        found: list[dict[str, Any]] = []
+        with self.directory.store.session() as s:
+            for raw in ids:
+                object_id = raw.strip().lower()
+                if "serviceprincipal" in wanted:
+                    sp = repo.get_principal(s, object_id=object_id)
+                    if sp is not None and sp.tenant_id == claims["tid"]:
+                        found.append({"@odata.type": "#microsoft.graph.servicePrincipal", **self.principal_json(s, sp)})
+                        continue
+                if "application" in wanted:
+                    app = repo.get_application(s, object_id=object_id)
+                    if app is not None and app.tenant_id == claims["tid"]:
+                        found.append({"@odata.type": "#microsoft.graph.application", **self.application_json(s, app)})
+        return self._collection("directoryObjects", found)
+
     def routes(self) -> list[BaseRoute]:
         from lanyard.directory.graph_people import PeopleGraph  # it builds on this module
 
@@ -550,4 +592,5 @@ class GraphRoutes:
             Route("/servicePrincipals/{id}", e(self.get_principal), methods=["GET"]),
             Route("/servicePrincipals/{id}", e(self.delete_principal), methods=["DELETE"]),
             *PeopleGraph(self).routes(),
+            Route("/directoryObjects/getByIds", e(self.get_by_ids), methods=["POST"]),
         ]

@@ -110,7 +110,9 @@ def resource_key(resource_id: str) -> str:
 @dataclass(frozen=True)
 class ArmPath:
     """A parsed request path. `kind` is one of: subscriptions, subscription, groups, group,
-    group_resources, resource (see `resource`), extension (roleAssignments/roleDefinitions under `scope`)."""
+    group_resources, subscription_resources (`/subscriptions/{s}/resources`), namespaces
+    (`/subscriptions/{s}/providers`), namespace (`…/providers/{namespace}`, in `namespace`), resource (see
+    `resource`), extension (roleAssignments/roleDefinitions under `scope`)."""
 
     kind: str
     subscription: str | None = None
@@ -120,6 +122,7 @@ class ArmPath:
     extension_type: str | None = None
     extension_name: str | None = None
     action: str | None = None
+    namespace: str | None = None
 
 
 def _split(path: str) -> list[str]:
@@ -189,6 +192,12 @@ def parse_path(path: str) -> ArmPath:
     if len(segments) == 2:
         return ArmPath("subscription", subscription=sub)
     rest, rest_lower = segments[2:], lower[2:]
+    if rest_lower == ["resources"]:
+        return ArmPath("subscription_resources", subscription=sub)
+    if rest_lower == ["providers"]:
+        return ArmPath("namespaces", subscription=sub)
+    if len(rest) == 2 and rest_lower[0] == "providers":
+        return ArmPath("namespace", subscription=sub, namespace=rest[1])
     group: str | None = None
     if rest_lower[0] == "resourcegroups":
         if len(rest) == 1:
