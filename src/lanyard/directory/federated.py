@@ -14,22 +14,12 @@ from collections.abc import Callable, Sequence
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lanyard.core.errors import InvalidClient
+from lanyard.protocol.assertion import numeric_claim
 from lanyard.protocol.federation import Rule
 from lanyard.protocol.jose import CompactJws, JoseError, verify_rsa
 
 KeyFor = Callable[[str, str | None], rsa.RSAPublicKey]
 _DOCS = "See docs/federation.md in Lanyard, or Entra's workload identity federation documentation."
-
-
-def _time(claims: dict[str, object], name: str, required: bool) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        if required:
-            raise InvalidClient(700023, f"Client assertion is missing the '{name}' claim.")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidClient(700023, f"Client assertion claim '{name}' must be a number.")
-    return float(value)
 
 
 def _audiences(claims: dict[str, object]) -> list[str]:
@@ -71,9 +61,9 @@ def verify_federated(jws: CompactJws, rules: Sequence[Rule], *, now: float, skew
             f"Please check your federated identity credential Subject, Audience and Issuer against the presented "
             f"assertion. {_DOCS}",
         )
-    exp = _time(claims, "exp", required=True)
-    nbf = _time(claims, "nbf", required=False)
-    iat = _time(claims, "iat", required=False)
+    exp = numeric_claim(claims, "exp", required=True)
+    nbf = numeric_claim(claims, "nbf", required=False)
+    iat = numeric_claim(claims, "iat", required=False)
     assert exp is not None
     if exp <= now - skew:
         raise InvalidClient(700024, "Client assertion is not within its valid time range (expired).")

@@ -77,7 +77,7 @@ def _select_certificate(jws: CompactJws, certificates: Iterable[RegisteredCertif
     )
 
 
-def _number(claims: dict[str, object], name: str, required: bool) -> float | None:
+def numeric_claim(claims: dict[str, object], name: str, required: bool) -> float | None:
     value = claims.get(name)
     if value is None:
         if required:
@@ -114,9 +114,9 @@ def verify_client_assertion(
     if not any(isinstance(a, str) and a in audiences for a in aud_values):
         raise InvalidClient(700212, "Client assertion audience claim does not match this token endpoint.")
 
-    exp = _number(claims, "exp", required=True)
-    nbf = _number(claims, "nbf", required=False)
-    iat = _number(claims, "iat", required=False)
+    exp = numeric_claim(claims, "exp", required=True)
+    nbf = numeric_claim(claims, "nbf", required=False)
+    iat = numeric_claim(claims, "iat", required=False)
     assert exp is not None
     if exp <= now - skew:
         raise InvalidClient(700024, "Client assertion is not within its valid time range (expired).")
