@@ -102,7 +102,7 @@ def secret_form(app: dict[str, Any], **extra: str) -> dict[str, str]:
 
 
 def test_unsupported_grant_type(platform: RunningPlatform, secret_app: dict[str, Any]) -> None:
-    assert_error(post(platform, secret_form(secret_app, grant_type="password")), 400, "unsupported_grant_type", 70003)
+    assert_error(post(platform, secret_form(secret_app, grant_type="implicit")), 400, "unsupported_grant_type", 70003)
 
 
 def test_missing_grant_type(platform: RunningPlatform) -> None:
