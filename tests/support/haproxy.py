@@ -164,8 +164,11 @@ class Haproxy:
                 code = None if self.process is None else self.process.returncode
                 raise RuntimeError(f"haproxy is not running (exit {code}):\n{self.log()}")
             try:
+                # Ours only once its admin socket exists and it still runs: another process that won the
+                # same free port (a parallel test run) answers connections too.
                 with socket.create_connection(self.address, timeout=0.5):
-                    return
+                    if self.admin_socket.exists() and self.process.poll() is None:
+                        return
             except OSError:
                 pass
             if time.monotonic() > deadline:
