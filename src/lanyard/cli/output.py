@@ -36,7 +36,7 @@ class OutputChoice:
 def _choice(ctx: click.Context) -> OutputChoice:
     choice = ctx.meta.get(_META)
     if not isinstance(choice, OutputChoice):
-        choice = ctx.meta[_META] = OutputChoice(getattr(ctx.command, "default_output", "json"))
+        choice = ctx.meta[_META] = OutputChoice(getattr(ctx.command.callback, "default_output", "json"))
     return choice
 
 
@@ -95,10 +95,7 @@ def add_output_options(group: click.Group, *, skip: frozenset[str] = frozenset()
             for name, sub in command.commands.items():
                 walk(sub, f"{path} {name}".strip())
             return
-        callback = command.callback
-        default = getattr(callback, "default_output", "json")
-        command.default_output = default  # type: ignore[attr-defined]
-        command.params.extend(output_params(default))
+        command.params.extend(output_params(getattr(command.callback, "default_output", "json")))
 
     walk(group, "")
 
@@ -141,18 +138,12 @@ def _colour(text: str, lexer: str) -> str:
     return captured.get()
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    return value if isinstance(value, str) else str(value)
-
-
 def _tsv_cell(value: Any) -> str:
     if isinstance(value, list):
         return str(len(value))
     if isinstance(value, dict):
         return ""
-    return "" if value is None else _scalar(value)
+    return "" if value is None else str(value)
 
 
 def _tsv_row(row: Any) -> str:
