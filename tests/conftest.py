@@ -23,6 +23,7 @@ import httpx
 import jwt
 import pytest
 
+from lanyard.testing.platform import start as start_lanyard
 from lanyard.testing.platform import workload_uids
 from tests.support import clients as client_support
 from tests.support import haproxy as haproxy_support
@@ -102,27 +103,9 @@ def platform_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_platform(home: Path, *extra: str, env: dict[str, str] | None = None) -> RunningPlatform:
-    home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lanyard", "up", "--home", str(home), "--port", "0", *extra],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=platform_env(env),
-    )
-    running = RunningPlatform(home, process)
-    endpoints = home / "endpoints.json"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"lanyard up exited with {process.returncode}:\n{(home / 'server.log').read_text()}")
-        if endpoints.exists():
-            running.endpoints = json.loads(endpoints.read_text())
-            if running.endpoints.get("pid") == process.pid:
-                return running
-        time.sleep(0.05)
-    running.stop()
-    raise RuntimeError("lanyard up did not become ready in time")
+    """`lanyard up` on HOME (lanyard.testing.platform.start), its output in HOME/server.log."""
+    started = start_lanyard(home, *extra, env=platform_env(env), timeout=STARTUP_TIMEOUT, log_name="server.log")
+    return RunningPlatform(home, started.process, started.endpoints)
 
 
 def vault_names_resolve(zone: str = "lanyard.localhost") -> bool:

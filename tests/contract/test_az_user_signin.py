@@ -24,6 +24,9 @@ from typing import Any
 
 import pytest
 
+from lanyard.testing.platform import start as start_lanyard
+from tests.conftest import platform_env
+
 REPO = Path(__file__).resolve().parents[2]
 AZ = REPO / ".cache" / "az-venv" / "bin" / "az"
 PASSWORD = "Az-Login-Pa55word"
@@ -86,37 +89,10 @@ class Namespaced:
     def start(self) -> None:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.name,
-                sys.executable,
-                "-m",
-                "lanyard",
-                "up",
-                "--home",
-                str(self.home),
-                "--port",
-                "443",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        started = start_lanyard(
+            self.home, env=platform_env(), log_name="server.log", port=443, launcher=("ip", "netns", "exec", self.name)
         )
-        deadline = time.monotonic() + 90
-        endpoints = self.home / "endpoints.json"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"lanyard up exited:\n{(self.home / 'server.log').read_text()[-3000:]}")
-            if endpoints.exists():
-                self.endpoints = json.loads(endpoints.read_text())
-                if self.endpoints.get("pid") == self.process.pid:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("lanyard up in the namespace did not become ready")
+        self.process, self.endpoints = started.process, started.endpoints
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -197,19 +197,26 @@ def workload_uids(worker: str | None) -> str:
 
 
 def start(
-    home: Path, *extra: str, env: Mapping[str, str] | None = None, timeout: float = STARTUP_TIMEOUT
+    home: Path,
+    *extra: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+    log_name: str = "pytest-platform.log",
+    port: int = 0,
+    launcher: Sequence[str] = (),
 ) -> LanyardPlatform:
-    """Start `lanyard up` on `home` (created, made private) and wait until it serves."""
+    """Start `lanyard up` on `home` (created, made private) and wait until it serves. `launcher` runs the
+    command through another (e.g. `ip netns exec NS`, which execs it, so the pid is still lanyard's)."""
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)
     child_env = {**os.environ, **(env or {})}
     if os.geteuid() == 0 and "LANYARD_WORKLOAD_UIDS" not in child_env:
         child_env["LANYARD_WORKLOAD_UIDS"] = workload_uids(child_env.get("PYTEST_XDIST_WORKER"))
-    log_path = home / "pytest-platform.log"
+    log_path = home / log_name
     log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lanyard", "up", "--home", str(home), "--port", "0", *extra],
+            [*launcher, sys.executable, "-m", "lanyard", "up", "--home", str(home), "--port", str(port), *extra],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
