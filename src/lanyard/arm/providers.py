@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanyard.arm import storage, web
+from lanyard.arm import compute, identity, storage, vault, web
 from lanyard.arm.hooks import APPSETTINGS_KEY, NO_HOOKS, SKU_KEY, ProviderHooks
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import ResourceRef, bad_request
@@ -91,13 +90,14 @@ TYPES: dict[str, ResourceType] = {
             kinds=("app", "functionapp"),
             created_status=200,
             api_versions=_WEB_VERSIONS,
-            hooks=web.SITE_HOOKS,
+            hooks=web.SLOT_HOOKS,
         ),
         ResourceType(
             "Microsoft.ManagedIdentity/userAssignedIdentities",
             _NAME_UAI,
             "3-128 letters, digits, hyphens or underscores, starting with a letter or digit.",
             api_versions=("2024-11-30", "2023-01-31", "2018-11-30"),
+            hooks=identity.IDENTITY_HOOKS,
         ),
         ResourceType(
             "Microsoft.KeyVault/vaults",
@@ -105,6 +105,7 @@ TYPES: dict[str, ResourceType] = {
             "3-24 letters, digits or hyphens, starting with a letter, ending with a letter or digit, "
             "without consecutive hyphens.",
             api_versions=("2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"),
+            hooks=vault.VAULT_HOOKS,
         ),
         ResourceType(
             "Microsoft.Compute/virtualMachines",
@@ -112,6 +113,7 @@ TYPES: dict[str, ResourceType] = {
             "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
             supports_identity=True,
             api_versions=("2024-07-01", "2024-03-01", "2023-09-01", "2022-11-01"),
+            hooks=compute.VM_HOOKS,
         ),
         ResourceType(
             "Microsoft.Storage/storageAccounts",
@@ -126,11 +128,12 @@ TYPES: dict[str, ResourceType] = {
     )
 }
 
-UAI_TYPE = "microsoft.managedidentity/userassignedidentities"
-VAULT_TYPE = "microsoft.keyvault/vaults"
-SECRET_PERMISSIONS = frozenset({"get", "list", "set", "delete", "backup", "restore", "recover", "purge", "all"})
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SITE_TYPES = frozenset({"microsoft.web/sites", "microsoft.web/sites/slots"})
+# Stored as resources but not served as provider resources: left out of the generic resource lists.
+UNLISTED_TYPES = frozenset({"microsoft.resources/deployments"})
+
+
+def listed(record_type: str) -> bool:
+    return record_type.lower() not in UNLISTED_TYPES
 
 
 def resource_type(ref: ResourceRef) -> ResourceType:
@@ -146,80 +149,18 @@ def resource_type(ref: ResourceRef) -> ResourceType:
     return found
 
 
-def principal_display_name(ref: ResourceRef) -> str:
-    """Azure names a system-assigned principal after its resource; a slot's is `<app>/slots/<slot>`."""
-    if ref.full_type.lower() == "microsoft.web/sites/slots":
-        return f"{ref.names[0]}/slots/{ref.names[1]}"
-    return ref.name
+def hooks_of(record_type: str) -> ProviderHooks:
+    """A stored record's provider hooks; none for records that are not provider resources (deployments)."""
+    found = TYPES.get(record_type.lower())
+    return found.hooks if found is not None else NO_HOOKS
 
 
 def shaped_properties(
     type_: ResourceType, ref: ResourceRef, stored: dict[str, Any], ctx: dict[str, Any]
 ) -> dict[str, Any]:
-    """Public ARM properties: the stored ones plus read-only fields the service computes."""
+    """Public ARM properties: the stored ones plus read-only fields the provider computes."""
     props = {k: v for k, v in stored.items() if not k.startswith("__")}
     props["provisioningState"] = "Succeeded"
-    low = type_.full_type.lower()
-    if low in SITE_TYPES:
-        host = f"{ref.names[0]}{'-' + ref.names[1] if len(ref.names) > 1 else ''}.{ctx['zone']}"
-        props.setdefault("state", "Running")
-        props.setdefault("enabled", True)
-        props["hostNames"] = [host]
-        props["enabledHostNames"] = [host]
-        props["defaultHostName"] = host
-        props.setdefault("httpsOnly", False)
-        props.setdefault("reserved", False)
-    elif low == "microsoft.web/serverfarms":
-        props.setdefault("status", "Ready")
-        props["numberOfSites"] = ctx.get("number_of_sites", 0)
-    elif low == VAULT_TYPE:
-        props["vaultUri"] = f"https://{ref.name.lower()}.{ctx['vault_suffix']}/"
-        props.setdefault("enableSoftDelete", True)
-        props.setdefault("softDeleteRetentionInDays", 90)
-        props.setdefault("enableRbacAuthorization", False)
-        props.setdefault("accessPolicies", [])
-    elif low == "microsoft.compute/virtualmachines":
-        props.setdefault("vmId", str(uuid.uuid5(uuid.NAMESPACE_URL, ref.id.lower())))
     if type_.hooks.shape is not None:
         type_.hooks.shape(props, ctx)
     return props
-
-
-def validate_vault(props: dict[str, Any], previous: dict[str, Any] | None, tenant_id: str) -> dict[str, Any]:
-    """Key Vault properties as ARM accepts them; returns them normalized (lower-case ids, permissions)."""
-    out = dict(props)
-    tenant = str(out.get("tenantId") or tenant_id).lower()
-    if tenant != tenant_id:
-        raise bad_request(f"The vault's tenantId must be this platform's tenant '{tenant_id}'.", "BadRequest")
-    out["tenantId"] = tenant
-    out.setdefault("sku", {"family": "A", "name": "standard"})
-    for flag in ("enableRbacAuthorization", "enableSoftDelete", "enablePurgeProtection"):
-        if flag in out and out[flag] is not None and not isinstance(out[flag], bool):
-            raise bad_request(f"{flag} must be a boolean.", "BadRequest")
-    days = out.get("softDeleteRetentionInDays")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 7 <= days <= 90):
-        raise bad_request("softDeleteRetentionInDays must be an integer from 7 to 90.", "BadRequest")
-    if previous and previous.get("enablePurgeProtection") and out.get("enablePurgeProtection") is False:
-        raise bad_request("Purge protection cannot be disabled once it is enabled.", "BadRequest")
-    policies = out.get("accessPolicies") or []
-    if not isinstance(policies, list) or len(policies) > 1024:
-        raise bad_request("accessPolicies must be an array of at most 1024 entries.", "BadRequest")
-    normalized = []
-    for entry in policies:
-        if not isinstance(entry, dict) or not _GUID.match(str(entry.get("objectId", ""))):
-            raise bad_request("Each access policy needs an objectId (a GUID).", "BadRequest")
-        permissions = entry.get("permissions") or {}
-        if not isinstance(permissions, dict):
-            raise bad_request("accessPolicies[].permissions must be an object.", "BadRequest")
-        secrets = permissions.get("secrets") or []
-        if not isinstance(secrets, list) or not {str(p).lower() for p in secrets} <= SECRET_PERMISSIONS:
-            raise bad_request(f"Secret permissions must be among {sorted(SECRET_PERMISSIONS)}.", "BadRequest")
-        normalized.append(
-            {
-                "tenantId": str(entry.get("tenantId") or tenant_id).lower(),
-                "objectId": str(entry["objectId"]).lower(),
-                "permissions": {**permissions, "secrets": [str(p).lower() for p in secrets]},
-            }
-        )
-    out["accessPolicies"] = normalized
-    return out
