@@ -211,6 +211,34 @@ def test_role_assignments_and_assignee_lookup(az: AzCli, platform: RunningPlatfo
     az.run("group", "delete", "-n", rg, "--yes")
 
 
+def test_role_assignments_to_a_user_and_a_group(az: AzCli, platform: RunningPlatform) -> None:
+    rg = group(az)
+    scope = f"/subscriptions/{sub_id(platform)}/resourceGroups/{rg}"
+    upn = f"{unique('az-user-')}@az.example"
+    user = az.json(
+        "ad",
+        "user",
+        "create",
+        "--display-name",
+        "Role User",
+        "--user-principal-name",
+        upn,
+        "--password",
+        "Az-Ro1e-Pa55word",
+    )
+    team = az.json("ad", "group", "create", "--display-name", unique("az-team-"), "--mail-nickname", unique("team"))
+    # A user by UPN, a group by object id: az resolves the group (and checks the user) through getByIds.
+    for assignee, object_id, kind in ((upn, user["id"], "User"), (team["id"], team["id"], "Group")):
+        made = az.run("role", "assignment", "create", "--assignee", assignee, "--role", "Reader", "--scope", scope)
+        assert "WARNING" not in made.stderr, made.stderr
+        assert made.json()["principalId"] == object_id and made.json()["principalType"] == kind
+    listed = az.json("role", "assignment", "list", "-g", rg, "--role", "Reader")
+    names = {a["principalId"]: (a["principalType"], a["principalName"]) for a in listed}
+    assert names[user["id"]] == ("User", upn)
+    assert names[team["id"]] == ("Group", team["displayName"])
+    az.run("group", "delete", "-n", rg, "--yes")
+
+
 def test_key_vault_without_resource_group(az: AzCli, platform: RunningPlatform) -> None:
     rg = group(az)
     name = unique("azkv")
