@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanyard.arm import compute, identity, storage, vault, web
+from lanyard.arm import compute, identity, insights, storage, vault, web
 from lanyard.arm.hooks import APPSETTINGS_KEY, NO_HOOKS, SKU_KEY, ProviderHooks
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import ResourceRef, bad_request
@@ -19,6 +19,7 @@ _NAME_FARM = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _NAME_UAI = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
 _NAME_VAULT = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
 _NAME_STORAGE = re.compile(r"^[a-z0-9]{3,24}$")
+_NAME_COMPONENT = re.compile(r"^[A-Za-z0-9_.()-]{0,254}[A-Za-z0-9_()-]$")
 _NAME_VM = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
 
 _WEB_VERSIONS = ("2024-04-01", "2023-12-01", "2023-01-01", "2022-09-01", "2022-03-01", "2018-02-01")
@@ -124,6 +125,16 @@ TYPES: dict[str, ResourceType] = {
             created_status=200,
             api_versions=("2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01"),
             hooks=storage.ACCOUNT_HOOKS,
+        ),
+        ResourceType(
+            "Microsoft.Insights/components",
+            _NAME_COMPONENT,
+            "1-255 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'.",
+            kinds=("web", "ios", "other", "store", "java", "phone"),
+            default_kind="web",
+            created_status=200,
+            api_versions=("2020-02-02", "2018-05-01-preview", "2015-05-01"),
+            hooks=insights.COMPONENT_HOOKS,
         ),
     )
 }
