@@ -191,3 +191,24 @@ def test_a_provider_without_hooks_keeps_the_generic_behaviour(
     assert unknown.value.code_value == "NoRegisteredProviderFound"
     assert control.handle("DELETE", parse_path(PLAIN), None, API, OWNER).status == 200
     assert recorder.calls == []
+
+
+def test_the_insights_provider_makes_its_keys_once_and_checks_the_application_type(
+    plane: tuple[ControlPlane, Principals],
+) -> None:
+    control, _ = plane
+    component = f"{GROUP}/providers/Microsoft.Insights/components/app-ai"
+    made = put(control, component, {"kind": "web", "properties": {"Application_Type": "web"}})
+    assert made.status == 200 and made.body["kind"] == "web"
+    props = made.body["properties"]
+    assert props["ConnectionString"].startswith(f"InstrumentationKey={props['InstrumentationKey']};")
+    again = put(control, component, {"kind": "web", "properties": {"Application_Type": "other"}})
+    assert again.body["properties"]["InstrumentationKey"] == props["InstrumentationKey"]
+    assert again.body["properties"]["AppId"] == props["AppId"]
+    for bad in ({"Application_Type": "desktop"}, {"RetentionInDays": 7}):
+        with pytest.raises(ArmError) as refused:
+            put(control, component, {"kind": "web", "properties": bad})
+        assert refused.value.code_value == "InvalidRequestPropertyValue"
+    with pytest.raises(ArmError) as named:
+        put(control, f"{GROUP}/providers/Microsoft.Insights/components/ends-with-dot.", {"properties": {}})
+    assert named.value.code_value == "InvalidResourceName"
