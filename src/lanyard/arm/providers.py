@@ -64,7 +64,7 @@ TYPES: dict[str, ResourceType] = {
     t.full_type.lower(): t
     for t in (
         ResourceType(
-            "Microsoft.Web/serverfarms",
+            web.FARM_TYPE,
             _NAME_FARM,
             "1-60 letters, digits, '-' or '_'.",
             created_status=200,
@@ -73,7 +73,7 @@ TYPES: dict[str, ResourceType] = {
             hooks=web.FARM_HOOKS,
         ),
         ResourceType(
-            "Microsoft.Web/sites",
+            web.SITE_TYPE,
             _NAME_SITES,
             "2-60 letters, digits or hyphens, not starting or ending with a hyphen.",
             supports_identity=True,
@@ -84,7 +84,7 @@ TYPES: dict[str, ResourceType] = {
             hooks=web.SITE_HOOKS,
         ),
         ResourceType(
-            "Microsoft.Web/sites/slots",
+            web.SLOT_TYPE,
             _NAME_SLOT,
             "1-59 letters, digits or hyphens, not starting or ending with a hyphen.",
             supports_identity=True,
@@ -94,14 +94,14 @@ TYPES: dict[str, ResourceType] = {
             hooks=web.SLOT_HOOKS,
         ),
         ResourceType(
-            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            identity.UAI_TYPE,
             _NAME_UAI,
             "3-128 letters, digits, hyphens or underscores, starting with a letter or digit.",
             api_versions=("2024-11-30", "2023-01-31", "2018-11-30"),
             hooks=identity.IDENTITY_HOOKS,
         ),
         ResourceType(
-            "Microsoft.KeyVault/vaults",
+            vault.VAULT_TYPE,
             _NAME_VAULT,
             "3-24 letters, digits or hyphens, starting with a letter, ending with a letter or digit, "
             "without consecutive hyphens.",
@@ -109,7 +109,7 @@ TYPES: dict[str, ResourceType] = {
             hooks=vault.VAULT_HOOKS,
         ),
         ResourceType(
-            "Microsoft.Compute/virtualMachines",
+            compute.VM_TYPE,
             _NAME_VM,
             "1-64 letters, digits, '.', '-' or '_', not ending with '.' or '-'.",
             supports_identity=True,
@@ -117,7 +117,7 @@ TYPES: dict[str, ResourceType] = {
             hooks=compute.VM_HOOKS,
         ),
         ResourceType(
-            "Microsoft.Storage/storageAccounts",
+            storage.ACCOUNT_TYPE,
             _NAME_STORAGE,
             "3-24 lower-case letters or digits.",
             kinds=("storagev2", "storage", "blobstorage", "blockblobstorage", "filestorage"),
@@ -127,7 +127,7 @@ TYPES: dict[str, ResourceType] = {
             hooks=storage.ACCOUNT_HOOKS,
         ),
         ResourceType(
-            "Microsoft.Insights/components",
+            insights.COMPONENT_TYPE,
             _NAME_COMPONENT,
             "1-255 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'.",
             kinds=("web", "ios", "other", "store", "java", "phone"),
