@@ -206,3 +206,52 @@ def test_unknown_paths_answer_in_json(platform: RunningPlatform) -> None:
         assert response.status_code == 404 and response.json()["error"]
         response = http.get(f"{platform.authority}/{uuid.uuid4()}/v2.0/.well-known/openid-configuration")
         assert response.status_code == 400 and response.json()["error"] == "invalid_tenant"
+
+
+def test_get_by_ids_finds_users_groups_and_principals_by_type(
+    platform: RunningPlatform, secret_app: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = admin_token(platform, monkeypatch)
+    graph = f"{platform.endpoints['graph']}/v1.0"
+    auth = {"Authorization": f"Bearer {token}"}
+    upn = f"ids-{uuid.uuid4().hex[:8]}@ids.example"
+    with platform.http() as http:
+        user = http.post(
+            f"{graph}/users",
+            headers=auth,
+            json={
+                "accountEnabled": True,
+                "displayName": "Ids User",
+                "mailNickname": upn.split("@")[0],
+                "userPrincipalName": upn,
+                "passwordProfile": {"password": "Ids-Us3r-Pa55word", "forceChangePasswordNextSignIn": False},
+            },
+        ).json()
+        team = http.post(
+            f"{graph}/groups",
+            headers=auth,
+            json={"displayName": "Ids Team", "mailNickname": f"ids{uuid.uuid4().hex[:8]}", "securityEnabled": True},
+        ).json()
+        sp = cli_json(platform.home, "ad", "sp", "show", "--id", secret_app["appId"])
+        ids = [user["id"], team["id"], sp["id"], str(uuid.uuid4())]
+
+        def by_ids(types: list[str] | None) -> list[dict[str, Any]]:
+            body: dict[str, Any] = {"ids": ids} if types is None else {"ids": ids, "types": types}
+            response = http.post(f"{graph}/directoryObjects/getByIds", headers=auth, json=body)
+            assert response.status_code == 200, response.text
+            return list(response.json()["value"])
+
+        every = by_ids(None)  # Graph's default: every type; the unknown id is left out
+        assert [(o["@odata.type"], o["id"]) for o in every] == [
+            ("#microsoft.graph.user", user["id"]),
+            ("#microsoft.graph.group", team["id"]),
+            ("#microsoft.graph.servicePrincipal", sp["id"]),
+        ]
+        assert every[0]["userPrincipalName"] == upn and every[1]["displayName"] == "Ids Team"
+        assert [o["id"] for o in by_ids(["user", "group", "servicePrincipal", "directoryObjectPartnerReference"])] == [
+            user["id"],
+            team["id"],
+            sp["id"],
+        ]
+        assert [o["id"] for o in by_ids(["microsoft.graph.group"])] == [team["id"]]
+        assert by_ids(["application"]) == []

@@ -172,6 +172,19 @@ def test_web_apps_plans_slots_and_function_apps(az: AzCli, platform: RunningPlat
     }
     assert func_settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert f"AccountName={account_name};" in func_settings["AzureWebJobsStorage"]
+    # Its Application Insights component is not made: az 2.91 makes a workspace-based one only after reading
+    # a region map from a public URL (appinsights.azureedge.net), which a self-hosted platform cannot serve.
+    # The component type itself, as a generic resource:
+    component = az.json(
+        "resource", "create", "-g", rg, "-n", made_func, "--resource-type", "Microsoft.Insights/components",
+        "-p", json.dumps({"kind": "web", "properties": {"Application_Type": "web"}}),
+    )  # fmt: skip
+    assert component["kind"] == "web" and component["properties"]["Application_Type"] == "web"
+    key = component["properties"]["InstrumentationKey"]
+    assert len(key) == GUID_LENGTH and len(component["properties"]["AppId"]) == GUID_LENGTH
+    assert component["properties"]["ConnectionString"].startswith(f"InstrumentationKey={key};IngestionEndpoint=")
+    shown_component = az.json("resource", "show", "--ids", component["id"])
+    assert shown_component["properties"]["InstrumentationKey"] == key
 
     func_identity = az.json("functionapp", "identity", "assign", "-g", rg, "-n", func_name)
     assert func_identity["type"] == "SystemAssigned"
@@ -208,6 +221,34 @@ def test_role_assignments_and_assignee_lookup(az: AzCli, platform: RunningPlatfo
 
     az.run("role", "assignment", "delete", "--ids", made["id"])
     assert az.json("role", "assignment", "list", "-g", rg, "--role", "Reader") == []
+    az.run("group", "delete", "-n", rg, "--yes")
+
+
+def test_role_assignments_to_a_user_and_a_group(az: AzCli, platform: RunningPlatform) -> None:
+    rg = group(az)
+    scope = f"/subscriptions/{sub_id(platform)}/resourceGroups/{rg}"
+    upn = f"{unique('az-user-')}@az.example"
+    user = az.json(
+        "ad",
+        "user",
+        "create",
+        "--display-name",
+        "Role User",
+        "--user-principal-name",
+        upn,
+        "--password",
+        "Az-Ro1e-Pa55word",
+    )
+    team = az.json("ad", "group", "create", "--display-name", unique("az-team-"), "--mail-nickname", unique("team"))
+    # A user by UPN, a group by object id: az resolves the group (and checks the user) through getByIds.
+    for assignee, object_id, kind in ((upn, user["id"], "User"), (team["id"], team["id"], "Group")):
+        made = az.run("role", "assignment", "create", "--assignee", assignee, "--role", "Reader", "--scope", scope)
+        assert "WARNING" not in made.stderr, made.stderr
+        assert made.json()["principalId"] == object_id and made.json()["principalType"] == kind
+    listed = az.json("role", "assignment", "list", "-g", rg, "--role", "Reader")
+    names = {a["principalId"]: (a["principalType"], a["principalName"]) for a in listed}
+    assert names[user["id"]] == ("User", upn)
+    assert names[team["id"]] == ("Group", team["displayName"])
     az.run("group", "delete", "-n", rg, "--yes")
 
 

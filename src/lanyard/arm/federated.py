@@ -88,7 +88,7 @@ class FederatedCredentials:
             )
         if ref.is_collection:
             items = [self.json(identity.id, r, api_version) for r in fedrepo.list_for_owner(s, identity.key)]
-            return self.control._page(items, query, f"{identity.id}/federatedIdentityCredentials")
+            return self.control.page(items, query, f"{identity.id}/federatedIdentityCredentials")
         name = ref.name
         if not NAME.match(name):
             raise bad_request(

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
-from lanyard.arm import namespaces, providers, web
-from lanyard.arm.deployments import DEPLOYMENT_TYPE, Deployments, is_deployment_path
-from lanyard.arm.federated import FederatedCredentials, is_federated_path
-from lanyard.arm.providers import APPSETTINGS_KEY, SKU_KEY, UAI_TYPE, ResourceType
+from lanyard.arm import namespaces, providers
+from lanyard.arm.deployments import Deployments, is_deployment_path
+from lanyard.arm.federated import FederatedCredentials
+from lanyard.arm.hooks import Caller, PrincipalService, Reply, SubRequest, WriteRequest
+from lanyard.arm.providers import SKU_KEY, ResourceType
 from lanyard.authz.evaluate import Assignment, decide
 from lanyard.authz.roles import BUILT_IN, BY_ID, RoleDefinition, find_role
 from lanyard.core.clock import Clock
@@ -27,15 +28,18 @@ from lanyard.protocol.arm import (
     bad_request,
     check_user_identity_id,
     is_guid,
+    json_object,
     not_found,
     parse_identity,
     resource_key,
 )
 from lanyard.storage import arm_repo as repo
 from lanyard.storage import directory_repo as dirrepo
-from lanyard.storage import federation_repo, fleet_repo, people_repo, vault_repo
+from lanyard.storage import fleet_repo, people_repo
 from lanyard.storage.db import Store
-from lanyard.vault.references import ReferenceStatuses, is_config_references
+from lanyard.vault.references import ReferenceStatuses
+
+__all__ = ["Caller", "ControlPlane", "PrincipalService", "Reply", "iso"]
 
 PAGE_SIZE = 100
 READ_ONLY_PROPERTIES = frozenset(
@@ -56,42 +60,11 @@ ROLE_ASSIGNMENTS = "roleassignments"
 ROLE_DEFINITIONS = "roledefinitions"
 
 
-class PrincipalService(Protocol):
-    """What the control plane needs from the directory, inside the caller's transaction."""
-
-    def create_managed_identity(
-        self, s: Any, tenant_id: str, display_name: str, resource_id: str
-    ) -> dirrepo.PrincipalRecord: ...
-
-    def delete_managed_identity(self, s: Any, object_id: str) -> None: ...
-
-    def revoke_identity_credentials(self, s: Any, object_id: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Caller:
-    object_id: str
-    app_id: str
-    tenant_id: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] | None = None
-
-
 def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json_object(value: object, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_request(f"'{name}' must be a JSON object.", "InvalidRequestContent")
-    return value
+_json_object = json_object
 
 
 def _tags(value: object) -> dict[str, str]:
@@ -256,7 +229,7 @@ class ControlPlane:
         ]
         if not visible and groups:
             self.authorize(s, caller, "Microsoft.Resources/subscriptions/resourceGroups/read", scope)
-        return self._page([self._group_json(g) for g in visible], query, f"/subscriptions/{sub}/resourcegroups")
+        return self.page([self._group_json(g) for g in visible], query, f"/subscriptions/{sub}/resourcegroups")
 
     def _group(self, s: Any, method: str, sub: str, name: str, body: Any, caller: Caller) -> Reply:
         key = self._group_key(sub, name)
@@ -318,9 +291,9 @@ class ControlPlane:
         items = [
             self._listed_json(s, r, expand)
             for r in repo.list_resources(s, group_key=group.key)
-            if r.type != DEPLOYMENT_TYPE
+            if providers.listed(r.type)
         ]
-        return self._page(items, query, f"{group.id}/resources")
+        return self.page(items, query, f"{group.id}/resources")
 
     # -- provider namespaces and subscription-wide lists ----------------------------------------
 
@@ -360,7 +333,7 @@ class ControlPlane:
         expand = {e.strip().lower() for e in query.get("$expand", "").split(",") if e.strip()}
         items = []
         for r in repo.list_resources(s, sub=sub, group_key=group_key):
-            if r.type == DEPLOYMENT_TYPE:
+            if not providers.listed(r.type):
                 continue
             if "resourcetype" in wanted and r.type.lower() != wanted["resourcetype"].lower():
                 continue
@@ -369,7 +342,7 @@ class ControlPlane:
             if not decide(assignments, caller.object_id, f"{r.type}/read", r.id).allowed:
                 continue
             items.append(self._listed_json(s, r, expand))
-        return self._page(items, query, f"/subscriptions/{sub}/resources")
+        return self.page(items, query, f"/subscriptions/{sub}/resources")
 
     def _listed_json(self, s: Any, r: repo.ResourceRecord, expand: set[str]) -> dict[str, Any]:
         """A resource as ARM's generic lists show it: no properties, but its sku and identity."""
@@ -425,20 +398,14 @@ class ControlPlane:
         ctx: dict[str, Any] = {
             "zone": self.zone,
             "vault_suffix": self.vault_suffix,
+            "id": ref.id,
             "name": record.name,
+            "names": ref.names,
             "location": record.location,
+            "resource_group": ref.resource_group,
         }
-        if type_.full_type in (web.SITE_TYPE, "Microsoft.Web/sites/slots"):
-            farm_id = record.properties.get("serverFarmId")
-            ctx["farm"] = repo.get_resource(s, resource_key(str(farm_id))) if farm_id else None
-            ctx["site_config"] = dict(record.properties.get(web.SITE_CONFIG_KEY) or {})
-            ctx["resource_group"] = ref.resource_group
-        if type_.full_type == "Microsoft.Web/serverfarms":
-            ctx["number_of_sites"] = sum(
-                1
-                for r in repo.list_resources(s, sub=record.subscription_id, type_="Microsoft.Web/sites")
-                if str(r.properties.get("serverFarmId", "")).lower() == record.key
-            )
+        if type_.hooks.read_context is not None:
+            ctx.update(type_.hooks.read_context(self, s, record))
         out: dict[str, Any] = {
             "id": record.id,
             "name": "/".join(ref.names) if len(ref.names) > 1 else record.name,
@@ -456,7 +423,7 @@ class ControlPlane:
         out["systemData"] = {"createdAt": iso(record.created_at), "lastModifiedAt": iso(record.updated_at)}
         return out
 
-    def _require_resource(self, s: Any, ref: ResourceRef) -> repo.ResourceRecord:
+    def require_resource(self, s: Any, ref: ResourceRef) -> repo.ResourceRecord:
         record = repo.get_resource(s, resource_key(ref.id))
         if record is None:
             raise not_found(
@@ -483,12 +450,9 @@ class ControlPlane:
                 providers.resource_type(ref)
                 return self._list_type(s, ref, None, query, caller)
             raise not_found("The requested path is not an ARM resource path.", "NotFound")
-        if is_config_references(ref):
-            return self._config_references(s, method, ref, action, caller)
-        if ref.types[-1].lower() == "config" and ref.parent is not None:
-            return self._config(s, method, ref, action, body, caller)
-        if is_federated_path(ref):
-            return self.federated.handle(s, method, ref, body, query, caller)
+        routed = self._provider_route(s, method, ref, action, body, query, caller)
+        if routed is not None:
+            return routed
         if method == "POST" and ref.is_collection and ref.parent is not None:
             return self._resource_action(s, ref, caller)
         type_ = providers.resource_type(ref)
@@ -502,7 +466,7 @@ class ControlPlane:
         if ref.is_collection:
             return self._list_type(s, ref, group, query, caller)
         if method == "GET":
-            return Reply(200, self.resource_json(s, self._require_resource(s, ref)))
+            return Reply(200, self.resource_json(s, self.require_resource(s, ref)))
         if method in ("PUT", "PATCH"):
             return self._write_resource(s, method, ref, type_, group, _json_object(body, "body"), caller)
         record = repo.get_resource(s, resource_key(ref.id))
@@ -510,6 +474,32 @@ class ControlPlane:
             return Reply(204)
         self._delete_resource_tree(s, record)
         return Reply(200)
+
+    def _provider_route(
+        self,
+        s: Any,
+        method: str,
+        ref: ResourceRef,
+        action: str | None,
+        body: Any,
+        query: dict[str, str],
+        caller: Caller,
+    ) -> Reply | None:
+        """A path below a resource whose provider serves that child type itself (arm/hooks.py routes),
+        tried from the outermost resource in."""
+        for depth in range(1, len(ref.types)):
+            owner = ResourceRef(
+                ref.subscription, ref.resource_group, ref.namespace, ref.types[:depth], ref.names[:depth]
+            )
+            owner_type = providers.TYPES.get(owner.full_type.lower())
+            route = owner_type.hooks.route(ref.types[depth]) if owner_type is not None else None
+            if route is None or owner_type is None:
+                continue
+            request = SubRequest(self, s, method, ref, owner, owner_type.full_type, action, body, query, caller)
+            reply = route(request)
+            if reply is not None:
+                return reply
+        return None
 
     def _resource_action(self, s: Any, ref: ResourceRef, caller: Caller) -> Reply:
         """POST {resource}/{action}: what the resource's provider offers (arm/hooks.py)."""
@@ -519,7 +509,7 @@ class ControlPlane:
         if handler is None:
             raise not_found(f"The action '{ref.types[-1][:60]}' is not supported on {type_.full_type}.", "NotFound")
         self.authorize(s, caller, f"{type_.full_type}/{ref.types[-1].lower()}/action", ref.parent.id)
-        record = self._require_resource(s, ref.parent)
+        record = self.require_resource(s, ref.parent)
         status, media, content = handler(self.resource_json(s, record), record.properties)
         return Reply(status, content, {"content-type": media})
 
@@ -530,7 +520,7 @@ class ControlPlane:
         scope = group.id if group else f"/subscriptions/{ref.subscription}"
         parent_key = None
         if ref.parent is not None:
-            parent = self._require_resource(
+            parent = self.require_resource(
                 s, ResourceRef(ref.subscription, ref.resource_group, ref.namespace, ref.types[:-1], ref.names)
             )
             parent_key = parent.key
@@ -543,9 +533,9 @@ class ControlPlane:
             type_=type_.full_type,
             parent_key=parent_key,
         )
-        return self._page([self.resource_json(s, r) for r in records], query, ref.id)
+        return self.page([self.resource_json(s, r) for r in records], query, ref.id)
 
-    def _page(self, items: list[dict[str, Any]], query: dict[str, str], path: str) -> Reply:
+    def page(self, items: list[dict[str, Any]], query: dict[str, str], path: str) -> Reply:
         start = 0
         token = query.get("$skiptoken")
         if token:
@@ -568,6 +558,8 @@ class ControlPlane:
                 body["nextLink"] += f"&$top={size}"
         return Reply(200, body)
 
+    _page = page  # the name arm/deployments.py calls it by
+
     def _write_resource(
         self,
         s: Any,
@@ -581,12 +573,12 @@ class ControlPlane:
         key = resource_key(ref.id)
         existing = repo.get_resource(s, key)
         if method == "PATCH" and existing is None:
-            self._require_resource(s, ref)
+            self.require_resource(s, ref)
         type_.check_name(ref.name)
         parent_key = None
         parent: repo.ResourceRecord | None = None
         if ref.parent is not None:
-            parent = self._require_resource(s, ref.parent)
+            parent = self.require_resource(s, ref.parent)
             parent_key = parent.key
         location = doc.get("location")
         if location is None:
@@ -602,33 +594,12 @@ class ControlPlane:
         stored.update({k: v for k, v in props_in.items() if k not in READ_ONLY_PROPERTIES and not k.startswith("__")})
         if "sku" in doc:
             stored[SKU_KEY] = _json_object(doc["sku"], "sku")
-        if type_.full_type == "Microsoft.Web/sites" and stored.get("serverFarmId"):
-            farm_ref = str(stored["serverFarmId"])
-            if "/" not in farm_ref:
-                # Microsoft.Web takes a plan's bare name for one in the site's group (az functionapp create sends it).
-                farm_ref = f"{group.id}/providers/Microsoft.Web/serverfarms/{farm_ref}"
-            farm = repo.get_resource(s, resource_key(farm_ref))
-            if farm is None or farm.type != "Microsoft.Web/serverfarms":
-                raise bad_request(
-                    f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound"
-                )
-            stored["serverFarmId"] = farm.id
+        previous = existing.properties if existing else None
         if type_.hooks.prepare is not None:
-            stored = type_.hooks.prepare(stored, existing.properties if existing else None)
-        if type_.full_type.lower() == providers.VAULT_TYPE:
-            stored = providers.validate_vault(stored, existing.properties if existing else None, self.tenant_id)
-            if existing is not None and bool(existing.properties.get("enableRbacAuthorization")) != bool(
-                stored.get("enableRbacAuthorization")
-            ):
-                # As in Azure: whoever switches a vault between access policies and RBAC decides who
-                # can grant access to it, so it takes the right to assign roles (not Contributor's).
-                self.authorize(s, caller, "Microsoft.Authorization/roleAssignments/write", existing.id)
-            # Vault names are DNS names: unique across the whole platform, not just the group.
-            for other in repo.list_resources(s, type_=type_.full_type):
-                if other.name.lower() == ref.name.lower() and other.key != key:
-                    raise ArmError(
-                        f"The vault name '{ref.name}' is already in use.", code="VaultAlreadyExists", status=409
-                    )
+            stored = type_.hooks.prepare(stored, previous)
+        write = WriteRequest(self, s, caller, ref, key, existing.id if existing else ref.id, group.id, previous)
+        if type_.hooks.validate is not None:
+            stored = type_.hooks.validate(stored, write)
         tags = _tags(doc["tags"]) if "tags" in doc else (existing.tags if existing else {})
         if method == "PUT" and "tags" not in doc:
             tags = {}
@@ -654,8 +625,8 @@ class ControlPlane:
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
-        if type_.full_type.lower() == UAI_TYPE:
-            record = self._ensure_uai_principal(s, ref, record)
+        if type_.hooks.on_write is not None:
+            record = type_.hooks.on_write(record, write)
         if "identity" in doc:
             if not type_.supports_identity:
                 raise bad_request(
@@ -680,19 +651,6 @@ class ControlPlane:
         found = repo.get_resource(s, key)
         return found.id if found else key
 
-    def _ensure_uai_principal(self, s: Any, ref: ResourceRef, record: repo.ResourceRecord) -> repo.ResourceRecord:
-        if record.properties.get("principalId"):
-            return record
-        sp = self.principals.create_managed_identity(s, self.tenant_id, ref.name, ref.id)
-        props = {
-            **record.properties,
-            "principalId": sp.object_id,
-            "clientId": sp.app_id,
-            "tenantId": self.tenant_id,
-            "isolationScope": "None",
-        }
-        return replace(record, properties=props)
-
     def _apply_identity(
         self, s: Any, ref: ResourceRef, record: repo.ResourceRecord, request: IdentityRequest, caller: Caller
     ) -> repo.ResourceRecord:
@@ -714,11 +672,11 @@ class ControlPlane:
         system_id = record.system_principal_id
         if request.system and not system_id:
             sp = self.principals.create_managed_identity(
-                s, self.tenant_id, providers.principal_display_name(ref), record.id
+                s, self.tenant_id, providers.resource_type(ref).hooks.principal_name(ref), record.id
             )
             system_id = sp.object_id
         elif not request.system and system_id:
-            self._drop_principal(s, system_id)
+            self.drop_principal(s, system_id)
             system_id = None
         kinds = []
         if system_id:
@@ -745,7 +703,7 @@ class ControlPlane:
         for uai_key in record.user_identity_keys:
             self._revoke_uai(s, uai_key)
 
-    def _drop_principal(self, s: Any, object_id: str) -> None:
+    def drop_principal(self, s: Any, object_id: str) -> None:
         repo.delete_assignments_for_principal(s, object_id)
         self.principals.delete_managed_identity(s, object_id)
 
@@ -755,109 +713,13 @@ class ControlPlane:
         for uai_key in record.user_identity_keys:
             self._revoke_uai(s, uai_key)
         if record.system_principal_id:
-            self._drop_principal(s, record.system_principal_id)
-        if record.type.lower() == UAI_TYPE:
-            # Detach it everywhere in the same transaction: no app is left pointing at a deleted identity.
-            for user_key in repo.users_of_identity(s, record.key):
-                user = repo.get_resource(s, user_key)
-                if user is None:
-                    continue
-                remaining = tuple(k for k in user.user_identity_keys if k != record.key)
-                kinds = (["SystemAssigned"] if user.system_principal_id else []) + (
-                    ["UserAssigned"] if remaining else []
-                )
-                repo.save_resource(
-                    s, replace(user, user_identity_keys=remaining, identity_type=", ".join(kinds) or "None")
-                )
-            principal_id = record.properties.get("principalId")
-            if principal_id:
-                self._drop_principal(s, str(principal_id))
-            federation_repo.delete_for_owner(s, record.key)
+            self.drop_principal(s, record.system_principal_id)
+        hooks = providers.hooks_of(record.type)
+        if hooks.on_delete is not None:
+            hooks.on_delete(self, s, record)
         repo.delete_assignments_at_or_below(s, record.key)
         fleet_repo.delete_placements_for_resource(s, record.key)
-        if record.type.lower() == providers.VAULT_TYPE:
-            vault_repo.purge_vault(s, record.key)
         repo.delete_resource_row(s, record.key)
-
-    # -- app settings (sites/config/appsettings) ----------------------------------------------
-
-    def _config(self, s: Any, method: str, ref: ResourceRef, action: str | None, body: Any, caller: Caller) -> Reply:
-        parent_ref = ref.parent
-        assert parent_ref is not None
-        if parent_ref.full_type.lower() not in providers.SITE_TYPES or ref.is_collection:
-            raise not_found("Only sites and slots have config resources.", "NotFound")
-        if ref.name.lower() in web.CONFIG_DOCUMENTS:
-            return self._web_config(s, method, ref, body, caller)
-        if ref.name.lower() != "appsettings":
-            raise not_found(f"Config '{ref.name[:40]}' is not supported; use 'appsettings' or 'web'.", "NotFound")
-        config_type = f"{providers.resource_type(parent_ref).full_type}/config"
-        reading = (method == "POST" and action == "list") or method == "GET"
-        if not reading and method != "PUT":
-            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
-        self.authorize(s, caller, f"{config_type}/{'list/action' if reading else 'write'}", parent_ref.id)
-        site = self._require_resource(s, parent_ref)
-        config_id = f"{site.id}/config/appsettings"
-
-        def shaped(settings: dict[str, str]) -> dict[str, Any]:
-            return {
-                "id": config_id,
-                "name": "appsettings",
-                "type": config_type,
-                "location": site.location,
-                "properties": settings,
-            }
-
-        if reading:
-            return Reply(200, shaped(dict(site.properties.get(APPSETTINGS_KEY, {}))))
-        settings = _json_object(_json_object(body, "body").get("properties"), "properties")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
-            raise bad_request("App settings must map names to string values.", "InvalidRequestContent")
-        props = {**site.properties, APPSETTINGS_KEY: settings}
-        repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
-        return Reply(200, shaped(settings))
-
-    def _config_references(self, s: Any, method: str, ref: ResourceRef, action: str | None, caller: Caller) -> Reply:
-        """GET …/config/configreferences/appsettings[/{setting}]: each Key Vault reference's status
-        (vault/references.py). Reading them shows the settings' text, so it needs what listing them needs."""
-        config_ref = ref.parent
-        site_ref = config_ref.parent if config_ref is not None else None
-        if site_ref is None or site_ref.full_type.lower() not in providers.SITE_TYPES or self.references is None:
-            raise not_found("Only sites and slots have config references.", "NotFound")
-        if method != "GET" or action is not None:
-            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
-        config_type = f"{providers.resource_type(site_ref).full_type}/config"
-        self.authorize(s, caller, f"{config_type}/list/action", site_ref.id)
-        site = self._require_resource(s, site_ref)
-        settings = dict(site.properties.get(APPSETTINGS_KEY, {}))
-        if not ref.is_collection:
-            settings = {k: v for k, v in settings.items() if k.lower() == ref.name.lower()}
-        documents = self.references.documents(s, site, settings)
-        if ref.is_collection:
-            return Reply(200, {"value": documents, "nextLink": None})
-        if not documents:
-            raise not_found(f"App setting '{ref.name[:100]}' is not a Key Vault reference of this app.", "NotFound")
-        return Reply(200, documents[0])
-
-    def _web_config(self, s: Any, method: str, ref: ResourceRef, body: Any, caller: Caller) -> Reply:
-        """sites/{name}/config/web and config/slotConfigNames (GET; PUT replaces, PATCH merges)."""
-        parent_ref = ref.parent
-        assert parent_ref is not None
-        config_type = f"{providers.resource_type(parent_ref).full_type}/config"
-        verbs = {"GET": "read", "PUT": "write", "PATCH": "write"}
-        if method not in verbs:
-            raise ArmError("The requested method is not allowed.", code="MethodNotAllowed", status=405)
-        self.authorize(s, caller, f"{config_type}/{verbs[method]}", parent_ref.id)
-        site = self._require_resource(s, parent_ref)
-        which = ref.name.lower()
-        key = web.CONFIG_DOCUMENTS[which][0]
-        config = dict(site.properties.get(key) or {})
-        name = "/".join(parent_ref.names)
-        if method != "GET":
-            update = _json_object(_json_object(body, "body").get("properties"), "properties")
-            config = web.site_config_update({} if method == "PUT" else config, update)
-            props = {**site.properties, key: config}
-            repo.save_resource(s, replace(site, properties=props, updated_at=self.clock.now()))
-        return Reply(200, web.site_config_json(site.id, name, site.location, config, which))
 
     # -- role assignments and definitions -----------------------------------------------------
 
@@ -868,7 +730,7 @@ class ControlPlane:
         if group is not None:
             self._require_group(s, sub, group)
         if resource is not None:
-            self._require_resource(s, resource)
+            self.require_resource(s, resource)
 
     def _definition_json(self, role: RoleDefinition, scope: str) -> dict[str, Any]:
         # Built-in roles have one id under the subscription, whatever scope below it they are read at.
@@ -1060,7 +922,7 @@ class ControlPlane:
             if principal and a.principal_id != principal:
                 continue
             items.append(self._assignment_json(a))
-        return self._page(items, query, f"{scope}/providers/Microsoft.Authorization/roleAssignments")
+        return self.page(items, query, f"{scope}/providers/Microsoft.Authorization/roleAssignments")
 
     # -- bootstrap helpers --------------------------------------------------------------------
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from lanyard.arm.hooks import APPSETTINGS_KEY, SKU_KEY, ProviderHooks
+from lanyard.arm.hooks import APPSETTINGS_KEY, SKU_KEY, Host, ProviderHooks, WriteRequest
 from lanyard.core.errors import ArmError
-from lanyard.protocol.arm import bad_request
+from lanyard.protocol.arm import ResourceRef, bad_request, resource_key
+from lanyard.storage import arm_repo as repo
 
 SITE_CONFIG_KEY = "__siteconfig"
 FARM_TYPE = "Microsoft.Web/serverfarms"
 SITE_TYPE = "Microsoft.Web/sites"
+SLOT_TYPE = "Microsoft.Web/sites/slots"
 # What a site's web config says before anyone set it (the fields az reads and prints).
 DEFAULT_SITE_CONFIG: dict[str, Any] = {
     "numberOfWorkers": 1,
@@ -89,8 +91,48 @@ def prepare_site(stored: dict[str, Any], previous: dict[str, Any] | None) -> dic
     return out
 
 
+def validate_site(stored: dict[str, Any], write: WriteRequest) -> dict[str, Any]:
+    """A site's serverFarmId names an existing plan; stored as the plan's id."""
+    if not stored.get("serverFarmId"):
+        return stored
+    farm_ref = str(stored["serverFarmId"])
+    if "/" not in farm_ref:
+        # Microsoft.Web takes a plan's bare name for one in the site's group (az functionapp create sends it).
+        farm_ref = f"{write.group_id}/providers/{FARM_TYPE}/{farm_ref}"
+    farm = repo.get_resource(write.session, resource_key(farm_ref))
+    if farm is None or farm.type != FARM_TYPE:
+        raise bad_request(f"The server farm '{str(stored['serverFarmId'])[:200]}' was not found.", "ServerFarmNotFound")
+    return {**stored, "serverFarmId": farm.id}
+
+
+def site_read_context(host: Host, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
+    farm_id = record.properties.get("serverFarmId")
+    return {
+        "farm": repo.get_resource(s, resource_key(str(farm_id))) if farm_id else None,
+        "site_config": dict(record.properties.get(SITE_CONFIG_KEY) or {}),
+    }
+
+
+def farm_read_context(host: Host, s: Any, record: repo.ResourceRecord) -> dict[str, Any]:
+    sites = repo.list_resources(s, sub=record.subscription_id, type_=SITE_TYPE)
+    return {"number_of_sites": sum(1 for r in sites if str(r.properties.get("serverFarmId", "")).lower() == record.key)}
+
+
+def slot_principal_name(ref: ResourceRef) -> str:
+    """Azure names a slot's system-assigned principal `<app>/slots/<slot>`."""
+    return f"{ref.names[0]}/slots/{ref.names[1]}"
+
+
 def shape_site(props: dict[str, Any], ctx: dict[str, Any]) -> None:
     """What Microsoft.Web derives from the site's plan; az reads `sku` and `serverFarmId` unguarded."""
+    hostname = f"{ctx['names'][0]}{'-' + ctx['names'][1] if len(ctx['names']) > 1 else ''}.{ctx['zone']}"
+    props.setdefault("state", "Running")
+    props.setdefault("enabled", True)
+    props["hostNames"] = [hostname]
+    props["enabledHostNames"] = [hostname]
+    props["defaultHostName"] = hostname
+    props.setdefault("httpsOnly", False)
+    props.setdefault("reserved", False)
     farm = ctx.get("farm")
     farm_sku = dict(farm.properties.get(SKU_KEY) or {}) if farm is not None else {}
     # Azure's casing ("Basic"), whatever casing the plan's request used for the tier.
@@ -103,6 +145,8 @@ def shape_site(props: dict[str, Any], ctx: dict[str, Any]) -> None:
 
 
 def shape_farm(props: dict[str, Any], ctx: dict[str, Any]) -> None:
+    props.setdefault("status", "Ready")
+    props["numberOfSites"] = ctx.get("number_of_sites", 0)
     props.setdefault("reserved", False)
 
 
@@ -193,13 +237,24 @@ def publishing_profiles(site: dict[str, Any], stored: dict[str, Any]) -> tuple[i
     return 200, "application/xml", f"<publishData>{profile}</publishData>".encode()
 
 
-SITE_HOOKS = ProviderHooks(
-    prepare=prepare_site,
-    shape=shape_site,
-    keeps_identity_on_put=True,
-    actions=(("publishxml", publishing_profiles),),
-)
-FARM_HOOKS = ProviderHooks(prepare=prepare_farm, shape=shape_farm, kind=farm_kind)
+def _site_hooks(**overrides: Any) -> ProviderHooks:
+    from lanyard.arm import web_config  # it builds on this module's config documents
+
+    return ProviderHooks(
+        prepare=prepare_site,
+        read_context=site_read_context,
+        shape=shape_site,
+        keeps_identity_on_put=True,
+        actions=(("publishxml", publishing_profiles),),
+        routes=(("config", web_config.config),),
+        **overrides,
+    )
+
+
+SITE_HOOKS = _site_hooks(validate=validate_site)
+# A slot runs on its app's plan: its own body names none to check.
+SLOT_HOOKS = _site_hooks(principal_name=slot_principal_name)
+FARM_HOOKS = ProviderHooks(prepare=prepare_farm, read_context=farm_read_context, shape=shape_farm, kind=farm_kind)
 
 
 # -- runtime stacks (GET /providers/Microsoft.Web/webAppStacks | functionAppStacks) --------------

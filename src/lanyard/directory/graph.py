@@ -69,6 +69,12 @@ def parse_filter(raw: str | None) -> tuple[str, str] | None:
     )
 
 
+# (session, object id in lower case, the types asked for, the caller's tenant) -> the object in its Graph
+# shape with its @odata.type, or None when this finder has no such object of a wanted type.
+ObjectFinder = Callable[[repo.Session, str, set[str], str], dict[str, Any] | None]
+DIRECTORY_OBJECT_TYPES = ("user", "group", "serviceprincipal", "application")
+
+
 class GraphRoutes:
     def __init__(
         self,
@@ -82,6 +88,8 @@ class GraphRoutes:
         self.graph_base = graph_base.rstrip("/")
         self.audiences = frozenset(normalize_audience(a) for a in (self.graph_base, "https://graph.microsoft.com"))
         self.admins = admin_object_ids
+        # Who can name a directory object by its id for getByIds; /users and /groups add theirs.
+        self.object_finders: list[ObjectFinder] = [self._find_principal_or_application]
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -552,21 +560,30 @@ class GraphRoutes:
             raise GraphError(f"'ids' must be an array of 1 to {MAX_IDS} strings.", code="Request_BadRequest")
         if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
             raise GraphError("'types' must be an array of strings.", code="Request_BadRequest")
-        wanted = {t.lower().removeprefix("microsoft.graph.") for t in types or ["serviceprincipal", "application"]}
+        wanted = {t.lower().removeprefix("microsoft.graph.") for t in types or DIRECTORY_OBJECT_TYPES}
         found: list[dict[str, Any]] = []
         with self.directory.store.session() as s:
             for raw in ids:
                 object_id = raw.strip().lower()
-                if "serviceprincipal" in wanted:
-                    sp = repo.get_principal(s, object_id=object_id)
-                    if sp is not None and sp.tenant_id == claims["tid"]:
-                        found.append({"@odata.type": "#microsoft.graph.servicePrincipal", **self.principal_json(s, sp)})
-                        continue
-                if "application" in wanted:
-                    app = repo.get_application(s, object_id=object_id)
-                    if app is not None and app.tenant_id == claims["tid"]:
-                        found.append({"@odata.type": "#microsoft.graph.application", **self.application_json(s, app)})
+                doc = next(
+                    (d for finder in self.object_finders if (d := finder(s, object_id, wanted, claims["tid"]))), None
+                )
+                if doc is not None:
+                    found.append(doc)
         return self._collection("directoryObjects", found)
+
+    def _find_principal_or_application(
+        self, s: repo.Session, object_id: str, wanted: set[str], tenant_id: str
+    ) -> dict[str, Any] | None:
+        if "serviceprincipal" in wanted:
+            sp = repo.get_principal(s, object_id=object_id)
+            if sp is not None and sp.tenant_id == tenant_id:
+                return {"@odata.type": "#microsoft.graph.servicePrincipal", **self.principal_json(s, sp)}
+        if "application" in wanted:
+            app = repo.get_application(s, object_id=object_id)
+            if app is not None and app.tenant_id == tenant_id:
+                return {"@odata.type": "#microsoft.graph.application", **self.application_json(s, app)}
+        return None
 
     def routes(self) -> list[BaseRoute]:
         from lanyard.directory.graph_people import PeopleGraph  # it builds on this module

@@ -100,6 +100,7 @@ class PeopleGraph:
         self.graph = graph
         self.directory = graph.directory
         self.clock = graph.directory.clock
+        graph.object_finders.append(self.find_user_or_group)
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -135,6 +136,18 @@ class PeopleGraph:
             "mail": None,
             "createdDateTime": iso(g.created_at),
         }
+
+    def find_user_or_group(self, s: Session, object_id: str, wanted: set[str], tenant_id: str) -> dict[str, Any] | None:
+        """directoryObjects/getByIds for users and groups (graph.py)."""
+        if "user" in wanted:
+            user = people.get_user(s, object_id=object_id)
+            if user is not None and user.tenant_id == tenant_id:
+                return self.user_json(user)
+        if "group" in wanted:
+            group = people.get_group(s, object_id)
+            if group is not None and group.tenant_id == tenant_id:
+                return self.group_json(group)
+        return None
 
     def _object_json(self, s: Session, object_id: str) -> dict[str, Any] | None:
         user = people.get_user(s, object_id=object_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from lanyard.core.errors import ArmError
 
@@ -19,6 +20,15 @@ _SEGMENT = re.compile(r"^[^\x00-\x1f/\\?#%]{1,260}$")
 
 def bad_request(message: str, code: str = "BadRequest", status: int = 400) -> ArmError:
     return ArmError(message, code=code, status=status)
+
+
+def json_object(value: object, name: str) -> dict[str, Any]:
+    """A request member that must be an object; absent (None) reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be a JSON object.", "InvalidRequestContent")
+    return value
 
 
 def not_found(message: str, code: str = "ResourceNotFound") -> ArmError:
