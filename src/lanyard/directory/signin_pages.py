@@ -260,6 +260,7 @@ class SignInPages:
             page["username"] = form.get("username", "")[:256]
             source = request.client.host if request.client else ""
             changing = form.get("step") == "change_password"
+            change_page = {**page, "title": "Update your password"}
             try:
                 if changing:
                     user = await run_in_threadpool(
@@ -276,13 +277,14 @@ class SignInPages:
                         self.signin.check_password, tenant, form.get("username", ""), form.get("password", ""), source
                     )
             except WeakPassword as exc:
-                return self._page(request, "change_password.html", 200, error=exc.message, **page)
+                return self._page(request, "change_password.html", 200, error=exc.message, **change_page)
             except InvalidGrant as exc:
                 status = 429 if isinstance(exc, SignInThrottled) else 200
+                shown = change_page if changing else page
                 template = "change_password.html" if changing else "login.html"
-                return self._page(request, template, status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
+                return self._page(request, template, status, error=_MESSAGES.get(exc.aadsts, exc.message), **shown)
             if user.force_change_password:
-                return self._page(request, "change_password.html", title="Update your password", **page)
+                return self._page(request, "change_password.html", **change_page)
             session = await run_in_threadpool(self.signin.sso.start, user)
             old = request.cookies.get(SSO_COOKIE, "")
             if old:  # prompt=login, or a session that no longer held: the new one replaces it
