@@ -264,7 +264,8 @@ def test_sso_session_skips_the_password_until_sign_out(
     # another client, same browser: no login page
     silent = browser.get(authorize_url(platform, web_app["appId"], WEB_REDIRECT, prompt="none"))
     assert "code=" in silent.headers["location"] and "state=st-1" in silent.headers["location"]
-    assert code_of(browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt="select_account")))
+    for prompt in ("select_account", "consent"):
+        assert code_of(browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt=prompt)))
     # prompt=login, or another user named: the password is asked again
     again = browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt="login"))
     assert again.status_code == 200 and 'name="password"' in again.text
@@ -343,6 +344,8 @@ def test_forced_password_change_on_the_login_page(platform: RunningPlatform, bro
     assert weak.status_code == 200 and "complexity" in weak.text and "location" not in weak.headers
     mismatch = submit(new_password=new, confirm_password=new + "!")
     assert mismatch.status_code == 200 and "don't match" in unescape(mismatch.text)
+    same = submit(new_password=PASSWORD, confirm_password=PASSWORD)
+    assert same.status_code == 200 and "reuse your current password" in unescape(same.text)
     wrong_current = submit(password="Not-The-Pa55", new_password=new, confirm_password=new)
     assert wrong_current.status_code == 200 and "incorrect" in wrong_current.text
     fields = {**form_fields(change.text), "username": upn, "password": PASSWORD, "new_password": new,
