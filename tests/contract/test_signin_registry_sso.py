@@ -48,7 +48,7 @@ def web_app(platform: RunningPlatform) -> dict[str, Any]:
     """A registered app with a web redirect, a loopback public-client redirect, and a secret."""
     app = cli_json(
         platform.home, "ad", "app", "create", "--display-name", f"web-{uuid.uuid4().hex[:6]}",
-        "--web-redirect-uris", f"{WEB_REDIRECT} https://web.example/other",
+        "--web-redirect-uris", WEB_REDIRECT, "https://web.example/other",  # az's spelling
         "--public-client-redirect-uris", "http://localhost",
     )
     cli_json(platform.home, "ad", "sp", "create", "--id", app["appId"])
@@ -60,7 +60,7 @@ def web_app(platform: RunningPlatform) -> dict[str, Any]:
 def other_app(platform: RunningPlatform) -> dict[str, Any]:
     app = cli_json(
         platform.home, "ad", "app", "create", "--display-name", f"other-{uuid.uuid4().hex[:6]}",
-        "--web-redirect-uris", "https://other.example/cb",
+        "--web-redirect-uris", "https://other.example/cb https://other.example/two",  # quoted works too
     )
     cli_json(platform.home, "ad", "sp", "create", "--id", app["appId"])
     return dict(app)

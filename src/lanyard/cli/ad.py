@@ -100,17 +100,44 @@ def app_group() -> None:
     """Manage applications."""
 
 
+class _SpaceSeparated(click.Option):
+    """az's list flags take every value up to the next option (`--web-redirect-uris A B`). Click has
+    no such arity, so the parser's handler for this option also takes the words that follow it;
+    they arrive joined by spaces (what the quoted spelling "A B" gives too)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            handler = getattr(parser, "_long_opt", {}).get(name)
+            if handler is None:
+                continue  # another click parser: the quoted or repeated spelling still works
+            store = handler.process
+
+            def process(value: Any, state: Any, store: Any = store) -> None:
+                words = [value]
+                while state.rargs and not str(state.rargs[0]).startswith("-"):
+                    words.append(state.rargs.pop(0))
+                store(" ".join(words), state)
+
+            handler.process = process
+
+
 def _sign_in_options(command: Any) -> Any:
     for option in reversed(
         (
             click.option(
-                "--web-redirect-uris", "web", multiple=True, help="Space-separated URIs (the flag may repeat)."
+                "--web-redirect-uris",
+                "web",
+                cls=_SpaceSeparated,
+                multiple=True,
+                help="URIs, space-separated as az takes them.",
             ),
             click.option(
                 "--public-client-redirect-uris",
                 "public_client",
+                cls=_SpaceSeparated,
                 multiple=True,
-                help="Space-separated URIs (the flag may repeat).",
+                help="URIs, space-separated as az takes them.",
             ),
             click.option("--is-fallback-public-client", "fallback", type=click.BOOL, default=None),
         )
