@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -183,6 +184,31 @@ def test_web_app_signs_a_user_in_with_msal_confidential_client(
     assert "access_token" in result, result.get("error_description")
     claims = verify_with_discovery(platform, result["access_token"], ARM)
     assert claims["oid"] == person["id"] and claims["appid"] == web_app["appId"] and claims["appidacr"] == "1"
+
+
+def test_web_app_with_a_certificate_redeems_its_code_with_an_assertion(
+    platform: RunningPlatform, browser: Browser, ca_bundle: None
+) -> None:
+    import msal
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    made = cli_json(platform.home, "ad", "sp", "create-for-rbac", "--name", f"cert-web-{uuid.uuid4().hex[:6]}",
+                    "--create-cert")
+    run_cli(platform.home, "ad", "app", "update", "--id", made["appId"], "--web-redirect-uris", WEB_REDIRECT)
+    pem = Path(made["fileWithCertAndPrivateKey"]).read_text()
+    thumbprint = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA1()).hex()
+    person = new_user(platform)
+    app = msal.ConfidentialClientApplication(
+        made["appId"], client_credential={"private_key": pem, "thumbprint": thumbprint},
+        authority=authority_of(platform), instance_discovery=False,
+    )
+    flow = app.initiate_auth_code_flow([f"{ARM}/.default"], redirect_uri=WEB_REDIRECT, response_mode="form_post")
+    signed_in = browser.sign_in(browser.get(flow["auth_uri"]), person["userPrincipalName"], PASSWORD)
+    result = app.acquire_token_by_auth_code_flow(flow, form_fields(signed_in.text))
+    assert "access_token" in result, result.get("error_description")
+    claims = verify_with_discovery(platform, result["access_token"], ARM)
+    assert claims["oid"] == person["id"] and claims["appid"] == made["appId"] and claims["appidacr"] == "2"
 
 
 def test_a_web_redirect_code_needs_the_client_secret(

@@ -11,6 +11,7 @@ a retired one presented again after a short grace revokes its whole family (it w
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -151,6 +152,7 @@ class SignedInClient:
     # A registered application's redirect URIs and isFallbackPublicClient; None for first-party clients.
     registry: RedirectRegistry | None = None
     fallback_public: bool = False
+    assertion: bool = False  # authenticated with a client assertion (certificate or federated), not a secret
 
     def redirect_kind(self, uri: str) -> str | None:
         """Which kind of registration lets a code go to `uri` (None: it must not go there)."""
@@ -235,11 +237,12 @@ class SignIn:
             # registration says so (checked per grant: the code's redirect kind, isFallbackPublicClient).
             return self.public_or_registered(tenant, request.client_id)
         client_tenant = tenant if is_guid(tenant) else self.directory_tenant_of_client(request.client_id)
-        principal, _method = self.directory.authenticate(client_tenant, request.as_client_request())
+        principal, method = self.directory.authenticate(client_tenant, request.as_client_request())
         if principal.kind != "Application":
             raise UnauthorizedClient(700016, "Only applications can sign users in.")
         registered = self._registered(tenant, request.client_id, confidential=True)
-        return registered or SignedInClient(request.client_id, principal.display_name, True)
+        client = registered or SignedInClient(request.client_id, principal.display_name, True)
+        return dataclasses.replace(client, assertion=method != "secret")
 
     @staticmethod
     def _public_flow_allowed(client: SignedInClient) -> None:
@@ -357,6 +360,7 @@ class SignIn:
             lifetime=lifetime,
             confidential=client.confidential,
             amr=amr,
+            assertion=client.assertion,
         )
         signer = self.directory.keys.signer
         v2 = endpoint == "v2"
