@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -396,3 +399,37 @@ def test_a_member_removed_from_a_group_through_b_loses_its_rights_at_a_on_the_ne
         run_cli(cluster.views[b], "ad", "group", "member", "remove", "--group", group["id"], "--member-id", user["id"])
         denied = http.get(_secret_url(cluster, "peoplekv", a, "s1"), headers=_bearer(token))
     assert denied.status_code == 403, denied.text
+
+
+def test_an_sso_session_started_on_one_node_holds_on_another_and_ends_everywhere(cluster: Cluster) -> None:
+    """The browser's SSO session lives in the database: signed in through A, B answers without the
+    password; signed out through C, A refuses the kept cookie."""
+    upn = f"sso-{os.urandom(4).hex()}@cluster.example"
+    password = "Cluster-Sso-Pa55"
+    cli_json(cluster.first.home, "ad", "user", "create", "--display-name", "Sso", "--user-principal-name", upn,
+             "--password", password)
+    query = urlencode({
+        "client_id": "04b07795-8ddb-461a-bbee-02f9e1bf7b46", "response_type": "code",
+        "redirect_uri": "http://localhost:8400/", "scope": f"{ARM}/.default openid", "state": "s",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+    })
+    path = f"/{cluster.tenant}/oauth2/v2.0/authorize?{query}"
+    with cluster.http() as browser:
+        page = browser.get(cluster.direct(0) + path)
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
+        action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        assert page.status_code == 200 and action is not None
+        signed_in = browser.post(cluster.direct(0) + unescape(action.group(1)),
+                                 data={**{k: unescape(v) for k, v in fields.items()}, "username": upn,
+                                       "password": password})
+        assert signed_in.status_code == 302 and "code=" in signed_in.headers["location"]
+        kept = browser.cookies.get("__Host-lanyard-sso")
+        assert kept
+        silent = browser.get(cluster.direct(1) + path + "&prompt=none")
+        assert silent.status_code == 302 and "code=" in silent.headers["location"]
+        out = browser.get(f"{cluster.direct(2)}/{cluster.tenant}/oauth2/v2.0/logout")
+        assert out.status_code == 200
+    with cluster.http() as replay:
+        replay.cookies.set("__Host-lanyard-sso", kept)
+        refused = replay.get(cluster.direct(0) + path + "&prompt=none")
+    assert refused.status_code == 302 and "error=login_required" in refused.headers["location"]

@@ -385,3 +385,24 @@ def test_login_identity_inside_webapp_and_vm_run(az: AzCli, platform: RunningPla
         assert account["user"]["assignedIdentityInfo"] == "MSI"
         assert printed["group"]["id"] == scope
     az.run("group", "delete", "-n", rg, "--yes")
+
+
+def test_ad_app_redirect_uris(az: AzCli, platform: RunningPlatform) -> None:
+    """`az ad app create|update` with redirect URIs and isFallbackPublicClient, as az sends them to Graph."""
+    name = unique("az-redirect-")
+    made = az.json(
+        "ad", "app", "create", "--display-name", name,
+        "--web-redirect-uris", "https://web.example/cb", "https://web.example/other",
+        "--public-client-redirect-uris", "http://localhost", "--is-fallback-public-client", "true",
+    )
+    assert made["web"]["redirectUris"] == ["https://web.example/cb", "https://web.example/other"]
+    assert made["publicClient"]["redirectUris"] == ["http://localhost"] and made["isFallbackPublicClient"] is True
+    az.run("ad", "app", "update", "--id", made["appId"], "--web-redirect-uris", "https://web.example/new")
+    shown = az.json("ad", "app", "show", "--id", made["appId"])
+    assert shown["web"]["redirectUris"] == ["https://web.example/new"]
+    assert shown["publicClient"]["redirectUris"] == ["http://localhost"]
+    refused = az.run("ad", "app", "update", "--id", made["appId"], "--web-redirect-uris", "http://web.example/x",
+                     check=False)
+    assert refused.returncode != 0 and "redirectUris" in refused.stderr
+    assert az.json("ad", "app", "show", "--id", made["appId"])["web"]["redirectUris"] == ["https://web.example/new"]
+    az.run("ad", "app", "delete", "--id", made["appId"])

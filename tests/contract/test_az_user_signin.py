@@ -336,3 +336,21 @@ def test_msal_and_azure_identity_password_flow_unaided_on_port_443(on_443: Names
         assert claims["oid"] == user["id"] and claims["upn"] == upn and claims["scp"] == "user_impersonation"
     access = (ns.home / "logs" / "access.log").read_text()
     assert "/common/userrealm/" in access
+
+
+def test_az_login_refuses_a_user_who_must_change_their_password(on_443: Namespaced) -> None:
+    """forceChangePasswordNextSignIn: `az login -u -p` gets Entra's AADSTS50055 and no account."""
+    ns = on_443
+    upn = f"fc-{uuid.uuid4().hex[:6]}@az.example"
+    ns.lanyard(
+        "ad", "user", "create", "--display-name", "Fo Rced", "--user-principal-name", upn, "--password", PASSWORD,
+        "--force-change-password-next-sign-in",
+    )
+    ns.az("cloud", "register", "-n", "LanyardForced", "--endpoint-resource-manager", ns.endpoints["arm"])
+    ns.az("cloud", "set", "-n", "LanyardForced")
+    ns.az("logout", check=False)
+    refused = ns.az("login", "-u", upn, "-p", PASSWORD, check=False)
+    assert refused.returncode != 0 and "AADSTS50055" in refused.stderr and "password is expired" in refused.stderr
+    assert PASSWORD not in refused.stderr
+    accounts = ns.az("account", "list", "-o", "json", check=False)
+    assert upn not in accounts.stdout

@@ -29,3 +29,33 @@ def test_migrating_a_current_database_again_changes_nothing(tmp_path: Path) -> N
     migrate(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+
+
+def test_0010_keeps_existing_applications_and_users_and_goes_back(tmp_path: Path) -> None:
+    """Rows made before 0010 get no redirect URIs and no forced change; 0010 also downgrades cleanly."""
+    from alembic import command
+    from alembic.config import Config
+
+    from lanyard.storage.db import _MIGRATIONS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'lanyard.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+        conn.execute(text("INSERT INTO tenants VALUES ('t', 'T', 0)"))
+        conn.execute(text("INSERT INTO applications VALUES ('o', 'a', 't', 'app', 0)"))
+        conn.execute(text("INSERT INTO users VALUES ('u', 't', 'u@x.example', 'u@x.example', 'U', 'u', 1, 'h', 0, 0)"))
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT redirect_uris, fallback_public_client FROM applications")).one() == ("{}", None)
+        assert conn.execute(text("SELECT force_change_password FROM users")).scalar() in (0, False)
+        assert conn.execute(text("SELECT count(*) FROM sso_sessions")).scalar() == 0
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+        assert conn.execute(text("SELECT app_id FROM applications")).scalar() == "a"
+    migrate(engine)

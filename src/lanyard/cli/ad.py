@@ -100,11 +100,91 @@ def app_group() -> None:
     """Manage applications."""
 
 
+class _SpaceSeparated(click.Option):
+    """az's list flags take every value up to the next option (`--web-redirect-uris A B`). Click has
+    no such arity, so the parser's handler for this option also takes the words that follow it;
+    they arrive joined by spaces (what the quoted spelling "A B" gives too)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            handler = getattr(parser, "_long_opt", {}).get(name)
+            if handler is None:
+                continue  # another click parser: the quoted or repeated spelling still works
+            store = handler.process
+
+            def process(value: Any, state: Any, store: Any = store) -> None:
+                words = [value]
+                while state.rargs and not str(state.rargs[0]).startswith("-"):
+                    words.append(state.rargs.pop(0))
+                store(" ".join(words), state)
+
+            handler.process = process
+
+
+def _sign_in_options(command: Any) -> Any:
+    for option in reversed(
+        (
+            click.option(
+                "--web-redirect-uris",
+                "web",
+                cls=_SpaceSeparated,
+                multiple=True,
+                help="URIs, space-separated as az takes them.",
+            ),
+            click.option(
+                "--public-client-redirect-uris",
+                "public_client",
+                cls=_SpaceSeparated,
+                multiple=True,
+                help="URIs, space-separated as az takes them.",
+            ),
+            click.option("--is-fallback-public-client", "fallback", type=click.BOOL, default=None),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _sign_in_body(web: tuple[str, ...], public_client: tuple[str, ...], fallback: bool | None) -> dict[str, Any]:
+    """az's flags as Graph's properties; a flag given with an empty string clears its list."""
+    body: dict[str, Any] = {}
+    for key, values in (("web", web), ("publicClient", public_client)):
+        if values:
+            body[key] = {"redirectUris": [u for value in values for u in value.split()]}
+    if fallback is not None:
+        body["isFallbackPublicClient"] = fallback
+    return body
+
+
 @app_group.command("create")
 @click.option("--display-name", required=True)
+@_sign_in_options
 @click.pass_context
-def app_create(ctx: click.Context, display_name: str) -> None:
-    print_result(_profile(ctx).graph("POST", "/applications", {"displayName": display_name}))
+def app_create(
+    ctx: click.Context, display_name: str, web: tuple[str, ...], public_client: tuple[str, ...], fallback: bool | None
+) -> None:
+    body = {"displayName": display_name, **_sign_in_body(web, public_client, fallback)}
+    print_result(_profile(ctx).graph("POST", "/applications", body))
+
+
+@app_group.command("update")
+@click.option("--id", "ident", required=True)
+@_sign_in_options
+@click.pass_context
+def app_update(
+    ctx: click.Context, ident: str, web: tuple[str, ...], public_client: tuple[str, ...], fallback: bool | None
+) -> None:
+    """Change an application's redirect URIs or isFallbackPublicClient (az prints nothing)."""
+    body = _sign_in_body(web, public_client, fallback)
+    if not body:
+        fail(
+            "nothing to update: give --web-redirect-uris, --public-client-redirect-uris or "
+            "--is-fallback-public-client"
+        )
+    profile = _profile(ctx)
+    app = find_application(profile, ident)
+    profile.graph("PATCH", f"/applications/{app['id']}", body)
 
 
 @app_group.command("list")

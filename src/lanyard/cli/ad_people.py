@@ -49,7 +49,12 @@ def user_group() -> None:
     help="Asked for when not given (8+ characters, three of: lower, upper, digit, symbol).",
 )
 @click.option("--mail-nickname", help="Defaults to the part of the user principal name before the @.")
-@click.option("--force-change-password-next-sign-in", "force_change", is_flag=True, help="Accepted for az parity.")
+@click.option(
+    "--force-change-password-next-sign-in",
+    "force_change",
+    is_flag=True,
+    help="The user must change the password on the login page before any token is issued.",
+)
 @click.pass_context
 def user_create(
     ctx: click.Context, display_name: str, upn: str, password: str, mail_nickname: str | None, force_change: bool
@@ -90,9 +95,20 @@ def user_show(ctx: click.Context, ident: str) -> None:
 @click.option("--display-name")
 @click.option("--account-enabled", type=click.BOOL, help="false signs the user out everywhere and refuses sign-in.")
 @click.option("--password", help="A new password (every refresh token of the user stops working).")
+@click.option(
+    "--force-change-password-next-sign-in",
+    "force_change",
+    type=click.BOOL,
+    help="true: no token until the user changes the password on the login page.",
+)
 @click.pass_context
 def user_update(
-    ctx: click.Context, ident: str, display_name: str | None, account_enabled: bool | None, password: str | None
+    ctx: click.Context,
+    ident: str,
+    display_name: str | None,
+    account_enabled: bool | None,
+    password: str | None,
+    force_change: bool | None,
 ) -> None:
     profile = _profile(ctx)
     user = find_user(profile, ident)
@@ -103,8 +119,13 @@ def user_update(
         body["accountEnabled"] = account_enabled
     if password is not None:
         body["passwordProfile"] = {"password": password}
+    if force_change is not None:
+        body.setdefault("passwordProfile", {})["forceChangePasswordNextSignIn"] = force_change
     if not body:
-        fail("nothing to update: give --display-name, --account-enabled or --password")
+        fail(
+            "nothing to update: give --display-name, --account-enabled, --password or "
+            "--force-change-password-next-sign-in"
+        )
     profile.graph("PATCH", f"/users/{user['id']}", body)
 
 

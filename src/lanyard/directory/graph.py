@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lanyard.core.errors import GraphError
+from lanyard.directory.redirects import KINDS, RedirectRegistry
 from lanyard.directory.service import Directory, iso
 from lanyard.protocol.bearer import InvalidToken, bearer_token, normalize_audience
 from lanyard.protocol.federation import NAME, RuleError, Spec, check_spec
@@ -125,8 +126,25 @@ class GraphRoutes:
             "signInAudience": "AzureADMyOrg",
             "publisherDomain": "lanyard.local",
             "identifierUris": [],
+            "isFallbackPublicClient": app.fallback_public_client,
+            **RedirectRegistry.loads(app.redirect_uris).graph_json(),
             **self._credentials(s, app.app_id),
         }
+
+    @staticmethod
+    def _apply_sign_in_settings(s: repo.Session, app: repo.ApplicationRecord, body: dict[str, Any]) -> None:
+        """The redirect URIs and isFallbackPublicClient of a POST or PATCH body, checked before
+        anything is written (a bad one leaves the application as it was)."""
+        values: dict[str, object] = {}
+        if any(kind in body for kind in KINDS):
+            values["redirect_uris"] = RedirectRegistry.loads(app.redirect_uris).updated(body).dumps()
+        if "isFallbackPublicClient" in body:
+            fallback = body["isFallbackPublicClient"]
+            if fallback is not None and not isinstance(fallback, bool):
+                raise GraphError("isFallbackPublicClient must be a boolean or null.", code="Request_BadRequest")
+            values["fallback_public_client"] = fallback
+        if values:
+            repo.update_application(s, app.object_id, **values)
 
     def principal_json(self, s: repo.Session, sp: repo.PrincipalRecord) -> dict[str, Any]:
         names = [sp.app_id]
@@ -238,6 +256,8 @@ class GraphRoutes:
             raise GraphError("Property 'displayName' is required.", code="Request_BadRequest")
         with self.directory.store.session() as s:
             app = self.directory.create_application(s, claims["tid"], name)
+            self._apply_sign_in_settings(s, app, body)
+            app = repo.get_application(s, object_id=app.object_id) or app
             return graph_json(self.application_json(s, app), 201)
 
     def list_applications(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
@@ -273,8 +293,9 @@ class GraphRoutes:
         """Graph replaces the whole keyCredentials collection: entries keep (keyId only) or add (key)."""
         with self.directory.store.session() as s:
             app = self._app(s, request)
-            if "displayName" in body:
+            if "displayName" in body and body["displayName"] != app.display_name:
                 raise GraphError("Changing displayName is not supported.", code="Request_BadRequest")
+            self._apply_sign_in_settings(s, app, body)
             if "keyCredentials" in body:
                 wanted = body["keyCredentials"]
                 if not isinstance(wanted, list):

@@ -42,6 +42,13 @@ _USER_FIELDS = frozenset({"displayName", "accountEnabled", "passwordProfile", "m
 Clause = tuple[str, str, bool]  # (property, value, is-prefix)
 
 
+def _force_change(profile: dict[str, Any]) -> bool | None:
+    value = profile.get("forceChangePasswordNextSignIn")
+    if value is not None and not isinstance(value, bool):
+        raise GraphError("forceChangePasswordNextSignIn must be a boolean.", code="Request_BadRequest")
+    return value
+
+
 def parse_people_filter(raw: str | None) -> list[Clause] | None:
     """`prop eq 'v'` and `startswith(prop,'v')` clauses, joined by `and` (az joins two to find a group)."""
     if raw is None:
@@ -212,6 +219,7 @@ class PeopleGraph:
         if not isinstance(profile, dict):
             raise GraphError("Property 'passwordProfile' is required.", code="Request_BadRequest")
         password_hash = hash_password(check_policy(profile.get("password")))
+        force_change = _force_change(profile)
         now = self.clock.now()
         duplicate = GraphError(
             "Another object with the same value for property userPrincipalName already exists.",
@@ -224,7 +232,16 @@ class PeopleGraph:
                 user = people.add_user(
                     s,
                     people.UserRecord(
-                        str(uuid.uuid4()), claims["tid"], upn, name, nickname, enabled, password_hash, now, now
+                        str(uuid.uuid4()),
+                        claims["tid"],
+                        upn,
+                        name,
+                        nickname,
+                        enabled,
+                        password_hash,
+                        now,
+                        now,
+                        bool(force_change),
                     ),
                 )
         except IntegrityError as exc:  # the same name made at the same moment on another node
@@ -274,8 +291,16 @@ class PeopleGraph:
             profile = body["passwordProfile"]
             if not isinstance(profile, dict):
                 raise GraphError("passwordProfile must be an object.", code="Request_BadRequest")
-            values["password_hash"] = hash_password(check_policy(profile.get("password")))
-            values["tokens_valid_from"] = now  # as Entra: a new password revokes refresh tokens
+            force_change = _force_change(profile)
+            if "password" not in profile and force_change is None:
+                raise GraphError(
+                    "passwordProfile needs 'password' or 'forceChangePasswordNextSignIn'.", code="Request_BadRequest"
+                )
+            if "password" in profile:
+                values["password_hash"] = hash_password(check_policy(profile.get("password")))
+                values["tokens_valid_from"] = now  # as Entra: a new password revokes refresh tokens
+            if force_change is not None:
+                values["force_change_password"] = force_change
         try:
             self._update_user(request, claims, values)
         except IntegrityError as exc:
@@ -299,6 +324,7 @@ class PeopleGraph:
                 people.update_user(s, user.object_id, **values)
             if "tokens_valid_from" in values:
                 people.revoke_user_grants(s, user.object_id)
+                people.end_user_sso_sessions(s, user.object_id)
 
     def delete_user(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:

@@ -11,6 +11,7 @@ a retired one presented again after a short grace revokes its whole family (it w
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -26,16 +27,19 @@ import orjson
 from lanyard.core.errors import (
     AuthorizationPending,
     ExpiredToken,
+    GraphError,
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
     UnauthorizedClient,
 )
 from lanyard.core.ratelimit import Rate, TokenBuckets
-from lanyard.directory.clients import public_client_name
+from lanyard.directory.clients import allowed_public_redirect, public_client_name
 from lanyard.directory.limits import source_key
-from lanyard.directory.passwords import verify_password
+from lanyard.directory.passwords import check_policy, hash_password, verify_password
+from lanyard.directory.redirects import PUBLIC_CLIENT, WEB, RedirectRegistry
 from lanyard.directory.service import Directory
+from lanyard.directory.sso import SsoSessions
 from lanyard.observe import metrics
 from lanyard.protocol.access_token import (
     UserSubject,
@@ -79,6 +83,35 @@ class SignInThrottled(InvalidGrant):
     """Too many wrong passwords for this name from this address (or from this address at all)."""
 
 
+class PasswordExpired(InvalidGrant):
+    """The user must change their password first (Graph's forceChangePasswordNextSignIn). Entra
+    answers a password or device-code grant for such a user with AADSTS50055 and the suberror
+    `user_password_expired` (msal shows the description; msal.NET classifies it as UserPasswordExpired)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            50055,
+            "The password is expired. The user must change their password before signing in: sign in "
+            "through the login page (a browser) to change it.",
+        )
+
+    def body(self, *, now: Any = None) -> dict[str, Any]:
+        return {**super().body(now=now), "suberror": "user_password_expired"}
+
+
+class WeakPassword(Exception):
+    """A new password the policy refuses (its message is safe to show: it names the rule only)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_NEEDS_CREDENTIAL = (
+    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
+)
+
+
 class PasswordLimits:
     """Wrong passwords per (user name, source) and per source: the name is counted as typed, so an
     unknown name is throttled like a known one and the answer tells nothing about which exists."""
@@ -116,6 +149,16 @@ class SignedInClient:
     client_id: str
     name: str
     confidential: bool
+    # A registered application's redirect URIs and isFallbackPublicClient; None for first-party clients.
+    registry: RedirectRegistry | None = None
+    fallback_public: bool = False
+    assertion: bool = False  # authenticated with a client assertion (certificate or federated), not a secret
+
+    def redirect_kind(self, uri: str) -> str | None:
+        """Which kind of registration lets a code go to `uri` (None: it must not go there)."""
+        if self.registry is None:
+            return PUBLIC_CLIENT if allowed_public_redirect(uri) else None
+        return self.registry.kind_of(uri)
 
 
 def _b64url(raw: bytes) -> str:
@@ -141,6 +184,7 @@ class SignIn:
         self.directory = directory
         self.limits = limits
         self.clock = directory.clock
+        self.sso = SsoSessions(directory.store, directory.clock, self._hash)
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -150,19 +194,34 @@ class SignIn:
         name = public_client_name(client_id)
         if name is not None:
             return SignedInClient(client_id, name, False)
-        if is_guid(client_id):
-            with self.directory.store.session() as s:
-                principal = dirrepo.get_principal(s, app_id=client_id)
-            if (
-                principal is not None
-                and principal.kind == "Application"
-                and self._tenant_ok(tenant, principal.tenant_id)
-            ):
-                return SignedInClient(client_id, principal.display_name, True)
+        registered = self._registered(tenant, client_id, confidential=False)
+        if registered is not None:
+            return registered
         raise UnauthorizedClient(
             700016,
             f"Application with identifier '{client_id[:40]}' was not found in the directory. This can happen "
             "if the application has not been installed by the administrator of the tenant.",
+        )
+
+    def _registered(self, tenant: str, client_id: str, *, confidential: bool) -> SignedInClient | None:
+        if not is_guid(client_id):
+            return None
+        with self.directory.store.session() as s:
+            principal = dirrepo.get_principal(s, app_id=client_id)
+            app = dirrepo.get_application(s, app_id=client_id)
+        if (
+            principal is None
+            or app is None
+            or principal.kind != "Application"
+            or not self._tenant_ok(tenant, principal.tenant_id)
+        ):
+            return None
+        return SignedInClient(
+            client_id,
+            principal.display_name,
+            confidential,
+            RedirectRegistry.loads(app.redirect_uris),
+            bool(app.fallback_public_client),
         )
 
     def authenticate_client(self, tenant: str, request: UserGrantRequest) -> SignedInClient:
@@ -174,16 +233,23 @@ class SignIn:
                 )
             return SignedInClient(request.client_id, name, False)
         if not request.client_secret and not request.client_assertion:
-            # A registered application is a confidential client here: it must prove itself.
-            self.public_or_registered(tenant, request.client_id)
-            raise InvalidClient(
-                7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
-            )
+            # A registered application without a credential: a public client, allowed only where its
+            # registration says so (checked per grant: the code's redirect kind, isFallbackPublicClient).
+            return self.public_or_registered(tenant, request.client_id)
         client_tenant = tenant if is_guid(tenant) else self.directory_tenant_of_client(request.client_id)
-        principal, _method = self.directory.authenticate(client_tenant, request.as_client_request())
+        principal, method = self.directory.authenticate(client_tenant, request.as_client_request())
         if principal.kind != "Application":
             raise UnauthorizedClient(700016, "Only applications can sign users in.")
-        return SignedInClient(request.client_id, principal.display_name, True)
+        registered = self._registered(tenant, request.client_id, confidential=True)
+        client = registered or SignedInClient(request.client_id, principal.display_name, True)
+        return dataclasses.replace(client, assertion=method != "secret")
+
+    @staticmethod
+    def _public_flow_allowed(client: SignedInClient) -> None:
+        """Password and device-code sign-in without a credential: first-party clients, and registered
+        applications marked isFallbackPublicClient (Entra answers the rest with AADSTS7000218)."""
+        if client.registry is not None and not client.confidential and not client.fallback_public:
+            raise InvalidClient(7000218, _NEEDS_CREDENTIAL)
 
     def directory_tenant_of_client(self, client_id: str) -> str:
         with self.directory.store.session() as s:
@@ -210,6 +276,31 @@ class SignIn:
             raise InvalidGrant(50057, "The user account is disabled.")
         return user
 
+    def change_password(
+        self, tenant: str, username: str, current: str, new: str, repeated: str, source: str
+    ) -> people.UserRecord:
+        """The change a user is made to do before a forced sign-in continues (current password again,
+        the new one twice). Every refresh token and SSO session of theirs ends with the old password."""
+        user = self.check_password(tenant, username, current, source)
+        if new != repeated:
+            raise WeakPassword("The new passwords don't match.")
+        if new == current:
+            raise WeakPassword("You can't reuse your current password. Choose a new one.")
+        try:
+            new_hash = hash_password(check_policy(new))
+        except GraphError as exc:
+            raise WeakPassword(exc.message) from exc
+        now = self.clock.now()
+        with self.directory.store.session() as s:
+            people.update_user(
+                s, user.object_id, password_hash=new_hash, force_change_password=False, tokens_valid_from=now
+            )
+            people.revoke_user_grants(s, user.object_id)
+            people.end_user_sso_sessions(s, user.object_id)
+            changed = people.get_user(s, object_id=user.object_id)
+        assert changed is not None
+        return changed
+
     def _current_user(self, s: Session, user_id: str | None, issued_at: float) -> people.UserRecord:
         user = people.get_user(s, object_id=user_id) if user_id else None
         if user is None or not user.account_enabled or issued_at < user.tokens_valid_from:
@@ -218,6 +309,8 @@ class SignIn:
                 "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user "
                 "might have changed or reset their password, or the account was disabled or deleted.",
             )
+        if user.force_change_password:
+            raise PasswordExpired()
         return user
 
     # -- the token endpoint -------------------------------------------------------------------
@@ -227,11 +320,15 @@ class SignIn:
             raise InvalidRequest(90002, f"Tenant '{tenant[:64]}' not found.")
         client = self.authenticate_client(tenant, request)
         if request.grant_type == PASSWORD:
+            self._public_flow_allowed(client)
             user = self.check_password(tenant, request.username, request.password, source)
+            if user.force_change_password:
+                raise PasswordExpired()
             issued = self.issue(user, client, request.scope, request.endpoint, nonce=None, family=None)
         elif request.grant_type == AUTHORIZATION_CODE:
             issued = self._redeem_code(tenant, client, request)
         elif request.grant_type == DEVICE_CODE:
+            self._public_flow_allowed(client)
             issued = self._redeem_device(tenant, client, request)
         else:
             assert request.grant_type == REFRESH_TOKEN
@@ -263,6 +360,7 @@ class SignIn:
             lifetime=lifetime,
             confidential=client.confidential,
             amr=amr,
+            assertion=client.assertion,
         )
         signer = self.directory.keys.signer
         v2 = endpoint == "v2"
@@ -272,7 +370,7 @@ class SignIn:
                 subject, client_id=client.client_id, issuer=id_issuer, now=now, lifetime=lifetime, nonce=nonce, v2=v2
             )
         )
-        refresh = self._new_refresh_token(user, client, scope, family, now)
+        refresh = self._new_refresh_token(user, client, scope, family)
         body: dict[str, Any] = {
             "token_type": "Bearer",
             "scope": scope.granted() if v2 else scope.scp,
@@ -298,29 +396,56 @@ class SignIn:
     def _hash(self, value: str) -> str:
         return self.directory.barrier.secret_hash(value)
 
-    def _new_refresh_token(
-        self, user: people.UserRecord, client: SignedInClient, scope: DelegatedScope, family: str | None, now: float
+    def _new_grant(
+        self,
+        kind: str,
+        client_id: str,
+        tenant_id: str,
+        *,
+        user_id: str | None,
+        scope: str,
+        lifetime: float,
+        family: str | None = None,
+        detail: dict[str, Any] | None = None,
+        user_code: str | None = None,
     ) -> str:
-        token = "1." + secrets.token_urlsafe(48)
+        """Store a new code, device code or refresh token (its hash only) and give back its secret."""
+        secret = "1." + secrets.token_urlsafe(48)
+        now = self.clock.now()
         with self.directory.store.session() as s:
             people.add_grant(
                 s,
                 people.GrantRecord(
-                    id_hash=self._hash(token),
-                    kind="refresh",
+                    id_hash=self._hash(secret),
+                    kind=kind,
                     family=family or str(uuid.uuid4()),
-                    client_id=client.client_id,
-                    user_id=user.object_id,
-                    tenant_id=user.tenant_id,
-                    scope=scope.scp,
-                    user_code=None,
-                    detail="{}",
+                    client_id=client_id,
+                    user_id=user_id,
+                    tenant_id=tenant_id,
+                    scope=scope,
+                    user_code=user_code,
+                    detail=orjson.dumps(detail or {}).decode(),
                     state="pending",
                     created_at=now,
-                    expires_at=now + REFRESH_LIFETIME,
+                    expires_at=now + lifetime,
                 ),
             )
-        return token
+        return secret
+
+    def _new_refresh_token(
+        self, user: people.UserRecord, client: SignedInClient, scope: DelegatedScope, family: str | None
+    ) -> str:
+        return self._new_grant(
+            "refresh",
+            client.client_id,
+            user.tenant_id,
+            user_id=user.object_id,
+            scope=scope.scp,
+            lifetime=REFRESH_LIFETIME,
+            family=family,
+            # A family begun with a client credential goes on only with one (Entra: AADSTS7000218).
+            detail={"confidential": True} if client.confidential else None,
+        )
 
     def _redeem_refresh(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
         now = self.clock.now()
@@ -332,6 +457,8 @@ class SignIn:
                 raise InvalidGrant(9002313, "Invalid request. The refresh token is malformed or not valid.")
             if grant.state == "revoked":
                 raise self._revoked()
+            if orjson.loads(grant.detail).get("confidential") and not client.confidential:
+                raise InvalidClient(7000218, _NEEDS_CREDENTIAL)
             if grant.state == "pending":
                 if grant.expires_at <= now:
                     raise InvalidGrant(700082, "The refresh token has expired due to inactivity.")
@@ -364,6 +491,7 @@ class SignIn:
         with self.directory.store.session() as s:
             now = self.clock.now()
             people.delete_expired_grants(s, now - 86400.0, now - REFRESH_LIFETIME)
+        self.sso.forget_expired()
         return False
 
     def revoke(self, user_id: str, client_id: str | None = None) -> int:
@@ -389,31 +517,20 @@ class SignIn:
         *,
         redirect_uri: str,
         scope: str,
-        challenge: str,
+        challenge: str | None,
         nonce: str | None,
+        redirect_kind: str = PUBLIC_CLIENT,
     ) -> str:
-        code = "1." + secrets.token_urlsafe(48)
-        now = self.clock.now()
-        detail = {"redirect_uri": redirect_uri, "challenge": challenge, "nonce": nonce}
-        with self.directory.store.session() as s:
-            people.add_grant(
-                s,
-                people.GrantRecord(
-                    id_hash=self._hash(code),
-                    kind="code",
-                    family=str(uuid.uuid4()),
-                    client_id=client.client_id,
-                    user_id=user.object_id,
-                    tenant_id=user.tenant_id,
-                    scope=scope,
-                    user_code=None,
-                    detail=orjson.dumps(detail).decode(),
-                    state="pending",
-                    created_at=now,
-                    expires_at=now + CODE_LIFETIME,
-                ),
-            )
-        return code
+        detail = {"redirect_uri": redirect_uri, "challenge": challenge, "nonce": nonce, "kind": redirect_kind}
+        return self._new_grant(
+            "code",
+            client.client_id,
+            user.tenant_id,
+            user_id=user.object_id,
+            scope=scope,
+            lifetime=CODE_LIFETIME,
+            detail=detail,
+        )
 
     def _redeem_code(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
         now = self.clock.now()
@@ -435,11 +552,19 @@ class SignIn:
             if grant.expires_at <= now:
                 raise InvalidGrant(70008, "The provided authorization code or refresh token has expired.")
             detail = orjson.loads(grant.detail)
-            if request.redirect_uri != detail.get("redirect_uri"):
+            if request.redirect_uri != detail.get("redirect_uri") or client.redirect_kind(request.redirect_uri) is None:
                 raise InvalidGrant(
-                    50011, "The redirect URI specified in the request does not match the one the code was issued to."
+                    50011,
+                    "The redirect URI specified in the request does not match the one the code was issued to "
+                    "or the redirect URIs configured for the application.",
                 )
-            if not pkce_matches(request.code_verifier, str(detail.get("challenge", ""))):
+            if detail.get("kind") == WEB and not client.confidential:
+                # A code sent to a web redirect is redeemed by the web app itself, with its credential.
+                raise InvalidClient(7000218, _NEEDS_CREDENTIAL)
+            challenge = detail.get("challenge")
+            if challenge is None and request.code_verifier:
+                raise InvalidGrant(50148, "A code_verifier was sent for a code requested without a code_challenge.")
+            if challenge is not None and not pkce_matches(request.code_verifier, str(challenge)):
                 raise InvalidGrant(
                     50148,
                     "The code_verifier provided does not match the code_challenge supplied in the authorization "
@@ -459,27 +584,12 @@ class SignIn:
         if tenant not in ALIASES and not self.directory.has_tenant(tenant):
             raise InvalidRequest(90002, f"Tenant '{tenant[:64]}' not found.")
         client = self.public_or_registered(tenant, client_id)
-        device_code = "1." + secrets.token_urlsafe(48)
+        self._public_flow_allowed(client)
         user_code = new_user_code()
-        now = self.clock.now()
-        with self.directory.store.session() as s:
-            people.add_grant(
-                s,
-                people.GrantRecord(
-                    id_hash=self._hash(device_code),
-                    kind="device",
-                    family=str(uuid.uuid4()),
-                    client_id=client.client_id,
-                    user_id=None,
-                    tenant_id=tenant,
-                    scope=scope[:2048],
-                    user_code=user_code,
-                    detail="{}",
-                    state="pending",
-                    created_at=now,
-                    expires_at=now + DEVICE_LIFETIME,
-                ),
-            )
+        device_code = self._new_grant(
+            "device", client.client_id, tenant, user_id=None, scope=scope[:2048], lifetime=DEVICE_LIFETIME,
+            user_code=user_code,
+        )
         return {
             "user_code": user_code,
             "device_code": device_code,
@@ -504,6 +614,11 @@ class SignIn:
     def approve_device(self, grant: people.GrantRecord, user: people.UserRecord) -> None:
         if not self._tenant_ok(grant.tenant_id, user.tenant_id):
             raise InvalidGrant(WRONG_CREDENTIALS, _WRONG_CREDENTIALS_TEXT)
+        if user.force_change_password:
+            # The device gets Entra's answer for this user on its next poll, never a token.
+            with self.directory.store.session() as s:
+                people.claim_grant(s, grant.id_hash, "pending", "refused", user_id=user.object_id)
+            raise PasswordExpired()
         with self.directory.store.session() as s:
             if not people.claim_grant(s, grant.id_hash, "pending", "approved", user_id=user.object_id):
                 raise InvalidRequest(70000, "The code you entered was already used.")
@@ -521,6 +636,8 @@ class SignIn:
                 raise AuthorizationPending(
                     70016, "OAuth 2.0 device flow error. Authorization is pending. Continue polling."
                 )
+            if grant.state == "refused":
+                raise PasswordExpired()
             if grant.state != "approved" or not people.claim_grant(s, id_hash, "approved", "used"):
                 raise InvalidGrant(70000, "The provided value for the input parameter 'device_code' was already used.")
             user = self._current_user(s, grant.user_id, grant.created_at)

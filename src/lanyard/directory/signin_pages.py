@@ -6,6 +6,10 @@ Server-rendered (Jinja2, autoescaped), no script at all. Every page is sent with
 equal to a __Host- cookie (SameSite=Strict, HttpOnly, Secure) set when the form was served.
 Errors about the client or the redirect URI are shown on the page (a code is never sent to an
 unvetted address); the rest go back to the client as RFC 6749 §4.1.2.1 says.
+
+A password sign-in on the login page starts an SSO session (directory/sso.py): later authorize
+requests from that browser are answered without the password unless the client asks for
+prompt=login or names another user in login_hint; /oauth2/v2.0/logout ends it.
 """
 
 from __future__ import annotations
@@ -13,21 +17,31 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
+import jwt
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from lanyard.core.errors import InvalidGrant, InvalidRequest, OAuthError
-from lanyard.directory.clients import allowed_public_redirect
 from lanyard.directory.http import NO_STORE, json_response, oauth_error
-from lanyard.directory.signin import ALIASES, SignedInClient, SignIn, SignInThrottled
+from lanyard.directory.redirects import WEB
+from lanyard.directory.signin import (
+    ALIASES,
+    SignedInClient,
+    SignIn,
+    SignInThrottled,
+    WeakPassword,
+)
+from lanyard.directory.sso import SSO_COOKIE
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, delegated_scope, is_guid, parse_form
+from lanyard.storage.people_repo import UserRecord
 
 CSRF_COOKIE = "__Host-lanyard-csrf"
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -42,11 +56,14 @@ _CARRIED = (
     "code_challenge",
     "code_challenge_method",
     "nonce",
+    "prompt",
 )
+_PROMPTS = frozenset({"login", "none", "select_account", "consent"})
 _MESSAGES = {
     50126: "Your account or password is incorrect.",
     50057: "Your account has been disabled. Contact your administrator.",
     50053: "Your account is temporarily locked to prevent unauthorized use. Try again later.",
+    50055: "Your password has expired and must be changed. Sign in in a browser to change it, then try again.",
 }
 
 _templates = jinja2.Environment(
@@ -86,6 +103,26 @@ def _security_headers(form_targets: str = "", scripts: bool = False) -> dict[str
 def _origin(uri: str) -> str:
     parts = urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """One authorize request, vetted: where its answer goes and what it asked for."""
+
+    client: SignedInClient
+    redirect_uri: str
+    kind: str
+    params: dict[str, str]
+
+
+def _audience_of(id_token: str) -> str:
+    """The client an id_token_hint was issued to. Not verified: it only picks whose registered
+    redirect URIs the sign-out target is checked against."""
+    try:
+        aud = jwt.decode(id_token, options={"verify_signature": False}).get("aud", "")
+    except jwt.PyJWTError:
+        return ""
+    return aud if isinstance(aud, str) else ""
 
 
 class SignInPages:
@@ -150,7 +187,7 @@ class SignInPages:
 
     # -- authorization endpoint ---------------------------------------------------------------
 
-    def _vet(self, tenant: str, params: dict[str, str]) -> tuple[SignedInClient, str]:
+    def _vet(self, tenant: str, params: dict[str, str]) -> tuple[SignedInClient, str, str]:
         """The client and redirect URI, or a PageError: nothing may be redirected before these hold."""
         client_id = params.get("client_id", "")
         if not client_id:
@@ -160,22 +197,29 @@ class SignInPages:
         except OAuthError as exc:
             raise PageError(exc.message) from exc
         redirect_uri = params.get("redirect_uri", "")
-        if not allowed_public_redirect(redirect_uri):
+        kind = client.redirect_kind(redirect_uri)
+        if kind is None:
             raise PageError(
                 "AADSTS50011: The redirect URI specified in the request does not match the redirect URIs "
                 f"configured for the application '{client.client_id}'."
             )
-        return client, redirect_uri
+        return client, redirect_uri, kind
 
     @staticmethod
-    def _checked_request(params: dict[str, str]) -> None:
-        """The rest of the request (its errors go back to the client's redirect URI)."""
+    def _checked_request(params: dict[str, str], kind: str) -> None:
+        """The rest of the request (its errors go back to the client's redirect URI). PKCE may be left
+        out only by a web app, which redeems its code with its own credential."""
         if params.get("response_type") != "code":
             raise InvalidRequest(900144, "The only response_type supported is 'code' (with PKCE).")
-        if params.get("code_challenge_method") != "S256" or not _CHALLENGE.match(params.get("code_challenge", "")):
+        pkce_optional = kind == WEB and not params.get("code_challenge") and not params.get("code_challenge_method")
+        if not pkce_optional and (
+            params.get("code_challenge_method") != "S256" or not _CHALLENGE.match(params.get("code_challenge", ""))
+        ):
             raise InvalidRequest(
                 50148, "A PKCE code_challenge with code_challenge_method S256 is required for this client."
             )
+        if params.get("prompt", "login") not in _PROMPTS:
+            raise InvalidRequest(90023, "Invalid prompt value: use login, none, select_account or consent.")
         if params.get("response_mode", "query") not in ("query", "form_post"):
             raise InvalidRequest(900144, "The response_mode must be 'query' or 'form_post'.")
         if len(params.get("state", "")) > 2048 or len(params.get("nonce", "")) > 512:
@@ -195,59 +239,155 @@ class SignInPages:
             if request.method == "POST":
                 self._check_csrf(request, form)
             params = {k: form[k] for k in _CARRIED if k in form} if form else dict(request.query_params)
-            client, redirect_uri = await run_in_threadpool(self._vet, tenant, params)
+            client, redirect_uri, kind = await run_in_threadpool(self._vet, tenant, params)
             try:
-                self._checked_request(params)
+                self._checked_request(params, kind)
             except OAuthError as exc:
                 return self._redirect(
                     redirect_uri, error=exc.error, error_description=exc.message, state=params.get("state", "")
                 )
-            carried = [(k, params[k]) for k in _CARRIED if params.get(k)]
+            flow = _Flow(client, redirect_uri, kind, params)
             page: dict[str, Any] = {
                 "title": "Sign in",
                 "client_name": client.name,
                 "action": request.url.path,
-                "carried": carried,
+                "carried": [(k, params[k]) for k in _CARRIED if params.get(k)],
                 "username": params.get("login_hint", "")[:256],
                 "form_targets": f" {_origin(redirect_uri)}",
             }
             if request.method != "POST":
-                return self._page(request, "login.html", **page)
+                return await self._without_password(request, tenant, flow, page)
             page["username"] = form.get("username", "")[:256]
             source = request.client.host if request.client else ""
+            changing = form.get("step") == "change_password"
+            change_page = {**page, "title": "Update your password"}
             try:
-                user = await run_in_threadpool(
-                    self.signin.check_password, tenant, form.get("username", ""), form.get("password", ""), source
-                )
+                if changing:
+                    user = await run_in_threadpool(
+                        self.signin.change_password,
+                        tenant,
+                        form.get("username", ""),
+                        form.get("password", ""),
+                        form.get("new_password", ""),
+                        form.get("confirm_password", ""),
+                        source,
+                    )
+                else:
+                    user = await run_in_threadpool(
+                        self.signin.check_password, tenant, form.get("username", ""), form.get("password", ""), source
+                    )
+            except WeakPassword as exc:
+                return self._page(request, "change_password.html", 200, error=exc.message, **change_page)
             except InvalidGrant as exc:
                 status = 429 if isinstance(exc, SignInThrottled) else 200
-                return self._page(request, "login.html", status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
-            code = await run_in_threadpool(self._issue_code, user, client, redirect_uri, params)
-            if params.get("response_mode") == "form_post":
-                fields = [("code", code), *([("state", params["state"])] if params.get("state") else [])]
-                return self._page(
-                    request,
-                    "form_post.html",
-                    form_targets=page["form_targets"],
-                    scripts=True,
-                    title="Signed in",
-                    client_name=client.name,
-                    redirect_uri=redirect_uri,
-                    fields=fields,
-                )
-            return self._redirect(redirect_uri, code=code, state=params.get("state", ""))
+                shown = change_page if changing else page
+                template = "change_password.html" if changing else "login.html"
+                return self._page(request, template, status, error=_MESSAGES.get(exc.aadsts, exc.message), **shown)
+            if user.force_change_password:
+                return self._page(request, "change_password.html", **change_page)
+            session = await run_in_threadpool(self.signin.sso.start, user)
+            old = request.cookies.get(SSO_COOKIE, "")
+            if old:  # prompt=login, or a session that no longer held: the new one replaces it
+                await run_in_threadpool(self.signin.sso.end, old)
+            return await self._answer(request, user, flow, page, session)
         except PageError as exc:
             return self._error_page(request, exc.message, exc.status)
 
-    def _issue_code(self, user: Any, client: SignedInClient, redirect_uri: str, params: dict[str, str]) -> str:
+    async def _without_password(self, request: Request, tenant: str, flow: _Flow, page: dict[str, Any]) -> Response:
+        """A GET: answered from the SSO session when there is one that may be used, else the login page
+        (or, for prompt=none, login_required back to the client)."""
+        prompt = flow.params.get("prompt", "")
+        user = None
+        if prompt != "login":
+            user = await run_in_threadpool(
+                self._session_user, request.cookies.get(SSO_COOKIE, ""), tenant, flow.params.get("login_hint", "")
+            )
+        if user is not None:
+            return await self._answer(request, user, flow, page, None)
+        if prompt == "none":
+            return self._redirect(
+                flow.redirect_uri,
+                error="login_required",
+                error_description="AADSTS50058: A silent sign-in request was sent but no user is signed in.",
+                state=flow.params.get("state", ""),
+            )
+        return self._page(request, "login.html", **page)
+
+    def _session_user(self, cookie: str, tenant: str, login_hint: str) -> UserRecord | None:
+        user = self.signin.sso.user_of(cookie) if cookie else None
+        if user is None or not (tenant in ALIASES or tenant == user.tenant_id):
+            return None
+        if login_hint and login_hint.lower() != user.user_principal_name.lower():
+            return None  # another account is asked for: that one signs in with its password
+        return user
+
+    async def _answer(
+        self, request: Request, user: UserRecord, flow: _Flow, page: dict[str, Any], session: str | None
+    ) -> Response:
+        code = await run_in_threadpool(self._issue_code, user, flow)
+        params = flow.params
+        if params.get("response_mode") == "form_post":
+            fields = [("code", code), *([("state", params["state"])] if params.get("state") else [])]
+            response = self._page(
+                request,
+                "form_post.html",
+                form_targets=page["form_targets"],
+                scripts=True,
+                title="Signed in",
+                client_name=flow.client.name,
+                redirect_uri=flow.redirect_uri,
+                fields=fields,
+            )
+        else:
+            response = self._redirect(flow.redirect_uri, code=code, state=params.get("state", ""))
+        if session is not None:
+            # Lax, not Strict: the cookie must come along when a client's page navigates here.
+            response.set_cookie(SSO_COOKIE, session, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    def _issue_code(self, user: UserRecord, flow: _Flow) -> str:
         return self.signin.issue_code(
             user,
-            client,
-            redirect_uri=redirect_uri,
-            scope=params.get("scope", ""),
-            challenge=params["code_challenge"],
-            nonce=params.get("nonce") or None,
+            flow.client,
+            redirect_uri=flow.redirect_uri,
+            scope=flow.params.get("scope", ""),
+            challenge=flow.params.get("code_challenge") or None,
+            nonce=flow.params.get("nonce") or None,
+            redirect_kind=flow.kind,
         )
+
+    # -- sign-out -----------------------------------------------------------------------------
+
+    async def logout(self, request: Request) -> Response:
+        """OpenID front-channel sign-out (end_session_endpoint): the SSO session ends, then the
+        browser goes to post_logout_redirect_uri only if it is registered for the client named by
+        client_id (or the id_token_hint's audience)."""
+        try:
+            tenant = self._tenant(request)
+            params = await self._form(request) if request.method == "POST" else dict(request.query_params)
+            cookie = request.cookies.get(SSO_COOKIE, "")
+            if cookie:
+                await run_in_threadpool(self.signin.sso.end, cookie)
+            target = params.get("post_logout_redirect_uri", "")
+            response: Response
+            if target:
+                client_id = params.get("client_id") or _audience_of(params.get("id_token_hint", ""))
+                try:
+                    client = await run_in_threadpool(self.signin.public_or_registered, tenant, client_id)
+                except OAuthError:
+                    client = None
+                if client is None or client.redirect_kind(target) is None:
+                    raise PageError(
+                        "You signed out, but AADSTS50011: the post_logout_redirect_uri is not a redirect URI "
+                        "registered for the application, so you were not sent back to it."
+                    )
+                response = self._redirect(target, state=params.get("state", ""))
+            else:
+                response = self._page(request, "signed_out.html", title="Signed out")
+        except PageError as exc:
+            response = self._error_page(request, exc.message, exc.status)
+        response.delete_cookie(SSO_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return response
 
     # -- device code --------------------------------------------------------------------------
 
@@ -365,6 +505,8 @@ class SignInPages:
             Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["GET", "POST"]),
             Route("/{tenant}/oauth2/devicecode", self.devicecode, methods=["GET", "POST"]),
             Route("/{tenant}/oauth2/v2.0/revoke", self.revoke, methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/logout", self.logout, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/logout", self.logout, methods=["GET", "POST"]),
             Route("/devicelogin", self.device_page, methods=["GET", "POST"]),
             Route("/common/userrealm/{username}", self.user_realm, methods=["GET"]),
             Route("/_lanyard/signin.css", self.stylesheet, methods=["GET"]),

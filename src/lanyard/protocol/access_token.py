@@ -120,6 +120,7 @@ def user_claims(
     lifetime: int,
     confidential: bool,
     amr: tuple[str, ...] = ("pwd",),
+    assertion: bool = False,
 ) -> dict[str, Any]:
     """A v1-profile delegated access token, with the claims az, msal and resource servers read."""
     iat = int(now)
@@ -133,8 +134,8 @@ def user_claims(
         "aio": _uti(),
         "amr": list(amr),
         "appid": client_id,
-        # Entra: "0" public client, "1" client secret (a confidential client signing its user in).
-        "appidacr": "1" if confidential else "0",
+        # Entra: "0" public client, "1" client secret, "2" client assertion (certificate or federated).
+        "appidacr": ("2" if assertion else "1") if confidential else "0",
         "idtyp": "user",
         "name": user.name,
         "oid": user.object_id,

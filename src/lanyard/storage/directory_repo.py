@@ -38,6 +38,8 @@ class ApplicationRecord:
     tenant_id: str
     display_name: str
     created_at: float
+    redirect_uris: str = "{}"  # JSON: {"web": [...], "publicClient": [...], "spa": [...]}
+    fallback_public_client: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,15 @@ def _tenant(row: m.Tenant) -> TenantRecord:
 
 
 def _app(row: m.Application) -> ApplicationRecord:
-    return ApplicationRecord(row.object_id, row.app_id, row.tenant_id, row.display_name, row.created_at)
+    return ApplicationRecord(
+        row.object_id,
+        row.app_id,
+        row.tenant_id,
+        row.display_name,
+        row.created_at,
+        row.redirect_uris or "{}",
+        row.fallback_public_client,
+    )
 
 
 def _principal(row: m.ServicePrincipal) -> PrincipalRecord:
@@ -187,6 +197,10 @@ def list_applications(
     if app_id is not None:
         q = q.where(m.Application.app_id == app_id)
     return [_app(r) for r in s.scalars(q.order_by(m.Application.created_at).limit(limit))]
+
+
+def update_application(s: Session, object_id: str, **values: object) -> None:
+    s.execute(update(m.Application).where(m.Application.object_id == object_id).values(**values))
 
 
 def delete_application(s: Session, object_id: str) -> bool:

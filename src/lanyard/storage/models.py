@@ -48,6 +48,10 @@ class Application(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     display_name: Mapped[str] = mapped_column(String(256), index=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # Where sign-in answers may be sent: JSON {"web": [...], "publicClient": [...], "spa": [...]}.
+    redirect_uris: Mapped[str] = mapped_column(Text, default="{}")
+    # Graph's isFallbackPublicClient: password and device-code sign-in without a client credential.
+    fallback_public_client: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class ServicePrincipal(Base):
@@ -144,6 +148,8 @@ class User(Base):
     # Refresh tokens issued before this instant stop working (a password change or a disable).
     tokens_valid_from: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+    # Graph's passwordProfile.forceChangePasswordNextSignIn: no token until the password is changed.
+    force_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class DirectoryGroup(Base):
@@ -186,6 +192,19 @@ class SignInGrant(Base):
     state: Mapped[str] = mapped_column(String(16))  # "pending" | "approved" | "used" | "revoked"
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class SsoSession(Base):
+    """A browser's signed-in session at the authorization endpoint, keyed by the hash of its cookie.
+    In the database so that every node honours it and a sign-out ends it everywhere at once."""
+
+    __tablename__ = "sso_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # the absolute end
 
 
 class ResourceGroup(Base):

@@ -5,7 +5,7 @@ Like directory_repo: functions take the caller's Session and return plain record
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ class UserRecord:
     password_hash: str
     tokens_valid_from: float
     created_at: float
+    force_change_password: bool = False
 
     def __repr__(self) -> str:  # the hash stays out of logs and tracebacks
         return f"UserRecord(object_id={self.object_id!r}, upn={self.user_principal_name!r})"
@@ -76,6 +77,7 @@ def _user(r: m.User) -> UserRecord:
         r.password_hash,
         r.tokens_valid_from,
         r.created_at,
+        bool(r.force_change_password),
     )
 
 
@@ -83,21 +85,21 @@ def _group(r: m.DirectoryGroup) -> GroupRecord:
     return GroupRecord(r.object_id, r.tenant_id, r.display_name, r.mail_nickname, r.description, r.created_at)
 
 
+_GRANT_FIELDS = tuple(f.name for f in fields(GrantRecord))
+
+
 def _grant(r: m.SignInGrant) -> GrantRecord:
-    return GrantRecord(
-        r.id_hash,
-        r.kind,
-        r.family,
-        r.client_id,
-        r.user_id,
-        r.tenant_id,
-        r.scope,
-        r.user_code,
-        r.detail,
-        r.state,
-        r.created_at,
-        r.expires_at,
-    )
+    return GrantRecord(*(getattr(r, name) for name in _GRANT_FIELDS))
+
+
+@dataclass(frozen=True)
+class SsoSessionRecord:
+    id_hash: str
+    user_id: str
+    tenant_id: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
 
 
 # -- users ------------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ def add_user(s: Session, record: UserRecord) -> UserRecord:
             password_hash=record.password_hash,
             tokens_valid_from=record.tokens_valid_from,
             created_at=record.created_at,
+            force_change_password=record.force_change_password,
         )
     )
     s.flush()
@@ -154,6 +157,7 @@ def delete_user(s: Session, object_id: str) -> bool:
         return False
     s.execute(delete(m.GroupMember).where(m.GroupMember.member_id == object_id))
     s.execute(delete(m.SignInGrant).where(m.SignInGrant.user_id == object_id))
+    s.execute(delete(m.SsoSession).where(m.SsoSession.user_id == object_id))
     s.delete(row)
     return True
 
@@ -248,22 +252,7 @@ def groups_of(s: Session, member_id: str) -> frozenset[str]:
 
 
 def add_grant(s: Session, record: GrantRecord) -> None:
-    s.add(
-        m.SignInGrant(
-            id_hash=record.id_hash,
-            kind=record.kind,
-            family=record.family,
-            client_id=record.client_id,
-            user_id=record.user_id,
-            tenant_id=record.tenant_id,
-            scope=record.scope,
-            user_code=record.user_code,
-            detail=record.detail,
-            state=record.state,
-            created_at=record.created_at,
-            expires_at=record.expires_at,
-        )
-    )
+    s.add(m.SignInGrant(**asdict(record)))
     s.flush()
 
 
@@ -310,3 +299,35 @@ def delete_expired_grants(s: Session, before: float, retired_before: float) -> N
     only once their family could no longer be alive."""
     s.execute(delete(m.SignInGrant).where(m.SignInGrant.expires_at < before, m.SignInGrant.state != "used"))
     s.execute(delete(m.SignInGrant).where(m.SignInGrant.state == "used", m.SignInGrant.created_at < retired_before))
+
+
+# -- SSO sessions -----------------------------------------------------------------------------
+
+
+def add_sso_session(s: Session, record: SsoSessionRecord) -> None:
+    s.add(m.SsoSession(**asdict(record)))
+    s.flush()
+
+
+def get_sso_session(s: Session, id_hash: str) -> SsoSessionRecord | None:
+    row = s.get(m.SsoSession, id_hash)
+    if row is None:
+        return None
+    return SsoSessionRecord(row.id_hash, row.user_id, row.tenant_id, row.created_at, row.last_seen_at, row.expires_at)
+
+
+def touch_sso_session(s: Session, id_hash: str, now: float) -> None:
+    s.execute(update(m.SsoSession).where(m.SsoSession.id_hash == id_hash).values(last_seen_at=now))
+
+
+def end_sso_session(s: Session, id_hash: str) -> bool:
+    result = s.execute(delete(m.SsoSession).where(m.SsoSession.id_hash == id_hash))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def end_user_sso_sessions(s: Session, user_id: str) -> None:
+    s.execute(delete(m.SsoSession).where(m.SsoSession.user_id == user_id))
+
+
+def delete_expired_sso_sessions(s: Session, idle_before: float, now: float) -> None:
+    s.execute(delete(m.SsoSession).where((m.SsoSession.expires_at < now) | (m.SsoSession.last_seen_at < idle_before)))
