@@ -87,6 +87,8 @@ class PeerConnection:
     caller: Caller | None = None
     scope: WorkloadScope | None = None  # the very workload run the caller was attested for
     refused: str | None = field(default=None)
+    # (token, identity, workload, caller) whose serve on this connection the audit journal holds durably
+    recorded: set[tuple[str, str, str, Caller | None]] = field(default_factory=set)
 
 
 def read_stat(pid: int) -> ProcessStat | None:

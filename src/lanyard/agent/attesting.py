@@ -43,6 +43,11 @@ class AttestingProtocol(BoundedHttpToolsProtocol):
         self.app_state = state
 
 
+def connection_of(scope: Scope) -> PeerConnection | None:
+    """The accepted connection a request came on (None on a listener that does not track them)."""
+    return (scope.get("state") or {}).get(CONNECTION)
+
+
 class CallerCheck:
     """Decides, per request, whether the process behind the connection may speak for a workload."""
 
@@ -91,7 +96,7 @@ class CallerCheck:
     async def __call__(self, scope: Scope, registration: RunningWorkload | None, workload: Workload) -> Caller | None:
         if workload.attestation == HEADER_ONLY:
             return None  # the resource opted into Azure's behaviour: whoever holds the secret
-        conn: PeerConnection | None = (scope.get("state") or {}).get(CONNECTION)
+        conn = connection_of(scope)
         if registration is None or registration.scope is None:
             raise self._refuse(workload, conn, "the workload has not started yet")
         if conn is None:
