@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from lanyard.core.errors import InvalidGrant, InvalidRequest, OAuthError
-from lanyard.directory.clients import allowed_public_redirect
+from lanyard.directory.clients import LANYARD_PORTAL, allowed_public_redirect, portal_redirect
 from lanyard.directory.http import NO_STORE, json_response, oauth_error
 from lanyard.directory.signin import ALIASES, SignedInClient, SignIn, SignInThrottled
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, delegated_scope, is_guid, parse_form
@@ -160,7 +160,12 @@ class SignInPages:
         except OAuthError as exc:
             raise PageError(exc.message) from exc
         redirect_uri = params.get("redirect_uri", "")
-        if not allowed_public_redirect(redirect_uri):
+        allowed = (
+            redirect_uri == portal_redirect(self.authority)
+            if client.client_id.lower() == LANYARD_PORTAL
+            else allowed_public_redirect(redirect_uri)
+        )
+        if not allowed:
             raise PageError(
                 "AADSTS50011: The redirect URI specified in the request does not match the redirect URIs "
                 f"configured for the application '{client.client_id}'."
