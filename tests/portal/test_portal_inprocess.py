@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,10 +34,13 @@ def clock() -> FrozenClock:
 def portal(clock: FrozenClock) -> Portal:
     portal = Portal(AUTHORITY, SessionStore(clock, idle=600, absolute=3600))
     token_requests: list[dict[str, str]] = []
+    issued = {"nonce": ""}
 
     async def post_token(form: dict[str, str]) -> dict[str, Any]:
         token_requests.append(form)
-        return {"access_token": "arm-token", "refresh_token": "refresh", "expires_in": 3600}
+        claims = base64.urlsafe_b64encode(json.dumps({"nonce": issued["nonce"], "name": "Pat"}).encode()).decode()
+        id_token = f"e30.{claims.rstrip('=')}.sig"
+        return {"access_token": "arm-token", "refresh_token": "refresh", "expires_in": 3600, "id_token": id_token}
 
     async def arm_get(path: str, token: str) -> httpx.Response:
         assert token == "arm-token"
@@ -47,6 +51,7 @@ def portal(clock: FrozenClock) -> Portal:
     portal.post_token = post_token
     portal.arm_get = arm_get
     portal.token_requests = token_requests  # type: ignore[attr-defined]
+    portal.issued = issued  # type: ignore[attr-defined]
     return portal
 
 
@@ -79,9 +84,16 @@ def client(portal: Portal) -> Iterator[PortalClient]:
     client.close()
 
 
-def _sign_in(client: PortalClient) -> None:
+def _start(client: PortalClient, portal: Portal, nonce: str | None = None) -> str:
+    """Starts a sign-in; the stand-in token endpoint will answer with this nonce (the sent one by default)."""
     start = client.get("/portal/signin")
-    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    query = parse_qs(urlsplit(start.headers["location"]).query)
+    portal.issued["nonce"] = nonce or query["nonce"][0]  # type: ignore[attr-defined]
+    return query["state"][0]
+
+
+def _sign_in(client: PortalClient, portal: Portal) -> None:
+    state = _start(client, portal)
     done = client.get("/portal/callback", params={"code": "a-code", "state": state})
     assert done.status_code == 303
 
@@ -117,6 +129,7 @@ def test_sign_in_redirects_to_authorize_with_pkce_state_and_nonce(client: Portal
     lowered = cookie.lower()
     assert "secure" in lowered and "httponly" in lowered and "samesite=lax" in lowered and "path=/" in lowered
     # The verifier sent with the code is the one the challenge was made from.
+    portal.issued["nonce"] = query["nonce"]  # type: ignore[attr-defined]
     client.get("/portal/callback", params={"code": "c", "state": query["state"]})
     verifier = portal.token_requests[0]["code_verifier"]  # type: ignore[attr-defined]
     digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -131,33 +144,34 @@ def test_a_callback_with_another_state_is_refused(client: PortalClient, portal: 
     assert portal.token_requests == []  # type: ignore[attr-defined]
 
 
-def test_signed_in_home_lists_resource_groups_and_renews_the_session_id(client: PortalClient) -> None:
+def test_signed_in_home_lists_resource_groups_and_renews_the_session_id(client: PortalClient, portal: Portal) -> None:
     client.get("/portal/signin")
     before = client.cookies.get(COOKIE)
-    _sign_in(client)
+    _sign_in(client, portal)
     assert client.cookies.get(COOKIE) != before
     page = client.get("/portal/")
-    assert "rg-one" in page.text and "Sign out" in page.text
+    assert "rg-one" in page.text and "Sign out" in page.text and "Pat" in page.text
+    assert 'href="/portal/resourcegroups/rg-one"' in page.text
     assert "arm-token" not in page.text and "refresh" not in page.text
 
 
-def test_a_post_without_or_with_a_wrong_csrf_token_is_403(client: PortalClient) -> None:
-    _sign_in(client)
+def test_a_post_without_or_with_a_wrong_csrf_token_is_403(client: PortalClient, portal: Portal) -> None:
+    _sign_in(client, portal)
     assert client.post("/portal/signout", data={}).status_code == 403
     assert client.post("/portal/signout", data={"csrf_token": "wrong"}).status_code == 403
     assert "Sign out" in client.get("/portal/").text  # still signed in: nothing happened
 
 
 def test_sign_out_with_the_token_ends_the_session(client: PortalClient, portal: Portal) -> None:
-    _sign_in(client)
+    _sign_in(client, portal)
     sid = client.cookies.get(COOKIE)
     token = _csrf(client.get("/portal/").text)
     assert client.post("/portal/signout", data={"csrf_token": token}).status_code == 303
     assert portal.sessions.get(sid) is None
 
 
-def test_an_idle_session_expires(client: PortalClient, clock: FrozenClock) -> None:
-    _sign_in(client)
+def test_an_idle_session_expires(client: PortalClient, portal: Portal, clock: FrozenClock) -> None:
+    _sign_in(client, portal)
     clock.advance(599)
     assert "Sign out" in client.get("/portal/").text
     clock.advance(601)
@@ -165,8 +179,10 @@ def test_an_idle_session_expires(client: PortalClient, clock: FrozenClock) -> No
     assert "Sign out" not in page.text and "Sign in" in page.text
 
 
-def test_a_busy_session_still_ends_at_its_absolute_lifetime(client: PortalClient, clock: FrozenClock) -> None:
-    _sign_in(client)
+def test_a_busy_session_still_ends_at_its_absolute_lifetime(
+    client: PortalClient, portal: Portal, clock: FrozenClock
+) -> None:
+    _sign_in(client, portal)
     for _ in range(6):
         clock.advance(590)
         assert "Sign out" in client.get("/portal/").text
@@ -174,8 +190,8 @@ def test_a_busy_session_still_ends_at_its_absolute_lifetime(client: PortalClient
     assert "Sign out" not in client.get("/portal/").text
 
 
-def test_an_oversized_form_is_refused_not_read(client: PortalClient) -> None:
-    _sign_in(client)
+def test_an_oversized_form_is_refused_not_read(client: PortalClient, portal: Portal) -> None:
+    _sign_in(client, portal)
     answer = client.post(
         "/portal/signout",
         content=b"csrf_token=" + b"x" * (70 * 1024),
@@ -183,3 +199,10 @@ def test_an_oversized_form_is_refused_not_read(client: PortalClient) -> None:
     )
     assert answer.status_code == 403
     assert "Sign out" in client.get("/portal/").text
+
+
+def test_an_id_token_with_another_nonce_signs_no_one_in(client: PortalClient, portal: Portal) -> None:
+    state = _start(client, portal, nonce="someone-elses")
+    answer = client.get("/portal/callback", params={"code": "a-code", "state": state})
+    assert answer.status_code == 400
+    assert "Sign out" not in client.get("/portal/").text

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import jinja2
+import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -137,6 +138,20 @@ class Portal:
             return self._render("home.html", session, exc.status, groups=[], error=exc.message)
         return self._render("home.html", session, groups=groups)
 
+    async def group(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None or not session.user:
+            return RedirectResponse("/portal/", 303, PAGE_HEADERS)
+        name = str(request.path_params["name"])
+        sub = quote(session.subscription, safe="")
+        try:
+            resources = await self._arm(
+                session, f"/subscriptions/{sub}/resourceGroups/{quote(name, safe='')}/resources"
+            )
+        except PortalError as exc:
+            return self._render("group.html", session, exc.status, name=name, resources=[], error=exc.message)
+        return self._render("group.html", session, name=name, resources=resources)
+
     async def signin(self, request: Request) -> Response:
         session = self.sessions.create()
         verifier = secrets.token_urlsafe(48)
@@ -174,7 +189,8 @@ class Portal:
                 "scope": f"openid profile offline_access {ARM_SCOPE}",
             }
         )
-        if "access_token" not in answer or "refresh_token" not in answer:
+        person = self._id_claims(answer, session.pending["nonce"])
+        if "access_token" not in answer or "refresh_token" not in answer or person is None:
             return self._render(
                 "error.html", None, 400, error=str(answer.get("error_description", "Sign-in failed."))[:500]
             )
@@ -186,9 +202,25 @@ class Portal:
             str(answer["access_token"]),
             self.sessions.clock.now() + float(answer.get("expires_in", 300)),
         )
-        signed_in.user = "signed-in user"
+        signed_in.user = str(person.get("name") or person.get("preferred_username") or "")[:200] or "signed in"
         signed_in.subscription = await self._first_subscription(signed_in)
         return self._set_cookie(RedirectResponse("/portal/", 303, PAGE_HEADERS), signed_in)
+
+    @staticmethod
+    def _id_claims(answer: dict[str, Any], nonce: str) -> dict[str, Any] | None:
+        """The ID token's claims when its nonce is ours. It came straight from the token endpoint over
+        TLS, so its signature need not be checked again (OpenID Connect Core 3.1.3.7)."""
+        token = answer.get("id_token")
+        if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+            return None
+        try:
+            payload = token.split(".")[1]
+            claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(claims, dict) or not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+            return None
+        return claims
 
     async def _first_subscription(self, session: Session) -> str:
         answer = await self.arm_get("/subscriptions", await self._arm_token(session))
@@ -212,6 +244,7 @@ class Portal:
         return [
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
+            Route("/portal/resourcegroups/{name}", self.group),
             Route("/portal/signin", self.signin),
             Route("/portal/callback", self.callback),
             Route("/portal/signout", self.signout, methods=["POST"]),
