@@ -206,3 +206,21 @@ def test_an_id_token_with_another_nonce_signs_no_one_in(client: PortalClient, po
     answer = client.get("/portal/callback", params={"code": "a-code", "state": state})
     assert answer.status_code == 400
     assert "Sign out" not in client.get("/portal/").text
+
+
+def test_creating_a_group_needs_the_csrf_token_and_a_valid_name(client: PortalClient, portal: Portal) -> None:
+    puts: list[str] = []
+
+    async def arm_put(path: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        puts.append(path)
+        return httpx.Response(201, json={"name": path.rsplit("/", 1)[1]})
+
+    portal.arm_put = arm_put
+    _sign_in(client, portal)
+    token = _csrf(client.get("/portal/").text)
+    assert client.post("/portal/resourcegroups", data={"name": "rg-two", "location": "westus"}).status_code == 403
+    bad = client.post("/portal/resourcegroups", data={"csrf_token": token, "name": "a/b", "location": "westus"})
+    assert bad.status_code == 400 and "A resource group needs a name" in bad.text
+    assert puts == []
+    good = client.post("/portal/resourcegroups", data={"csrf_token": token, "name": "rg-two", "location": "westus"})
+    assert good.status_code == 303 and puts == ["/subscriptions/sub-1/resourcegroups/rg-two"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,21 @@ class PortalError(Exception):
         self.status = status
 
 
+_GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
+_LOCATION = re.compile(r"[A-Za-z0-9]{1,40}")
+
+
+def _arm_message(answer: httpx.Response) -> str:
+    """ARM's own error, as ARM wrote it ("AuthorizationFailed: The client ... does not have ...")."""
+    try:
+        error = answer.json().get("error", {})
+    except ValueError:
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    return f"{error.get('code', 'Error')}: {str(error.get('message', ''))[:1000]}"
+
+
 def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -54,6 +70,7 @@ class Portal:
         self.verify = verify
         self.post_token: TokenPoster = self._post_token
         self.arm_get: ArmGetter = self._arm_get
+        self.arm_put = self._arm_put
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -67,6 +84,15 @@ class Portal:
         async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
             return await client.get(
                 f"{self.authority}{path}", params={"api-version": ARM_API}, headers={"Authorization": f"Bearer {token}"}
+            )
+
+    async def _arm_put(self, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.put(
+                f"{self.authority}{path}",
+                params={"api-version": ARM_API},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
             )
 
     def _render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
@@ -118,10 +144,9 @@ class Portal:
 
     async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
         answer = await self.arm_get(path, await self._arm_token(session))
-        body = answer.json()
         if answer.status_code >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise PortalError(f"{error.get('code', 'Error')}: {error.get('message', '')}", answer.status_code)
+            raise PortalError(_arm_message(answer), answer.status_code)
+        body = answer.json()
         values: list[dict[str, Any]] = body.get("value", [])
         return values
 
@@ -131,12 +156,41 @@ class Portal:
         session = self._session(request)
         if session is None or not session.user:
             return self._render("signin.html", session)
+        return await self._home(session)
+
+    async def _home(self, session: Session, status: int = 200, error: str | None = None) -> Response:
         try:
             path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups"
             groups = await self._arm(session, path)
         except PortalError as exc:
             return self._render("home.html", session, exc.status, groups=[], error=exc.message)
-        return self._render("home.html", session, groups=groups)
+        return self._render("home.html", session, status, groups=groups, error=error)
+
+    async def create_group(self, request: Request) -> Response:
+        session = self._session(request)
+        try:
+            form = await self._form(request)
+            check_csrf(session, form.get("csrf_token", ""))
+        except (CsrfRejected, PortalError):
+            return self._render("error.html", None, 403, error="The form was not sent from this portal's page.")
+        assert session is not None
+        name, location = form.get("name", "").strip(), form.get("location", "").strip()
+        if not _GROUP_NAME.fullmatch(name) or name.endswith(".") or not _LOCATION.fullmatch(location):
+            return await self._home(
+                session,
+                400,
+                "A resource group needs a name (letters, digits, . _ - ( ), "
+                "at most 90, not ending in '.') and a location (letters and digits).",
+            )
+        try:
+            token = await self._arm_token(session)
+            sub = quote(session.subscription, safe="")
+            answer = await self.arm_put(f"/subscriptions/{sub}/resourcegroups/{name}", token, {"location": location})
+        except PortalError as exc:
+            return await self._home(session, exc.status, exc.message)
+        if answer.status_code >= 400:
+            return await self._home(session, answer.status_code, _arm_message(answer))
+        return RedirectResponse("/portal/", 303, PAGE_HEADERS)
 
     async def group(self, request: Request) -> Response:
         session = self._session(request)
@@ -244,6 +298,7 @@ class Portal:
         return [
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
+            Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
             Route("/portal/resourcegroups/{name}", self.group),
             Route("/portal/signin", self.signin),
             Route("/portal/callback", self.callback),
