@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 
 AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 LANYARD_CLI = "97192263-e80d-4f00-9b19-2728d68e9f05"
+# The platform's own web portal: a public client whose only redirect URI is its callback on the
+# platform's own origin (see portal_redirect).
+LANYARD_PORTAL = "5c0a7d3e-8f4b-4e2a-9d61-3b7f2c1e0a94"
+PORTAL_CALLBACK_PATH = "/portal/callback"
 
 FIRST_PARTY_PUBLIC_CLIENTS: dict[str, str] = {
     AZURE_CLI: "Microsoft Azure CLI",  # also azure-identity's default for developer sign-in
@@ -21,6 +25,7 @@ FIRST_PARTY_PUBLIC_CLIENTS: dict[str, str] = {
     "04f0c124-f2bc-4f59-8241-bf6df9866bbd": "Visual Studio",
     "872cd9fa-d31f-45e0-9eab-6e460a02d1f1": "Visual Studio (legacy)",
     LANYARD_CLI: "Lanyard CLI",
+    LANYARD_PORTAL: "Lanyard portal",
 }
 
 NATIVE_CLIENT_REDIRECTS = frozenset(
@@ -52,3 +57,8 @@ def allowed_public_redirect(uri: str) -> bool:
         and not parts.password
         and not parts.fragment
     )
+
+
+def portal_redirect(authority: str) -> str:
+    """The portal's one redirect URI: its callback on the platform's public origin."""
+    return f"{authority.rstrip('/')}{PORTAL_CALLBACK_PATH}"

@@ -34,7 +34,7 @@ from lanyard.core.errors import (
     UnauthorizedClient,
 )
 from lanyard.core.ratelimit import Rate, TokenBuckets
-from lanyard.directory.clients import allowed_public_redirect, public_client_name
+from lanyard.directory.clients import LANYARD_PORTAL, allowed_public_redirect, portal_redirect, public_client_name
 from lanyard.directory.limits import source_key
 from lanyard.directory.passwords import check_policy, hash_password, verify_password
 from lanyard.directory.redirects import PUBLIC_CLIENT, WEB, RedirectRegistry
@@ -188,12 +188,23 @@ class SignIn:
 
     # -- clients ------------------------------------------------------------------------------
 
+    def _first_party(self, client_id: str) -> SignedInClient | None:
+        """A first-party public client; the portal's one redirect URI is its callback on our own origin."""
+        client_id = client_id.lower()
+        name = public_client_name(client_id)
+        if name is None:
+            return None
+        if client_id == LANYARD_PORTAL:
+            registry = RedirectRegistry(public_client=(portal_redirect(self.directory.config.authority),))
+            return SignedInClient(client_id, name, False, registry=registry)
+        return SignedInClient(client_id, name, False)
+
     def public_or_registered(self, tenant: str, client_id: str) -> SignedInClient:
         """The client a login page or a device code is for (no credential is presented there)."""
         client_id = client_id.lower()
-        name = public_client_name(client_id)
-        if name is not None:
-            return SignedInClient(client_id, name, False)
+        first_party = self._first_party(client_id)
+        if first_party is not None:
+            return first_party
         registered = self._registered(tenant, client_id, confidential=False)
         if registered is not None:
             return registered
@@ -225,13 +236,13 @@ class SignIn:
         )
 
     def authenticate_client(self, tenant: str, request: UserGrantRequest) -> SignedInClient:
-        name = public_client_name(request.client_id)
-        if name is not None:
+        first_party = self._first_party(request.client_id)
+        if first_party is not None:
             if request.client_secret or request.client_assertion:
                 raise InvalidClient(
                     700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."
                 )
-            return SignedInClient(request.client_id, name, False)
+            return first_party
         if not request.client_secret and not request.client_assertion:
             # A registered application without a credential: a public client, allowed only where its
             # registration says so (checked per grant: the code's redirect kind, isFallbackPublicClient).

@@ -40,6 +40,8 @@ from lanyard.observe.access import AccessLog, AccessLogMiddleware
 from lanyard.observe.files import log_dir
 from lanyard.observe.http import MetricsRoutes, count_denial, platform_family
 from lanyard.observe.logs import ACCESS_LOG
+from lanyard.portal.routes import Portal
+from lanyard.portal.sessions import SessionStore
 from lanyard.server.bootstrap import Platform
 from lanyard.server.keys_api import KeyRoutes
 from lanyard.storage.feed import Follower
@@ -269,6 +271,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             *arm.routes(),
             *directory_routes.routes(),
             *SignInPages(signin).routes(),
+            *Portal(urls.authority, SessionStore(clock), str(platform.tls.ca_cert)).routes(),
         ],
         exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )

@@ -1,0 +1,307 @@
+"""The portal's pages. Sign-in is the directory's own authorize + token endpoints (code + PKCE S256);
+every read or write is an ARM call over HTTP with the user's token, so RBAC applies as for az."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import jinja2
+import orjson
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from lanyard.core.errors import OAuthError
+from lanyard.directory.clients import LANYARD_PORTAL, portal_redirect
+from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
+from lanyard.portal.sessions import COOKIE, Session, SessionStore
+from lanyard.protocol.oauth2 import MAX_FORM_BYTES, parse_form
+
+ARM_SCOPE = "https://management.azure.com/.default"
+ARM_API = "2022-03-01"
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("lanyard.portal", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+)
+
+# Posts a token request form; returns the JSON answer. Injectable so in-process tests need no socket.
+TokenPoster = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
+ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
+
+
+class PortalError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+_GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
+_LOCATION = re.compile(r"[A-Za-z0-9]{1,40}")
+
+
+def _arm_message(answer: httpx.Response) -> str:
+    """ARM's own error, as ARM wrote it ("AuthorizationFailed: The client ... does not have ...")."""
+    try:
+        error = answer.json().get("error", {})
+    except ValueError:
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    return f"{error.get('code', 'Error')}: {str(error.get('message', ''))[:1000]}"
+
+
+def _challenge(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+class Portal:
+    def __init__(self, authority: str, sessions: SessionStore, verify: str | bool = True) -> None:
+        self.authority = authority.rstrip("/")
+        self.sessions = sessions
+        self.verify = verify
+        self.post_token: TokenPoster = self._post_token
+        self.arm_get: ArmGetter = self._arm_get
+        self.arm_put = self._arm_put
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _post_token(self, form: dict[str, str]) -> dict[str, Any]:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            answer = await client.post(f"{self.authority}/organizations/oauth2/v2.0/token", data=form)
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def _arm_get(self, path: str, token: str) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.get(
+                f"{self.authority}{path}", params={"api-version": ARM_API}, headers={"Authorization": f"Bearer {token}"}
+            )
+
+    async def _arm_put(self, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.put(
+                f"{self.authority}{path}",
+                params={"api-version": ARM_API},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+            )
+
+    def _render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
+        body = _templates.get_template(template).render(
+            {"session": session, "csrf": session.csrf if session else "", "error": None, **values}
+        )
+        response = Response(body, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
+        return response
+
+    @staticmethod
+    def _set_cookie(response: Response, session: Session) -> Response:
+        response.set_cookie(COOKIE, session.id, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    def _session(self, request: Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise PortalError("The form was not sent as a form.")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise PortalError("The form is too large.", 413)
+        try:
+            return parse_form(body)
+        except OAuthError as exc:
+            raise PortalError("The form could not be read.") from exc
+
+    async def _arm_token(self, session: Session) -> str:
+        cached = session.access_tokens.get(ARM_SCOPE)
+        if cached and cached[1] > self.sessions.clock.now() + 60:
+            return cached[0]
+        answer = await self.post_token(
+            {
+                "grant_type": "refresh_token",
+                "client_id": LANYARD_PORTAL,
+                "refresh_token": session.refresh_token,
+                "scope": f"{ARM_SCOPE} offline_access",
+            }
+        )
+        if "access_token" not in answer:
+            raise PortalError(str(answer.get("error_description", "The sign-in has ended. Sign in again.")), 401)
+        session.refresh_token = str(answer.get("refresh_token", session.refresh_token))
+        expires = self.sessions.clock.now() + float(answer.get("expires_in", 300))
+        session.access_tokens[ARM_SCOPE] = (str(answer["access_token"]), expires)
+        return str(answer["access_token"])
+
+    async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
+        answer = await self.arm_get(path, await self._arm_token(session))
+        if answer.status_code >= 400:
+            raise PortalError(_arm_message(answer), answer.status_code)
+        body = answer.json()
+        values: list[dict[str, Any]] = body.get("value", [])
+        return values
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None or not session.user:
+            return self._render("signin.html", session)
+        return await self._home(session)
+
+    async def _home(self, session: Session, status: int = 200, error: str | None = None) -> Response:
+        try:
+            path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups"
+            groups = await self._arm(session, path)
+        except PortalError as exc:
+            return self._render("home.html", session, exc.status, groups=[], error=exc.message)
+        return self._render("home.html", session, status, groups=groups, error=error)
+
+    async def create_group(self, request: Request) -> Response:
+        session = self._session(request)
+        try:
+            form = await self._form(request)
+            check_csrf(session, form.get("csrf_token", ""))
+        except (CsrfRejected, PortalError):
+            return self._render("error.html", None, 403, error="The form was not sent from this portal's page.")
+        assert session is not None
+        name, location = form.get("name", "").strip(), form.get("location", "").strip()
+        if not _GROUP_NAME.fullmatch(name) or name.endswith(".") or not _LOCATION.fullmatch(location):
+            return await self._home(
+                session,
+                400,
+                "A resource group needs a name (letters, digits, . _ - ( ), "
+                "at most 90, not ending in '.') and a location (letters and digits).",
+            )
+        try:
+            token = await self._arm_token(session)
+            sub = quote(session.subscription, safe="")
+            answer = await self.arm_put(f"/subscriptions/{sub}/resourcegroups/{name}", token, {"location": location})
+        except PortalError as exc:
+            return await self._home(session, exc.status, exc.message)
+        if answer.status_code >= 400:
+            return await self._home(session, answer.status_code, _arm_message(answer))
+        return RedirectResponse("/portal/", 303, PAGE_HEADERS)
+
+    async def group(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None or not session.user:
+            return RedirectResponse("/portal/", 303, PAGE_HEADERS)
+        name = str(request.path_params["name"])
+        sub = quote(session.subscription, safe="")
+        try:
+            resources = await self._arm(
+                session, f"/subscriptions/{sub}/resourceGroups/{quote(name, safe='')}/resources"
+            )
+        except PortalError as exc:
+            return self._render("group.html", session, exc.status, name=name, resources=[], error=exc.message)
+        return self._render("group.html", session, name=name, resources=resources)
+
+    async def signin(self, request: Request) -> Response:
+        session = self.sessions.create()
+        verifier = secrets.token_urlsafe(48)
+        session.pending = {"verifier": verifier, "state": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24)}
+        query = urlencode(
+            {
+                "client_id": LANYARD_PORTAL,
+                "response_type": "code",
+                "redirect_uri": portal_redirect(self.authority),
+                "scope": f"openid profile offline_access {ARM_SCOPE}",
+                "code_challenge": _challenge(verifier),
+                "code_challenge_method": "S256",
+                "state": session.pending["state"],
+                "nonce": session.pending["nonce"],
+            }
+        )
+        response = RedirectResponse(f"{self.authority}/organizations/oauth2/v2.0/authorize?{query}", 302, PAGE_HEADERS)
+        return self._set_cookie(response, session)
+
+    async def callback(self, request: Request) -> Response:
+        session = self._session(request)
+        params = request.query_params
+        state = session.pending.get("state", "") if session else ""
+        if session is None or not state or not secrets.compare_digest(state, params.get("state", "")):
+            return self._render("error.html", None, 400, error="The sign-in did not start here or has expired.")
+        if "code" not in params:
+            return self._render("error.html", None, 400, error=params.get("error_description", "Sign-in failed.")[:500])
+        answer = await self.post_token(
+            {
+                "grant_type": "authorization_code",
+                "client_id": LANYARD_PORTAL,
+                "code": params["code"],
+                "redirect_uri": portal_redirect(self.authority),
+                "code_verifier": session.pending["verifier"],
+                "scope": f"openid profile offline_access {ARM_SCOPE}",
+            }
+        )
+        person = self._id_claims(answer, session.pending["nonce"])
+        if "access_token" not in answer or "refresh_token" not in answer or person is None:
+            return self._render(
+                "error.html", None, 400, error=str(answer.get("error_description", "Sign-in failed."))[:500]
+            )
+        # A new session id once signed in: a session fixed before sign-in is worth nothing after.
+        self.sessions.end(session.id)
+        signed_in = self.sessions.create()
+        signed_in.refresh_token = str(answer["refresh_token"])
+        signed_in.access_tokens[ARM_SCOPE] = (
+            str(answer["access_token"]),
+            self.sessions.clock.now() + float(answer.get("expires_in", 300)),
+        )
+        signed_in.user = str(person.get("name") or person.get("preferred_username") or "")[:200] or "signed in"
+        signed_in.subscription = await self._first_subscription(signed_in)
+        return self._set_cookie(RedirectResponse("/portal/", 303, PAGE_HEADERS), signed_in)
+
+    @staticmethod
+    def _id_claims(answer: dict[str, Any], nonce: str) -> dict[str, Any] | None:
+        """The ID token's claims when its nonce is ours. It came straight from the token endpoint over
+        TLS, so its signature need not be checked again (OpenID Connect Core 3.1.3.7)."""
+        token = answer.get("id_token")
+        if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+            return None
+        try:
+            payload = token.split(".")[1]
+            claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(claims, dict) or not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+            return None
+        return claims
+
+    async def _first_subscription(self, session: Session) -> str:
+        answer = await self.arm_get("/subscriptions", await self._arm_token(session))
+        values = answer.json().get("value", []) if answer.status_code == 200 else []
+        return str(values[0]["subscriptionId"]) if values else ""
+
+    async def signout(self, request: Request) -> Response:
+        session = self._session(request)
+        try:
+            check_csrf(session, (await self._form(request)).get("csrf_token", ""))
+        except (CsrfRejected, PortalError):
+            return self._render("error.html", None, 403, error="The form was not sent from this portal's page.")
+        assert session is not None
+        self.sessions.end(session.id)
+        response = RedirectResponse("/portal/", 303, PAGE_HEADERS)
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    def routes(self) -> list[Route | Mount]:
+        static = StaticFiles(packages=[("lanyard.portal", "static")])
+        return [
+            Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
+            Route("/portal/", self.home),
+            Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
+            Route("/portal/resourcegroups/{name}", self.group),
+            Route("/portal/signin", self.signin),
+            Route("/portal/callback", self.callback),
+            Route("/portal/signout", self.signout, methods=["POST"]),
+            Mount("/portal/static", static),
+        ]
