@@ -469,9 +469,9 @@ def test_requests_arm_refuses_are_never_500(platform: RunningPlatform, admin_cre
         (
             "PUT",
             f"{base}/subscriptions/{sub}/providers/Microsoft.Resources/deployments/d1",
-            {},
+            {"properties": {"template": template}},
             400,
-            "UnsupportedDeploymentScope",
+            "LocationRequired",
         ),
         (
             "PUT",
@@ -554,3 +554,83 @@ def test_secure_parameters_are_used_but_never_stored_or_shown(platform: RunningP
     ]
     assert sinks and not [p.name for p in sinks if secret.encode() in p.read_bytes()]
     run_cli(platform.home, "group", "delete", "-n", "tpl-secure", "--yes")
+
+
+SUB_SCHEMA = "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#"
+
+
+def sub_template(group: str) -> dict[str, Any]:
+    return {
+        "$schema": SUB_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"groupName": {"type": "string", "defaultValue": group}},
+        "resources": [
+            {
+                "type": "Microsoft.Resources/resourceGroups",
+                "apiVersion": "2022-09-01",
+                "name": "[parameters('groupName')]",
+                "location": "[deployment().location]",
+                "tags": {"made-by": "[deployment().name]"},
+            }
+        ],
+        "outputs": {
+            "groupId": {
+                "type": "string",
+                "value": "[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('groupName'))]",
+            },
+            "tenant": {"type": "string", "value": "[subscription().tenantId]"},
+        },
+    }
+
+
+def test_subscription_scope_deployment_creates_a_group(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    group = f"tpl-sub-{uuid.uuid4().hex[:6]}"
+    name = f"sub-{uuid.uuid4().hex[:6]}"
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": sub_template(group)}}
+    validated = dep.deployments.begin_validate_at_subscription_scope(name, body).result()
+    assert validated.error is None
+    result = dep.deployments.begin_create_or_update_at_subscription_scope(name, body).result()
+    sub = platform.endpoints["subscription_id"]
+    assert result.properties.provisioning_state == "Succeeded"
+    assert result.id == f"/subscriptions/{sub}/providers/Microsoft.Resources/deployments/{name}"
+    assert result.location == "westus"
+    assert result.properties.outputs["groupId"]["value"] == f"/subscriptions/{sub}/resourceGroups/{group}"
+    assert result.properties.outputs["tenant"]["value"] == platform.tenant_id
+    made = resources.resource_groups.get(group)
+    assert made.location == "westus" and made.tags == {"made-by": name}
+    ops = list(dep.deployment_operations.list_at_subscription_scope(name))
+    assert [o.properties.target_resource.resource_type for o in ops] == ["Microsoft.Resources/resourceGroups"]
+    assert name in [d.name for d in dep.deployments.list_at_subscription_scope()]
+    assert dep.deployments.get_at_subscription_scope(name).properties.outputs == result.properties.outputs
+    assert dep.deployments.export_template_at_subscription_scope(name).template["resources"] == body[
+        "properties"
+    ]["template"]["resources"]
+    dep.deployments.begin_delete_at_subscription_scope(name).result()
+    assert name not in [d.name for d in dep.deployments.list_at_subscription_scope()]
+    # The record only: the group it made stays, as in ARM.
+    assert resources.resource_groups.get(group).name == group
+    resources.resource_groups.begin_delete(group).result()
+
+
+def test_subscription_scope_errors(platform: RunningPlatform, dep: DeploymentsMgmtClient) -> None:
+    def refused(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with pytest.raises(HttpResponseError) as caught:
+            dep.deployments.begin_create_or_update_at_subscription_scope("sub-bad", body).result()
+        assert caught.value.status_code is not None
+        return caught.value.status_code, _error(caught.value)
+
+    template = sub_template("tpl-sub-never")
+    status, error = refused({"properties": {"mode": "Incremental", "template": template}})
+    assert (status, error["code"]) == (400, "LocationRequired")
+    # resourceGroup() is refused where ARM refuses it: there is no group at subscription scope.
+    uses_group = {**template, "parameters": {"groupName": {"type": "string", "defaultValue": "[resourceGroup().name]"}}}
+    status, error = refused({"location": "westus", "properties": {"mode": "Incremental", "template": uses_group}})
+    assert (status, error["code"]) == (400, "InvalidTemplate") and "resourceGroup" in error["message"]
+    site = {**SYSTEM_TEMPLATE["resources"][1], "location": "westus", "name": "x"}
+    wrong = {**template, "resources": [site], "outputs": {}}
+    status, error = refused({"location": "westus", "properties": {"mode": "Incremental", "template": wrong}})
+    assert (status, error["code"]) == (400, "InvalidTemplate") and "subscription scope" in error["message"]
+    assert error["additionalInfo"][0]["info"]["path"] == "properties.template.resources[0].type"
+    assert "sub-bad" not in [d.name for d in dep.deployments.list_at_subscription_scope()]

@@ -43,11 +43,17 @@ class DeploymentScope:
     subscription_id: str
     subscription_name: str
     tenant_id: str
-    group_id: str
-    group_name: str
-    group_location: str
+    group_id: str | None  # None at subscription scope
+    group_name: str | None
+    group_location: str | None
     group_tags: dict[str, str]
     deployment_name: str
+    location: str | None = None  # a subscription-scope deployment's own location
+
+    @property
+    def root(self) -> str:
+        """The id resources without an explicit scope are deployed under."""
+        return self.group_id or f"/subscriptions/{self.subscription_id}"
 
 
 class Resolver(Protocol):
@@ -213,6 +219,11 @@ class Evaluator:
         if args:
             raise TemplateError("The template function 'resourceGroup' takes no arguments.")
         sc = self.scope
+        if sc.group_id is None:
+            raise TemplateError(
+                "The template function 'resourceGroup' is not expected at this location: a subscription-scope "
+                "deployment has no resource group."
+            )
         return {
             "id": sc.group_id,
             "name": sc.group_name,
@@ -237,7 +248,13 @@ class Evaluator:
     def deployment(self, *args: Any) -> dict[str, Any]:
         if args:
             raise TemplateError("The template function 'deployment' takes no arguments.")
-        return {"name": self.scope.deployment_name, "properties": {"template": {"contentVersion": "1.0.0.0"}}}
+        out: dict[str, Any] = {
+            "name": self.scope.deployment_name,
+            "properties": {"template": {"contentVersion": "1.0.0.0"}},
+        }
+        if self.scope.location:
+            out["location"] = self.scope.location
+        return out
 
     def resource_id(self, *args: Any) -> str:
         scope_args, type_, names = fn.id_parts("resourceId", args)
@@ -247,7 +264,7 @@ class Evaluator:
         elif len(scope_args) == 1:
             prefix = f"/subscriptions/{sc.subscription_id}/resourceGroups/{scope_args[0]}"
         else:
-            prefix = sc.group_id
+            prefix = sc.root
         return fn.join_id(prefix, "resourceId", type_, names)
 
     def subscription_resource_id(self, *args: Any) -> str:
@@ -397,11 +414,11 @@ def _expand(
                     "A nested resource type must have identical number of segments as its resource name.",
                     f"{where}.name",
                 )
-            parent = scope.group_id
+            parent = scope.root
             if "scope" in raw_lower:
                 # An extension resource (a role assignment, say) on another resource of the deployment.
                 parent = ev.value(raw_lower["scope"], f"{where}.scope")
-                if not isinstance(parent, str) or not parent.lower().startswith(scope.group_id.lower() + "/"):
+                if not isinstance(parent, str) or not parent.lower().startswith(scope.root.lower() + "/"):
                     raise TemplateError(
                         "The resource 'scope' must be the id of a resource in the deployment's resource group.",
                         f"{where}.scope",
