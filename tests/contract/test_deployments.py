@@ -604,9 +604,10 @@ def test_subscription_scope_deployment_creates_a_group(
     assert [o.properties.target_resource.resource_type for o in ops] == ["Microsoft.Resources/resourceGroups"]
     assert name in [d.name for d in dep.deployments.list_at_subscription_scope()]
     assert dep.deployments.get_at_subscription_scope(name).properties.outputs == result.properties.outputs
-    assert dep.deployments.export_template_at_subscription_scope(name).template["resources"] == body[
-        "properties"
-    ]["template"]["resources"]
+    assert (
+        dep.deployments.export_template_at_subscription_scope(name).template["resources"]
+        == body["properties"]["template"]["resources"]
+    )
     dep.deployments.begin_delete_at_subscription_scope(name).result()
     assert name not in [d.name for d in dep.deployments.list_at_subscription_scope()]
     # The record only: the group it made stays, as in ARM.
@@ -634,3 +635,20 @@ def test_subscription_scope_errors(platform: RunningPlatform, dep: DeploymentsMg
     assert (status, error["code"]) == (400, "InvalidTemplate") and "subscription scope" in error["message"]
     assert error["additionalInfo"][0]["info"]["path"] == "properties.template.resources[0].type"
     assert "sub-bad" not in [d.name for d in dep.deployments.list_at_subscription_scope()]
+
+
+def test_subscription_scope_through_the_cli(platform: RunningPlatform, tmp_path: Path) -> None:
+    group, name = f"tpl-subcli-{uuid.uuid4().hex[:6]}", f"subcli-{uuid.uuid4().hex[:6]}"
+    template = write(tmp_path, "sub.json", sub_template(group))
+    result = run_cli(
+        platform.home, "deployment", "sub", "create", "-l", "westus", "-n", name, "--template-file", template
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Succeeded  Microsoft.Resources/resourceGroups/" + group in result.stderr
+    assert json.loads(result.stdout)["properties"]["provisioningState"] == "Succeeded"
+    assert lan(platform, "deployment", "sub", "show", "-n", name)["location"] == "westus"
+    assert name in [d["name"] for d in lan(platform, "deployment", "sub", "list")]
+    assert lan(platform, "group", "show", "-n", group)["location"] == "westus"
+    run_cli(platform.home, "deployment", "sub", "delete", "-n", name)
+    assert name not in [d["name"] for d in lan(platform, "deployment", "sub", "list")]
+    run_cli(platform.home, "group", "delete", "-n", group, "--yes")
