@@ -652,3 +652,105 @@ def test_subscription_scope_through_the_cli(platform: RunningPlatform, tmp_path:
     run_cli(platform.home, "deployment", "sub", "delete", "-n", name)
     assert name not in [d["name"] for d in lan(platform, "deployment", "sub", "list")]
     run_cli(platform.home, "group", "delete", "-n", group, "--yes")
+
+
+def nested_template(group: str, identity: str, scope: str = "inner") -> dict[str, Any]:
+    """A subscription template: a group, then a nested deployment into it that makes an identity."""
+    inner = {
+        "$schema": SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"identityName": {"type": "string"}},
+        "resources": [
+            {
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "apiVersion": "2023-01-31",
+                "name": "[parameters('identityName')]",
+                "location": "[resourceGroup().location]",
+            }
+        ],
+        "outputs": {
+            "principalId": {
+                "type": "string",
+                "value": "[reference(resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', "
+                "parameters('identityName')), '2023-01-31').principalId]",
+            }
+        },
+    }
+    doc = sub_template(group)
+    doc["resources"].append(
+        {
+            "type": "Microsoft.Resources/deployments",
+            "apiVersion": "2022-09-01",
+            "name": "inner-identity",
+            "resourceGroup": "[parameters('groupName')]",
+            "dependsOn": ["[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('groupName'))]"],
+            "properties": {
+                "mode": "Incremental",
+                "expressionEvaluationOptions": {"scope": scope},
+                "parameters": {"identityName": {"value": identity}},
+                "template": inner,
+            },
+        }
+    )
+    doc["outputs"]["principalId"] = {
+        "type": "string",
+        "value": "[reference('inner-identity').outputs.principalId.value]",
+    }
+    return doc
+
+
+def test_nested_deployment_into_a_group_made_in_the_same_deployment(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    group, name = f"tpl-nest-{uuid.uuid4().hex[:6]}", f"nest-{uuid.uuid4().hex[:6]}"
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": nested_template(group, "nest-uai")}}
+    result = dep.deployments.begin_create_or_update_at_subscription_scope(name, body).result()
+    assert result.properties.provisioning_state == "Succeeded", result.properties.error
+    uai = lan(platform, "identity", "show", "-g", group, "-n", "nest-uai")
+    assert result.properties.outputs["principalId"]["value"] == uai["principalId"]
+    # The nested deployment is a deployment of its own, in its group, with its operations.
+    nested = dep.deployments.get(group, "inner-identity")
+    assert nested.properties.provisioning_state == "Succeeded"
+    assert nested.properties.outputs["principalId"]["value"] == uai["principalId"]
+    [op] = list(dep.deployment_operations.list(group, "inner-identity"))
+    assert op.properties.target_resource.resource_name == "nest-uai"
+    parent_ops = list(dep.deployment_operations.list_at_subscription_scope(name))
+    assert [o.properties.target_resource.resource_type for o in parent_ops] == [
+        "Microsoft.Resources/resourceGroups",
+        "Microsoft.Resources/deployments",
+    ]
+    resources.resource_groups.begin_delete(group).result()
+
+
+def test_nested_deployment_errors(platform: RunningPlatform, dep: DeploymentsMgmtClient) -> None:
+    # Into a group that does not exist: the nested deployment fails, and the parent names its error.
+    template = nested_template("tpl-nest-missing", "x")
+    template["resources"] = template["resources"][1:]
+    template["resources"][0]["dependsOn"] = []
+    template["outputs"] = {}
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": template}}
+    poller = dep.deployments.begin_create_or_update_at_subscription_scope("nest-missing", body)
+    with pytest.raises(HttpResponseError):
+        poller.result()
+    failed = dep.deployments.get_at_subscription_scope("nest-missing").properties.error
+    assert failed.code == "DeploymentFailed"
+    assert [d.code for d in failed.details] == ["ResourceGroupNotFound"]
+
+    def refused(doc: dict[str, Any]) -> dict[str, Any]:
+        with pytest.raises(HttpResponseError) as caught:
+            dep.deployments.begin_create_or_update_at_subscription_scope(
+                "nest-bad", {"location": "westus", "properties": {"mode": "Incremental", "template": doc}}
+            ).result()
+        assert caught.value.status_code == 400
+        return _error(caught.value)
+
+    other = copy.deepcopy(template)
+    other["resources"][0]["subscriptionId"] = str(uuid.uuid4())
+    error = refused(other)
+    assert error["code"] == "InvalidTemplate" and "subscription" in error["message"]
+    assert error["additionalInfo"][0]["info"]["path"] == "properties.template.resources[0].subscriptionId"
+    # A cycle across the boundary: the group waits for the nested deployment that waits for the group.
+    cycle = nested_template("tpl-nest-cycle", "x")
+    cycle["resources"][0]["dependsOn"] = ["inner-identity"]
+    error = refused(cycle)
+    assert error["code"] == "InvalidTemplate" and "Circular dependency" in error["message"]

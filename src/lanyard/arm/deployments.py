@@ -357,9 +357,9 @@ class Deployments:
         try:
             planned = plan(props["template"], props.get("parameters"), scope)
             for r in planned.resources:
-                if r.type.lower().startswith("microsoft.resources/deployments"):
-                    raise TemplateError("Nested deployments are not supported yet.", f"{r.path}.type")
                 target = parse_path(r.id)
+                if is_deployment_path(target):
+                    continue  # a nested deployment: checked when it runs, as a deployment of its own
                 if group is None and target.kind == "group":
                     continue  # a subscription-scope deployment creates resource groups
                 if group is None and target.kind == "resource":
@@ -471,8 +471,14 @@ class Deployments:
             try:
                 resource_body = render(planned, r, resolver)
                 api = check_api_version(r.api_version)
-                reply = self.control.handle("PUT", parse_path(r.id), resource_body, {"api-version": api}, caller)
+                target = parse_path(r.id)
+                reply = self.control.handle("PUT", target, resource_body, {"api-version": api}, caller)
                 outcome, code, message = "Succeeded", "Created" if reply.status == 201 else "OK", None
+                if is_deployment_path(target) and target.resource is not None:
+                    # The nested deployment has run: its own outcome is this operation's.
+                    nested = self._state(self._record(target.resource))
+                    if nested.get("provisioningState") != "Succeeded":
+                        outcome, code, message = "Failed", "Conflict", nested.get("error") or {}
             except TemplateError as exc:
                 outcome, code, message = "Failed", "BadRequest", invalid_template(exc).error_json()
             except ArmError as exc:

@@ -34,7 +34,13 @@ PARAMETER_TYPES = {
 }
 SECURE_TYPES = frozenset({"securestring", "secureobject"})
 # Keys of a template resource that steer the deployment rather than being sent to the provider.
-META_KEYS = frozenset({"type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata", "scope"})
+META_KEYS = frozenset(
+    {
+        "type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata", "scope",
+        "resourcegroup", "subscriptionid",
+    }
+)  # fmt: skip
+NESTED_TYPE = "microsoft.resources/deployments"
 MAX_COPY = 800
 
 
@@ -415,7 +421,9 @@ def _expand(
                     f"{where}.name",
                 )
             parent = scope.root
-            if "scope" in raw_lower:
+            if type_.lower() == NESTED_TYPE:
+                parent = _nested_root(ev, raw_lower, scope, where)
+            elif "scope" in raw_lower:
                 # An extension resource (a role assignment, say) on another resource of the deployment.
                 parent = ev.value(raw_lower["scope"], f"{where}.scope")
                 if not isinstance(parent, str) or not parent.lower().startswith(scope.root.lower() + "/"):
@@ -440,6 +448,30 @@ def _expand(
             if loop_name:
                 loops[loop_name.lower()].append(id_)
     return planned, loops, skipped
+
+
+def _nested_root(ev: Evaluator, raw: dict[str, Any], scope: DeploymentScope, where: str) -> str:
+    """Where a nested deployment goes: its `resourceGroup` in this subscription, else this deployment's scope."""
+    sub = ev.value(raw.get("subscriptionid"), f"{where}.subscriptionId")
+    if sub is not None and (not isinstance(sub, str) or sub.lower() != scope.subscription_id.lower()):
+        raise TemplateError(
+            f"The nested deployment targets subscription '{str(sub)[:64]}'; Lanyard deploys nested deployments "
+            "into the deploying subscription only.",
+            f"{where}.subscriptionId",
+        )
+    group = ev.value(raw.get("resourcegroup"), f"{where}.resourceGroup")
+    if group is None:
+        return scope.root
+    if not isinstance(group, str) or not group:
+        raise TemplateError(
+            "The nested deployment's 'resourceGroup' must be a non-empty string.", f"{where}.resourceGroup"
+        )
+    return f"/subscriptions/{scope.subscription_id}/resourceGroups/{group}"
+
+
+def inner_scope(properties: Any) -> bool:
+    options = properties.get("expressionEvaluationOptions") if isinstance(properties, dict) else None
+    return isinstance(options, dict) and str(options.get("scope", "")).lower() == "inner"
 
 
 def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[str]], skipped: set[str]) -> None:
@@ -555,7 +587,21 @@ def _names(p: Plan) -> dict[str, str]:
 def render(p: Plan, resource: PlannedResource, resolver: Resolver) -> dict[str, Any]:
     """The body of the PUT for one resource: everything but the deployment's own keys, evaluated."""
     ev = Evaluator(p.template, p.scope, p.parameters, copy=resource.copy, resolver=resolver, names=_names(p))
-    return {k: ev.value(v, f"{resource.path}.{k}") for k, v in resource.raw.items() if k not in META_KEYS}
+    body: dict[str, Any] = {}
+    for k, v in resource.raw.items():
+        if k in META_KEYS:
+            continue
+        if k == "properties" and resource.type.lower() == NESTED_TYPE and inner_scope(v):
+            # Inner scope: the nested template evaluates its own expressions; only what is passed in is ours.
+            body[k] = {
+                pk: pv if pk.lower() == "template" else ev.value(pv, f"{resource.path}.properties.{pk}")
+                for pk, pv in v.items()
+            }
+        else:
+            body[k] = ev.value(v, f"{resource.path}.{k}")
+    if resource.type.lower() == NESTED_TYPE and p.scope.location and "/resourceGroups/" not in resource.id:
+        body.setdefault("location", p.scope.location)
+    return body
 
 
 def outputs(p: Plan, resolver: Resolver) -> dict[str, dict[str, Any]]:
