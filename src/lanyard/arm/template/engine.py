@@ -490,6 +490,9 @@ def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[
                 targets = loops[key]
             elif key in by_name:
                 targets = by_name[key]
+            elif _type_and_name(key) in by_name:
+                # An id built at another scope (a nested deployment's, say): ARM matches type and name.
+                targets = by_name[_type_and_name(key)]
             elif key in skipped or any(s.endswith("/" + key) for s in skipped):
                 targets = []  # a dependency whose condition is false is dropped, as in ARM
             else:
@@ -498,6 +501,19 @@ def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[
                 )
             resolved.extend(t for t in targets if t.lower() != p.id.lower() and t not in resolved)
         p.depends_on = tuple(resolved)
+
+
+def _type_and_name(resource_id: str) -> str:
+    """`ns/type/name` of a resource id (child types and names joined), or '' when it is not one."""
+    parts = resource_id.strip("/").split("/")
+    lower = [p.lower() for p in parts]
+    if "providers" not in lower:
+        return ""
+    at = len(lower) - 1 - lower[::-1].index("providers")
+    rest = parts[at + 1 :]
+    if len(rest) < 3 or len(rest) % 2 == 0:
+        return ""
+    return "/".join([rest[0], *rest[1::2], *rest[2::2]]).lower()
 
 
 def _order(planned: list[PlannedResource]) -> list[PlannedResource]:
