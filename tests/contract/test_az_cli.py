@@ -406,3 +406,24 @@ def test_ad_app_redirect_uris(az: AzCli, platform: RunningPlatform) -> None:
     assert refused.returncode != 0 and "redirectUris" in refused.stderr
     assert az.json("ad", "app", "show", "--id", made["appId"])["web"]["redirectUris"] == ["https://web.example/new"]
     az.run("ad", "app", "delete", "--id", made["appId"])
+
+
+def test_subscription_scope_deployment(az: AzCli, platform: RunningPlatform, tmp_path: Path) -> None:
+    from tests.contract.test_deployments import sub_template
+
+    rg, name = unique("az-subdep-rg-"), unique("az-subdep-")
+    template = tmp_path / "sub.json"
+    template.write_text(json.dumps(sub_template(rg), indent=2))
+    valid = az.json("deployment", "sub", "validate", "-l", "westeurope", "-n", name, "--template-file", str(template))
+    assert valid["properties"]["provisioningState"] == "Succeeded"
+    done = az.json("deployment", "sub", "create", "-l", "westeurope", "-n", name, "--template-file", str(template))
+    assert done["properties"]["provisioningState"] == "Succeeded" and done["location"] == "westeurope"
+    assert done["properties"]["outputs"]["groupId"]["value"] == f"/subscriptions/{sub_id(platform)}/resourceGroups/{rg}"
+    assert az.json("group", "show", "-n", rg)["location"] == "westeurope"
+    assert az.json("deployment", "sub", "show", "-n", name)["id"] == done["id"]
+    assert name in [d["name"] for d in az.json("deployment", "sub", "list")]
+    [op] = az.json("deployment", "operation", "sub", "list", "-n", name)
+    assert op["properties"]["targetResource"]["resourceType"] == "Microsoft.Resources/resourceGroups"
+    az.run("deployment", "sub", "delete", "-n", name)
+    assert name not in [d["name"] for d in az.json("deployment", "sub", "list")]
+    az.run("group", "delete", "-n", rg, "--yes")

@@ -469,9 +469,9 @@ def test_requests_arm_refuses_are_never_500(platform: RunningPlatform, admin_cre
         (
             "PUT",
             f"{base}/subscriptions/{sub}/providers/Microsoft.Resources/deployments/d1",
-            {},
+            {"properties": {"template": template}},
             400,
-            "UnsupportedDeploymentScope",
+            "LocationRequired",
         ),
         (
             "PUT",
@@ -554,3 +554,203 @@ def test_secure_parameters_are_used_but_never_stored_or_shown(platform: RunningP
     ]
     assert sinks and not [p.name for p in sinks if secret.encode() in p.read_bytes()]
     run_cli(platform.home, "group", "delete", "-n", "tpl-secure", "--yes")
+
+
+SUB_SCHEMA = "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#"
+
+
+def sub_template(group: str) -> dict[str, Any]:
+    return {
+        "$schema": SUB_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"groupName": {"type": "string", "defaultValue": group}},
+        "resources": [
+            {
+                "type": "Microsoft.Resources/resourceGroups",
+                "apiVersion": "2022-09-01",
+                "name": "[parameters('groupName')]",
+                "location": "[deployment().location]",
+                "tags": {"made-by": "[deployment().name]"},
+            }
+        ],
+        "outputs": {
+            "groupId": {
+                "type": "string",
+                "value": "[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('groupName'))]",
+            },
+            "tenant": {"type": "string", "value": "[subscription().tenantId]"},
+        },
+    }
+
+
+def test_subscription_scope_deployment_creates_a_group(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    group = f"tpl-sub-{uuid.uuid4().hex[:6]}"
+    name = f"sub-{uuid.uuid4().hex[:6]}"
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": sub_template(group)}}
+    validated = dep.deployments.begin_validate_at_subscription_scope(name, body).result()
+    assert validated.error is None
+    result = dep.deployments.begin_create_or_update_at_subscription_scope(name, body).result()
+    sub = platform.endpoints["subscription_id"]
+    assert result.properties.provisioning_state == "Succeeded"
+    assert result.id == f"/subscriptions/{sub}/providers/Microsoft.Resources/deployments/{name}"
+    assert result.location == "westus"
+    assert result.properties.outputs["groupId"]["value"] == f"/subscriptions/{sub}/resourceGroups/{group}"
+    assert result.properties.outputs["tenant"]["value"] == platform.tenant_id
+    made = resources.resource_groups.get(group)
+    assert made.location == "westus" and made.tags == {"made-by": name}
+    ops = list(dep.deployment_operations.list_at_subscription_scope(name))
+    assert [o.properties.target_resource.resource_type for o in ops] == ["Microsoft.Resources/resourceGroups"]
+    assert name in [d.name for d in dep.deployments.list_at_subscription_scope()]
+    assert dep.deployments.get_at_subscription_scope(name).properties.outputs == result.properties.outputs
+    assert (
+        dep.deployments.export_template_at_subscription_scope(name).template["resources"]
+        == body["properties"]["template"]["resources"]
+    )
+    dep.deployments.begin_delete_at_subscription_scope(name).result()
+    assert name not in [d.name for d in dep.deployments.list_at_subscription_scope()]
+    # The record only: the group it made stays, as in ARM.
+    assert resources.resource_groups.get(group).name == group
+    resources.resource_groups.begin_delete(group).result()
+
+
+def test_subscription_scope_errors(platform: RunningPlatform, dep: DeploymentsMgmtClient) -> None:
+    def refused(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with pytest.raises(HttpResponseError) as caught:
+            dep.deployments.begin_create_or_update_at_subscription_scope("sub-bad", body).result()
+        assert caught.value.status_code is not None
+        return caught.value.status_code, _error(caught.value)
+
+    template = sub_template("tpl-sub-never")
+    status, error = refused({"properties": {"mode": "Incremental", "template": template}})
+    assert (status, error["code"]) == (400, "LocationRequired")
+    # resourceGroup() is refused where ARM refuses it: there is no group at subscription scope.
+    uses_group = {**template, "parameters": {"groupName": {"type": "string", "defaultValue": "[resourceGroup().name]"}}}
+    status, error = refused({"location": "westus", "properties": {"mode": "Incremental", "template": uses_group}})
+    assert (status, error["code"]) == (400, "InvalidTemplate") and "resourceGroup" in error["message"]
+    site = {**SYSTEM_TEMPLATE["resources"][1], "location": "westus", "name": "x"}
+    wrong = {**template, "resources": [site], "outputs": {}}
+    status, error = refused({"location": "westus", "properties": {"mode": "Incremental", "template": wrong}})
+    assert (status, error["code"]) == (400, "InvalidTemplate") and "subscription scope" in error["message"]
+    assert error["additionalInfo"][0]["info"]["path"] == "properties.template.resources[0].type"
+    assert "sub-bad" not in [d.name for d in dep.deployments.list_at_subscription_scope()]
+
+
+def test_subscription_scope_through_the_cli(platform: RunningPlatform, tmp_path: Path) -> None:
+    group, name = f"tpl-subcli-{uuid.uuid4().hex[:6]}", f"subcli-{uuid.uuid4().hex[:6]}"
+    template = write(tmp_path, "sub.json", sub_template(group))
+    result = run_cli(
+        platform.home, "deployment", "sub", "create", "-l", "westus", "-n", name, "--template-file", template
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Succeeded  Microsoft.Resources/resourceGroups/" + group in result.stderr
+    assert json.loads(result.stdout)["properties"]["provisioningState"] == "Succeeded"
+    assert lan(platform, "deployment", "sub", "show", "-n", name)["location"] == "westus"
+    assert name in [d["name"] for d in lan(platform, "deployment", "sub", "list")]
+    assert lan(platform, "group", "show", "-n", group)["location"] == "westus"
+    run_cli(platform.home, "deployment", "sub", "delete", "-n", name)
+    assert name not in [d["name"] for d in lan(platform, "deployment", "sub", "list")]
+    run_cli(platform.home, "group", "delete", "-n", group, "--yes")
+
+
+def nested_template(group: str, identity: str, scope: str = "inner") -> dict[str, Any]:
+    """A subscription template: a group, then a nested deployment into it that makes an identity."""
+    inner = {
+        "$schema": SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"identityName": {"type": "string"}},
+        "resources": [
+            {
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "apiVersion": "2023-01-31",
+                "name": "[parameters('identityName')]",
+                "location": "[resourceGroup().location]",
+            }
+        ],
+        "outputs": {
+            "principalId": {
+                "type": "string",
+                "value": "[reference(resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', "
+                "parameters('identityName')), '2023-01-31').principalId]",
+            }
+        },
+    }
+    doc = sub_template(group)
+    doc["resources"].append(
+        {
+            "type": "Microsoft.Resources/deployments",
+            "apiVersion": "2022-09-01",
+            "name": "inner-identity",
+            "resourceGroup": "[parameters('groupName')]",
+            "dependsOn": ["[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('groupName'))]"],
+            "properties": {
+                "mode": "Incremental",
+                "expressionEvaluationOptions": {"scope": scope},
+                "parameters": {"identityName": {"value": identity}},
+                "template": inner,
+            },
+        }
+    )
+    doc["outputs"]["principalId"] = {
+        "type": "string",
+        "value": "[reference('inner-identity').outputs.principalId.value]",
+    }
+    return doc
+
+
+def test_nested_deployment_into_a_group_made_in_the_same_deployment(
+    platform: RunningPlatform, resources: ResourceManagementClient, dep: DeploymentsMgmtClient
+) -> None:
+    group, name = f"tpl-nest-{uuid.uuid4().hex[:6]}", f"nest-{uuid.uuid4().hex[:6]}"
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": nested_template(group, "nest-uai")}}
+    result = dep.deployments.begin_create_or_update_at_subscription_scope(name, body).result()
+    assert result.properties.provisioning_state == "Succeeded", result.properties.error
+    uai = lan(platform, "identity", "show", "-g", group, "-n", "nest-uai")
+    assert result.properties.outputs["principalId"]["value"] == uai["principalId"]
+    # The nested deployment is a deployment of its own, in its group, with its operations.
+    nested = dep.deployments.get(group, "inner-identity")
+    assert nested.properties.provisioning_state == "Succeeded"
+    assert nested.properties.outputs["principalId"]["value"] == uai["principalId"]
+    [op] = list(dep.deployment_operations.list(group, "inner-identity"))
+    assert op.properties.target_resource.resource_name == "nest-uai"
+    parent_ops = list(dep.deployment_operations.list_at_subscription_scope(name))
+    assert [o.properties.target_resource.resource_type for o in parent_ops] == [
+        "Microsoft.Resources/resourceGroups",
+        "Microsoft.Resources/deployments",
+    ]
+    resources.resource_groups.begin_delete(group).result()
+
+
+def test_nested_deployment_errors(platform: RunningPlatform, dep: DeploymentsMgmtClient) -> None:
+    # Into a group that does not exist: the nested deployment fails, and the parent names its error.
+    template = nested_template("tpl-nest-missing", "x")
+    template["resources"] = template["resources"][1:]
+    template["resources"][0]["dependsOn"] = []
+    template["outputs"] = {}
+    body = {"location": "westus", "properties": {"mode": "Incremental", "template": template}}
+    poller = dep.deployments.begin_create_or_update_at_subscription_scope("nest-missing", body)
+    with pytest.raises(HttpResponseError):
+        poller.result()
+    failed = dep.deployments.get_at_subscription_scope("nest-missing").properties.error
+    assert failed.code == "DeploymentFailed"
+    assert [d.code for d in failed.details] == ["ResourceGroupNotFound"]
+
+    def refused(doc: dict[str, Any]) -> dict[str, Any]:
+        with pytest.raises(HttpResponseError) as caught:
+            dep.deployments.begin_create_or_update_at_subscription_scope(
+                "nest-bad", {"location": "westus", "properties": {"mode": "Incremental", "template": doc}}
+            ).result()
+        assert caught.value.status_code == 400
+        return _error(caught.value)
+
+    other = copy.deepcopy(template)
+    other["resources"][0]["subscriptionId"] = str(uuid.uuid4())
+    error = refused(other)
+    assert error["code"] == "InvalidTemplate" and "subscription" in error["message"]
+    assert error["additionalInfo"][0]["info"]["path"] == "properties.template.resources[0].subscriptionId"
+    # A cycle across the boundary: the group waits for the nested deployment that waits for the group.
+    cycle = nested_template("tpl-nest-cycle", "x")
+    cycle["resources"][0]["dependsOn"] = ["inner-identity"]
+    error = refused(cycle)
+    assert error["code"] == "InvalidTemplate" and "Circular dependency" in error["message"]

@@ -332,3 +332,44 @@ def test_extension_resources_take_their_scope() -> None:
     with pytest.raises(TemplateError, match="resource group") as info:
         plan(template([{**ra, "scope": "/subscriptions/other/resourceGroups/x"}]), {}, SCOPE)
     assert info.value.path.endswith(".scope")
+
+
+SUB_SCOPE = DeploymentScope(SUB, "Lanyard", "tenant-1", None, None, None, {}, "subdep", location="westus")
+
+
+def test_nested_deployments_are_placed_and_matched_across_scopes() -> None:
+    nested = {
+        "type": "Microsoft.Resources/deployments",
+        "apiVersion": "2022-09-01",
+        "name": "inner",
+        "resourceGroup": "rg2",
+        "properties": {
+            "expressionEvaluationOptions": {"scope": "inner"},
+            "parameters": {"p": {"value": "[deployment().name]"}},
+            "template": {"resources": [], "outputs": {"x": {"type": "string", "value": "[parameters('p')]"}}},
+        },
+    }
+    after = {
+        "type": "Microsoft.Resources/resourceGroups",
+        "apiVersion": "2022-09-01",
+        "name": "late",
+        "location": "westus",
+        # A subscription-level id for a deployment that lives in rg2: matched by type and name, as ARM does.
+        "dependsOn": ["[resourceId('Microsoft.Resources/deployments', 'inner')]"],
+    }
+    planned = plan(template([after, nested]), {}, SUB_SCOPE)
+    assert [r.name for r in planned.resources] == ["inner", "late"]
+    assert (
+        planned.resources[0].id
+        == f"/subscriptions/{SUB}/resourceGroups/rg2/providers/Microsoft.Resources/deployments/inner"
+    )
+    assert planned.resources[1].id == f"/subscriptions/{SUB}/resourceGroups/late"
+    body = render(planned, planned.resources[0], FakeResources({}))
+    # Inner scope: the parameters are ours, the template is left for the nested deployment.
+    assert body["properties"]["parameters"] == {"p": {"value": "subdep"}}
+    assert body["properties"]["template"]["outputs"]["x"]["value"] == "[parameters('p')]"
+    assert "resourceGroup" not in body
+    with pytest.raises(TemplateError, match="subscription"):
+        plan(template([{**nested, "subscriptionId": str(uuid.uuid4())}]), {}, SUB_SCOPE)
+    with pytest.raises(TemplateError, match="resourceGroup"):
+        Evaluator({}, SUB_SCOPE, {}).value("[resourceGroup().name]", "x")

@@ -1,4 +1,5 @@
-"""Microsoft.Resources/deployments at resource-group scope: templates applied through the control plane.
+"""Microsoft.Resources/deployments at resource-group and subscription scope: templates applied through the
+control plane.
 
 A deployment runs inside the PUT that creates it, one resource at a time, each through
 `ControlPlane.handle` exactly as a direct PUT of that resource would be (same authorization, same
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +26,7 @@ from lanyard.arm.template.engine import shown_parameters
 from lanyard.core.errors import ArmError
 from lanyard.protocol.arm import ArmPath, ResourceRef, bad_request, check_api_version, not_found, parse_path
 from lanyard.storage import arm_repo as repo
+from lanyard.storage import deployment_repo
 
 if TYPE_CHECKING:
     from lanyard.arm.service import Caller, ControlPlane, Reply
@@ -121,10 +123,6 @@ class Deployments:
     def handle(self, method: str, path: ArmPath, body: Any, query: dict[str, str], caller: Caller) -> Reply:
         ref = path.resource
         assert ref is not None
-        if ref.resource_group is None:
-            raise bad_request(
-                "Lanyard supports deployments at resource-group scope only so far.", "UnsupportedDeploymentScope"
-            )
         types = [t.lower() for t in ref.types]
         api = query.get("api-version", DEFAULT_REFERENCE_API)
         if types == ["deployments"] and ref.is_collection:
@@ -171,27 +169,50 @@ class Deployments:
 
     # -- storage ------------------------------------------------------------------------------------
 
-    def _authorize(self, ref: ResourceRef, caller: Caller, verb: str) -> repo.GroupRecord:
+    def _authorize(self, ref: ResourceRef, caller: Caller, verb: str) -> repo.GroupRecord | None:
+        """The deployment's resource group, or None for a subscription-scope deployment."""
         with self.control.store.session() as s:
             self.control._subscription(s, ref.subscription)
             scope = ref.scope if ref.is_collection else _top(ref).id
             self.control.authorize(s, caller, ACTIONS + verb, scope)
+            if ref.resource_group is None:
+                return None
             return self.control._require_group(s, ref.subscription, str(ref.resource_group))
 
-    def _record(self, ref: ResourceRef) -> repo.ResourceRecord:
+    def _record(self, ref: ResourceRef) -> Stored:
+        top = _top(ref)
         with self.control.store.session() as s:
-            record = repo.get_resource(s, _top(ref).id.lower())
-        if record is None or record.type != DEPLOYMENT_TYPE:
-            raise not_found(f"Deployment '{ref.names[0]}' could not be found.", "DeploymentNotFound")
-        return record
+            if top.resource_group is None:
+                sub_record = deployment_repo.get(s, top.id.lower())
+                if sub_record is not None:
+                    return Stored(sub_record.id, sub_record.name, sub_record.location, sub_record.state,
+                                  sub_record.updated_at)  # fmt: skip
+            else:
+                record = repo.get_resource(s, top.id.lower())
+                if record is not None and record.type == DEPLOYMENT_TYPE:
+                    return _stored(record)
+        raise not_found(f"Deployment '{ref.names[0]}' could not be found.", "DeploymentNotFound")
 
     @staticmethod
-    def _state(record: repo.ResourceRecord) -> dict[str, Any]:
-        return dict(record.properties.get(STATE_KEY, {}))
+    def _state(record: Stored) -> dict[str, Any]:
+        return dict(record.state)
 
-    def _save(self, ref: ResourceRef, group: repo.GroupRecord, state: dict[str, Any]) -> repo.ResourceRecord:
+    def _save(
+        self, ref: ResourceRef, group: repo.GroupRecord | None, state: dict[str, Any], location: str | None = None
+    ) -> Stored:
         key = ref.id.lower()
         now = self.control.clock.now()
+        if group is None:
+            with self.control.store.session() as s:
+                old = deployment_repo.get(s, key)
+                saved = deployment_repo.save(
+                    s,
+                    deployment_repo.SubscriptionDeploymentRecord(
+                        key, old.id if old else ref.id, ref.subscription, ref.name,
+                        location or (old.location if old else ""), state, old.created_at if old else now, now,
+                    ),
+                )  # fmt: skip
+                return Stored(saved.id, saved.name, saved.location, saved.state, saved.updated_at)
         with self.control.store.session() as s:
             existing = repo.get_resource(s, key)
             record = repo.ResourceRecord(
@@ -212,9 +233,9 @@ class Deployments:
                 created_at=existing.created_at if existing else now,
                 updated_at=now,
             )
-            return repo.save_resource(s, record)
+            return _stored(repo.save_resource(s, record))
 
-    def _json(self, record: repo.ResourceRecord) -> dict[str, Any]:
+    def _json(self, record: Stored) -> dict[str, Any]:
         state = self._state(record)
         props: dict[str, Any] = {
             "templateHash": state.get("templateHash"),
@@ -231,7 +252,11 @@ class Deployments:
         }
         if state.get("error"):
             props["error"] = state["error"]
-        return {"id": record.id, "name": record.name, "type": DEPLOYMENT_TYPE, "tags": {}, "properties": props}
+        out: dict[str, Any] = {"id": record.id, "name": record.name, "type": DEPLOYMENT_TYPE, "tags": {}}
+        if record.location is not None:
+            out["location"] = record.location
+        out["properties"] = props
+        return out
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -242,12 +267,22 @@ class Deployments:
     def _list(self, ref: ResourceRef, query: dict[str, str], caller: Caller) -> Reply:
         group = self._authorize(ref, caller, "read")
         with self.control.store.session() as s:
-            records = repo.list_resources(s, sub=ref.subscription, group_key=group.key, type_=DEPLOYMENT_TYPE)
-            return self.control._page([self._json(r) for r in records], query, ref.id)
+            if group is None:
+                stored = [
+                    Stored(r.id, r.name, r.location, r.state, r.updated_at)
+                    for r in deployment_repo.list_for(s, ref.subscription)
+                ]
+            else:
+                records = repo.list_resources(s, sub=ref.subscription, group_key=group.key, type_=DEPLOYMENT_TYPE)
+                stored = [_stored(r) for r in records]
+            return self.control._page([self._json(r) for r in stored], query, ref.id)
 
     def _delete(self, ref: ResourceRef, caller: Caller) -> Reply:
-        self._authorize(ref, caller, "delete")
+        group = self._authorize(ref, caller, "delete")
         with self.control.store.session() as s:
+            if group is None:
+                deployment_repo.remove(s, ref.id.lower())
+                return self._reply(204, None)
             record = repo.get_resource(s, ref.id.lower())
             if record is None or record.type != DEPLOYMENT_TYPE:
                 return self._reply(204, None)
@@ -285,7 +320,7 @@ class Deployments:
 
     # -- validation and deployment ------------------------------------------------------------------
 
-    def _plan(self, ref: ResourceRef, body: Any, group: repo.GroupRecord) -> tuple[Plan, str]:
+    def _plan(self, ref: ResourceRef, body: Any, group: repo.GroupRecord | None) -> tuple[Plan, str]:
         doc = body if isinstance(body, dict) else None
         props = doc.get("properties") if doc else None
         if not isinstance(props, dict):
@@ -312,18 +347,27 @@ class Deployments:
             subscription_id=ref.subscription,
             subscription_name=sub_name,
             tenant_id=tenant,
-            group_id=group.id,
-            group_name=group.name,
-            group_location=group.location,
-            group_tags=dict(group.tags),
+            group_id=group.id if group else None,
+            group_name=group.name if group else None,
+            group_location=group.location if group else None,
+            group_tags=dict(group.tags) if group else {},
             deployment_name=ref.name,
+            location=_location(doc) if group is None else None,
         )
         try:
             planned = plan(props["template"], props.get("parameters"), scope)
             for r in planned.resources:
-                if r.type.lower().startswith("microsoft.resources/deployments"):
-                    raise TemplateError("Nested deployments are not supported yet.", f"{r.path}.type")
                 target = parse_path(r.id)
+                if is_deployment_path(target):
+                    continue  # a nested deployment: checked when it runs, as a deployment of its own
+                if group is None and target.kind == "group":
+                    continue  # a subscription-scope deployment creates resource groups
+                if group is None and target.kind == "resource":
+                    raise TemplateError(
+                        f"The resource type '{r.type[:120]}' cannot be deployed at subscription scope; deploy it "
+                        "into a resource group.",
+                        f"{r.path}.type",
+                    )
                 if target.kind == "extension":
                     if str(target.extension_type).lower() != "roleassignments" or not target.extension_name:
                         raise TemplateError(f"The resource type '{r.type[:120]}' cannot be deployed.", r.path)
@@ -403,9 +447,10 @@ class Deployments:
             "timestamp": now,
             "operations": [],
         }
-        accepted = self._json(self._save(ref, group, state))
+        location = planned.scope.location
+        accepted = self._json(self._save(ref, group, state, location))
         state = self._run(ref.id, planned, state, caller)
-        self._save(ref, group, state)
+        self._save(ref, group, state, location)
         status_url = (
             f"{self.control.base_url.rstrip('/')}{ref.id}/operationStatuses/{state['operationId']}?api-version={api}"
         )
@@ -426,8 +471,14 @@ class Deployments:
             try:
                 resource_body = render(planned, r, resolver)
                 api = check_api_version(r.api_version)
-                reply = self.control.handle("PUT", parse_path(r.id), resource_body, {"api-version": api}, caller)
+                target = parse_path(r.id)
+                reply = self.control.handle("PUT", target, resource_body, {"api-version": api}, caller)
                 outcome, code, message = "Succeeded", "Created" if reply.status == 201 else "OK", None
+                if is_deployment_path(target) and target.resource is not None:
+                    # The nested deployment has run: its own outcome is this operation's.
+                    nested = self._state(self._record(target.resource))
+                    if nested.get("provisioningState") != "Succeeded":
+                        outcome, code, message = "Failed", "Conflict", nested.get("error") or {}
             except TemplateError as exc:
                 outcome, code, message = "Failed", "BadRequest", invalid_template(exc).error_json()
             except ArmError as exc:
@@ -487,6 +538,29 @@ class Deployments:
         state["timestamp"] = ended
         state["duration"] = _duration(ended - float(state["started"]))
         return state
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A deployment record of either scope; `location` is set at subscription scope only."""
+
+    id: str
+    name: str
+    location: str | None
+    state: dict[str, Any]
+    updated_at: float
+
+
+def _stored(record: repo.ResourceRecord) -> Stored:
+    return Stored(record.id, record.name, None, dict(record.properties.get(STATE_KEY, {})), record.updated_at)
+
+
+def _location(doc: dict[str, Any] | None) -> str:
+    """A subscription-scope deployment must say where its metadata lives, as ARM requires."""
+    location = (doc or {}).get("location")
+    if not isinstance(location, str) or not location.strip():
+        raise bad_request("The location property is required for this definition.", "LocationRequired")
+    return location
 
 
 def _top(ref: ResourceRef) -> ResourceRef:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import click
 
-from lanyard.cli.arm import _profile, arm, group_path, list_all
+from lanyard.cli.arm import _profile, arm, group_path, list_all, sub_path
 from lanyard.cli.context import Profile, fail
 from lanyard.cli.output import print_result
 
@@ -84,8 +84,12 @@ def _progress(op: dict[str, Any]) -> str:
     return line
 
 
-def wait(profile: Profile, group: str, name: str) -> dict[str, Any]:
-    path = deployment_path(profile, group, name)
+def sub_deployment_path(profile: Profile, name: str = "") -> str:
+    base = f"{sub_path(profile)}/providers/Microsoft.Resources/deployments"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
+def wait(profile: Profile, path: str) -> dict[str, Any]:
     shown: set[str] = set()
     deadline = time.monotonic() + MAX_WAIT
     while True:
@@ -127,15 +131,25 @@ def create(
     mode: str,
 ) -> None:
     """Deploy a template to a resource group and wait for the outcome, one line per resource."""
-    template = _read_json(template_file, "template file")
-    if not isinstance(template, dict):
-        fail(f"the template file {template_file} must hold a JSON object")
+    template = read_template(template_file)
     name = name or Path(template_file).stem
     profile = _profile(ctx)
     body = {"properties": {"template": template, "parameters": build_parameters(template, parameters), "mode": mode}}
     sys.stderr.write(f"Deploying '{name}' to resource group '{resource_group}'...\n")
-    arm(profile, "PUT", deployment_path(profile, resource_group, name), "resources", body)
-    result = wait(profile, resource_group, name)
+    deploy(profile, deployment_path(profile, resource_group, name), name, body)
+
+
+def read_template(template_file: str) -> dict[str, Any]:
+    template = _read_json(template_file, "template file")
+    if not isinstance(template, dict):
+        fail(f"the template file {template_file} must hold a JSON object")
+    return template
+
+
+def deploy(profile: Profile, path: str, name: str, body: dict[str, Any]) -> None:
+    """PUT the deployment, print a line per finished resource while polling, then the outcome."""
+    arm(profile, "PUT", path, "resources", body)
+    result = wait(profile, path)
     props = result.get("properties", {})
     state = props.get("provisioningState")
     sys.stderr.write(f"Deployment '{name}': {state} ({props.get('duration')})\n")
@@ -173,3 +187,52 @@ def delete(ctx: click.Context, resource_group: str, name: str) -> None:
     """Deletes the deployment's record only; the resources it deployed stay, as in ARM."""
     profile = _profile(ctx)
     arm(profile, "DELETE", deployment_path(profile, resource_group, name), "resources")
+
+
+@deployment.group("sub")
+def deployment_sub() -> None:
+    """Deployments at subscription scope (resource groups, role assignments, nested deployments)."""
+
+
+@deployment_sub.command("create")
+@click.option("--location", "-l", required=True, help="Where the deployment's record lives, as az requires.")
+@click.option("--name", "-n", help="Defaults to the template file's name, as az does.")
+@click.option("--template-file", "-f", required=True)
+@click.option("--parameters", "-p", multiple=True, help="KEY=VALUE or @parameters.json; repeatable.")
+@click.pass_context
+def sub_create(
+    ctx: click.Context, location: str, name: str | None, template_file: str, parameters: tuple[str, ...]
+) -> None:
+    """Deploy a template to the subscription and wait for the outcome, one line per resource."""
+    template = read_template(template_file)
+    name = name or Path(template_file).stem
+    profile = _profile(ctx)
+    props = {"template": template, "parameters": build_parameters(template, parameters), "mode": "Incremental"}
+    sys.stderr.write(f"Deploying '{name}' to the subscription ({location})...\n")
+    deploy(profile, sub_deployment_path(profile, name), name, {"location": location, "properties": props})
+
+
+@deployment_sub.command("show")
+@click.option("--name", "-n", required=True)
+@click.pass_context
+def sub_show(ctx: click.Context, name: str) -> None:
+    """Show a subscription-scope deployment."""
+    profile = _profile(ctx)
+    print_result(arm(profile, "GET", sub_deployment_path(profile, name), "resources"))
+
+
+@deployment_sub.command("list")
+@click.pass_context
+def sub_list(ctx: click.Context) -> None:
+    """List the subscription's deployments."""
+    profile = _profile(ctx)
+    print_result(list_all(profile, sub_deployment_path(profile), "resources"))
+
+
+@deployment_sub.command("delete")
+@click.option("--name", "-n", required=True)
+@click.pass_context
+def sub_delete(ctx: click.Context, name: str) -> None:
+    """Deletes the deployment's record only; what it deployed stays, as in ARM."""
+    profile = _profile(ctx)
+    arm(profile, "DELETE", sub_deployment_path(profile, name), "resources")

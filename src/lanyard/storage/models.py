@@ -382,3 +382,18 @@ class AuditRecord(Base):
     detail: Mapped[str] = mapped_column(Text)
     prev_sha256: Mapped[str] = mapped_column(String(64))
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class SubscriptionDeployment(Base):
+    """A deployment at subscription scope. Group-scope deployments are rows of `resources`, which need a
+    group; these have none, so they live here, with the same JSON state."""
+
+    __tablename__ = "subscription_deployments"
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)  # lower-cased id
+    id: Mapped[str] = mapped_column(String(1024))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

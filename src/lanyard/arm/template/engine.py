@@ -34,7 +34,13 @@ PARAMETER_TYPES = {
 }
 SECURE_TYPES = frozenset({"securestring", "secureobject"})
 # Keys of a template resource that steer the deployment rather than being sent to the provider.
-META_KEYS = frozenset({"type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata", "scope"})
+META_KEYS = frozenset(
+    {
+        "type", "apiversion", "name", "dependson", "condition", "copy", "comments", "metadata", "scope",
+        "resourcegroup", "subscriptionid",
+    }
+)  # fmt: skip
+NESTED_TYPE = "microsoft.resources/deployments"
 MAX_COPY = 800
 
 
@@ -43,11 +49,17 @@ class DeploymentScope:
     subscription_id: str
     subscription_name: str
     tenant_id: str
-    group_id: str
-    group_name: str
-    group_location: str
+    group_id: str | None  # None at subscription scope
+    group_name: str | None
+    group_location: str | None
     group_tags: dict[str, str]
     deployment_name: str
+    location: str | None = None  # a subscription-scope deployment's own location
+
+    @property
+    def root(self) -> str:
+        """The id resources without an explicit scope are deployed under."""
+        return self.group_id or f"/subscriptions/{self.subscription_id}"
 
 
 class Resolver(Protocol):
@@ -213,6 +225,11 @@ class Evaluator:
         if args:
             raise TemplateError("The template function 'resourceGroup' takes no arguments.")
         sc = self.scope
+        if sc.group_id is None:
+            raise TemplateError(
+                "The template function 'resourceGroup' is not expected at this location: a subscription-scope "
+                "deployment has no resource group."
+            )
         return {
             "id": sc.group_id,
             "name": sc.group_name,
@@ -237,7 +254,13 @@ class Evaluator:
     def deployment(self, *args: Any) -> dict[str, Any]:
         if args:
             raise TemplateError("The template function 'deployment' takes no arguments.")
-        return {"name": self.scope.deployment_name, "properties": {"template": {"contentVersion": "1.0.0.0"}}}
+        out: dict[str, Any] = {
+            "name": self.scope.deployment_name,
+            "properties": {"template": {"contentVersion": "1.0.0.0"}},
+        }
+        if self.scope.location:
+            out["location"] = self.scope.location
+        return out
 
     def resource_id(self, *args: Any) -> str:
         scope_args, type_, names = fn.id_parts("resourceId", args)
@@ -247,7 +270,7 @@ class Evaluator:
         elif len(scope_args) == 1:
             prefix = f"/subscriptions/{sc.subscription_id}/resourceGroups/{scope_args[0]}"
         else:
-            prefix = sc.group_id
+            prefix = sc.root
         return fn.join_id(prefix, "resourceId", type_, names)
 
     def subscription_resource_id(self, *args: Any) -> str:
@@ -397,11 +420,13 @@ def _expand(
                     "A nested resource type must have identical number of segments as its resource name.",
                     f"{where}.name",
                 )
-            parent = scope.group_id
-            if "scope" in raw_lower:
+            parent = scope.root
+            if type_.lower() == NESTED_TYPE:
+                parent = _nested_root(ev, raw_lower, scope, where)
+            elif "scope" in raw_lower:
                 # An extension resource (a role assignment, say) on another resource of the deployment.
                 parent = ev.value(raw_lower["scope"], f"{where}.scope")
-                if not isinstance(parent, str) or not parent.lower().startswith(scope.group_id.lower() + "/"):
+                if not isinstance(parent, str) or not parent.lower().startswith(scope.root.lower() + "/"):
                     raise TemplateError(
                         "The resource 'scope' must be the id of a resource in the deployment's resource group.",
                         f"{where}.scope",
@@ -425,6 +450,30 @@ def _expand(
     return planned, loops, skipped
 
 
+def _nested_root(ev: Evaluator, raw: dict[str, Any], scope: DeploymentScope, where: str) -> str:
+    """Where a nested deployment goes: its `resourceGroup` in this subscription, else this deployment's scope."""
+    sub = ev.value(raw.get("subscriptionid"), f"{where}.subscriptionId")
+    if sub is not None and (not isinstance(sub, str) or sub.lower() != scope.subscription_id.lower()):
+        raise TemplateError(
+            f"The nested deployment targets subscription '{str(sub)[:64]}'; Lanyard deploys nested deployments "
+            "into the deploying subscription only.",
+            f"{where}.subscriptionId",
+        )
+    group = ev.value(raw.get("resourcegroup"), f"{where}.resourceGroup")
+    if group is None:
+        return scope.root
+    if not isinstance(group, str) or not group:
+        raise TemplateError(
+            "The nested deployment's 'resourceGroup' must be a non-empty string.", f"{where}.resourceGroup"
+        )
+    return f"/subscriptions/{scope.subscription_id}/resourceGroups/{group}"
+
+
+def inner_scope(properties: Any) -> bool:
+    options = properties.get("expressionEvaluationOptions") if isinstance(properties, dict) else None
+    return isinstance(options, dict) and str(options.get("scope", "")).lower() == "inner"
+
+
 def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[str]], skipped: set[str]) -> None:
     by_id = {p.id.lower(): p for p in planned}
     by_name: dict[str, list[str]] = {}
@@ -441,6 +490,9 @@ def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[
                 targets = loops[key]
             elif key in by_name:
                 targets = by_name[key]
+            elif _type_and_name(key) in by_name:
+                # An id built at another scope (a nested deployment's, say): ARM matches type and name.
+                targets = by_name[_type_and_name(key)]
             elif key in skipped or any(s.endswith("/" + key) for s in skipped):
                 targets = []  # a dependency whose condition is false is dropped, as in ARM
             else:
@@ -449,6 +501,19 @@ def _resolve_dependencies(planned: list[PlannedResource], loops: dict[str, list[
                 )
             resolved.extend(t for t in targets if t.lower() != p.id.lower() and t not in resolved)
         p.depends_on = tuple(resolved)
+
+
+def _type_and_name(resource_id: str) -> str:
+    """`ns/type/name` of a resource id (child types and names joined), or '' when it is not one."""
+    parts = resource_id.strip("/").split("/")
+    lower = [p.lower() for p in parts]
+    if "providers" not in lower:
+        return ""
+    at = len(lower) - 1 - lower[::-1].index("providers")
+    rest = parts[at + 1 :]
+    if len(rest) < 3 or len(rest) % 2 == 0:
+        return ""
+    return "/".join([rest[0], *rest[1::2], *rest[2::2]]).lower()
 
 
 def _order(planned: list[PlannedResource]) -> list[PlannedResource]:
@@ -538,7 +603,21 @@ def _names(p: Plan) -> dict[str, str]:
 def render(p: Plan, resource: PlannedResource, resolver: Resolver) -> dict[str, Any]:
     """The body of the PUT for one resource: everything but the deployment's own keys, evaluated."""
     ev = Evaluator(p.template, p.scope, p.parameters, copy=resource.copy, resolver=resolver, names=_names(p))
-    return {k: ev.value(v, f"{resource.path}.{k}") for k, v in resource.raw.items() if k not in META_KEYS}
+    body: dict[str, Any] = {}
+    for k, v in resource.raw.items():
+        if k in META_KEYS:
+            continue
+        if k == "properties" and resource.type.lower() == NESTED_TYPE and inner_scope(v):
+            # Inner scope: the nested template evaluates its own expressions; only what is passed in is ours.
+            body[k] = {
+                pk: pv if pk.lower() == "template" else ev.value(pv, f"{resource.path}.properties.{pk}")
+                for pk, pv in v.items()
+            }
+        else:
+            body[k] = ev.value(v, f"{resource.path}.{k}")
+    if resource.type.lower() == NESTED_TYPE and p.scope.location and "/resourceGroups/" not in resource.id:
+        body.setdefault("location", p.scope.location)
+    return body
 
 
 def outputs(p: Plan, resolver: Resolver) -> dict[str, dict[str, Any]]:

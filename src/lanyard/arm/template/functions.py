@@ -220,6 +220,10 @@ def id_parts(fn: str, args: tuple[Any, ...]) -> tuple[list[str], str, list[str]]
 
 
 def join_id(prefix: str, fn: str, type_: str, names: list[str]) -> str:
+    type_ = type_.rstrip("/")
+    if type_.lower() == "microsoft.resources/resourcegroups" and len(names) == 1 and prefix.count("/") == 2:
+        # A resource group's id has no provider segment.
+        return f"{prefix.rstrip('/')}/resourceGroups/{names[0]}"
     namespace, *types = type_.split("/")
     if not types or len(names) != len(types):
         raise TemplateError(
