@@ -34,6 +34,7 @@ from lanyard.agent.bindings import Identity
 from lanyard.agent.guards import headers_of, refusal
 from lanyard.agent.wire import first_values, metadata_path, query_of, send_json
 from lanyard.agent.workloads import RunningWorkload
+from lanyard.core.body import read_capped
 from lanyard.protocol.msi import IssuedToken, MsiError, TokenRequest, app_service_body, imds_body, parse_imds
 
 if TYPE_CHECKING:  # endpoints imports this module
@@ -163,21 +164,14 @@ def cloud_shell_error(exc: MsiError) -> dict[str, Any]:
 
 
 async def _form(receive: Receive) -> dict[str, str]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MsiError(400, "The request body was not received.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_FORM:
-            raise MsiError(413, "The request body is too large.", "invalid_request")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
+    body = await read_capped(
+        receive,
+        MAX_FORM,
+        lambda: MsiError(413, "The request body is too large.", "invalid_request"),
+        gone=lambda: MsiError(400, "The request body was not received."),
+    )
     try:
-        pairs = parse_qsl(b"".join(chunks).decode("utf-8"), keep_blank_values=True, max_num_fields=16)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=16)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MsiError(400, "The request body is not a valid form.") from exc
     return first_values(pairs)

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 from lanyard.arm import web
 from lanyard.arm.service import Caller, ControlPlane
+from lanyard.core.body import read_capped
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
 from lanyard.protocol import lenient_json
@@ -70,11 +71,11 @@ class ArmRoutes:
     async def _body(self, request: Request) -> object:
         if request.method not in ("PUT", "PATCH", "POST"):
             return None
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
+        raw = await read_capped(
+            request.receive,
+            MAX_BODY,
+            lambda: ArmError("The request content is too large.", code="RequestContentTooLarge", status=413),
+        )
         if not raw.strip():
             return None
         try:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from lanyard.core.body import read_capped
 from lanyard.core.errors import GraphError
 from lanyard.directory.redirects import KINDS, RedirectRegistry
 from lanyard.directory.service import Directory, iso
@@ -192,11 +193,11 @@ class GraphRoutes:
         return claims
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise GraphError("Request body is too large.", code="Request_BadRequest", status=413)
+        raw = await read_capped(
+            request.receive,
+            MAX_BODY,
+            lambda: GraphError("Request body is too large.", code="Request_BadRequest", status=413),
+        )
         if not raw:
             return {}
         try:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lanyard.audit.record import Event, token_ref, unverified_claims
 from lanyard.audit.writer import NULL_AUDITOR, Auditor
+from lanyard.core.body import declared_length, read_capped
 from lanyard.core.errors import AuditUnavailable, InvalidRequest, OAuthError
 from lanyard.directory.limits import ClientLimits
 from lanyard.directory.service import WORKLOAD_ISSUER_PATH, Directory
@@ -120,14 +121,12 @@ class DirectoryRoutes:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/x-www-form-urlencoded":
                 raise InvalidRequest(900144, "The request body must be application/x-www-form-urlencoded.")
-            declared = request.headers.get("content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
-                raise InvalidRequest(900144, "The request body is too large.")
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_FORM_BYTES:
-                    raise InvalidRequest(900144, "The request body is too large.")
+            body = await read_capped(
+                request.receive,
+                MAX_FORM_BYTES,
+                lambda: InvalidRequest(900144, "The request body is too large."),
+                declared_length(request.scope.get("headers")),
+            )
             form = parse_form(body)
             source = request.client.host if request.client else ""
             if self.signin is not None and form.get("grant_type") in USER_GRANTS:

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from lanyard.core.body import read_capped
 from lanyard.core.errors import InvalidGrant, InvalidRequest, OAuthError
 from lanyard.directory.http import NO_STORE, json_response, oauth_error
 from lanyard.directory.redirects import WEB
@@ -161,11 +162,7 @@ class SignInPages:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise PageError("The form was not sent as a form.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise PageError("The form is too large.", 413)
+        body = await read_capped(request.receive, MAX_FORM_BYTES, lambda: PageError("The form is too large.", 413))
         try:
             return parse_form(body)
         except OAuthError as exc:

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from lanyard.core.body import read_capped
 from lanyard.core.errors import OAuthError
 from lanyard.directory.clients import LANYARD_PORTAL, portal_redirect
 from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
@@ -113,11 +114,7 @@ class Portal:
     async def _form(self, request: Request) -> dict[str, str]:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
             raise PortalError("The form was not sent as a form.")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise PortalError("The form is too large.", 413)
+        body = await read_capped(request.receive, MAX_FORM_BYTES, lambda: PortalError("The form is too large.", 413))
         try:
             return parse_form(body)
         except OAuthError as exc:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lanyard.audit.record import Event, outcome_of
 from lanyard.audit.writer import NULL_AUDITOR, Auditor
+from lanyard.core.body import read_capped
 from lanyard.core.cache import FeedCache
 from lanyard.core.errors import AuditUnavailable
 from lanyard.observe.metrics import cache_stats
@@ -94,14 +95,9 @@ class VaultApp:
         return Caller(claims["oid"], claims["appid"], claims["tid"])
 
     async def _body(self, receive: Receive) -> Any:
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if len(raw) > MAX_BODY:
-                raise VaultError(400, "BadParameter", "The request body is too large.")
-            if not message.get("more_body"):
-                break
+        raw = await read_capped(
+            receive, MAX_BODY, lambda: VaultError(400, "BadParameter", "The request body is too large.")
+        )
         if not raw.strip():
             return None
         try:
