@@ -35,6 +35,8 @@ _templates = jinja2.Environment(
 # Posts a token request form; returns the JSON answer. Injectable so in-process tests need no socket.
 TokenPoster = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
+# (method, path, token, api-version, query, JSON body) -> ARM's answer.
+ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
 
 
 class PortalError(Exception):
@@ -48,7 +50,7 @@ _GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
 _LOCATION = re.compile(r"[A-Za-z0-9]{1,40}")
 
 
-def _arm_message(answer: httpx.Response) -> str:
+def arm_message(answer: httpx.Response) -> str:
     """ARM's own error, as ARM wrote it ("AuthorizationFailed: The client ... does not have ...")."""
     try:
         error = answer.json().get("error", {})
@@ -71,6 +73,7 @@ class Portal:
         self.post_token: TokenPoster = self._post_token
         self.arm_get: ArmGetter = self._arm_get
         self.arm_put = self._arm_put
+        self.arm_send: ArmSender = self._arm_send
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -94,6 +97,44 @@ class Portal:
                 headers={"Authorization": f"Bearer {token}"},
                 json=body,
             )
+
+    async def _arm_send(
+        self, method: str, path: str, token: str, api: str, params: dict[str, str], body: Any
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.request(
+                method,
+                f"{self.authority}{path}",
+                params={"api-version": api, **params},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+            )
+
+    async def arm_call(
+        self,
+        method: str,
+        path: str,
+        session: Session,
+        api: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """One ARM request with the person's token; a sign-in that has ended is a PortalError."""
+        if not path.startswith("/subscriptions/"):
+            raise PortalError("That is not a resource of this platform.")
+        try:
+            return await self.arm_send(method, path, await self._arm_token(session), api, params or {}, body)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"Resource Manager could not be reached ({type(exc).__name__}).", 502) from exc
+
+    def render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
+        return self._render(template, session, status, **values)
+
+    def session_of(self, request: Request) -> Session | None:
+        return self._session(request)
+
+    async def read_form(self, request: Request) -> dict[str, str]:
+        return await self._form(request)
 
     def _render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
         body = _templates.get_template(template).render(
@@ -145,7 +186,7 @@ class Portal:
     async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
         answer = await self.arm_get(path, await self._arm_token(session))
         if answer.status_code >= 400:
-            raise PortalError(_arm_message(answer), answer.status_code)
+            raise PortalError(arm_message(answer), answer.status_code)
         body = answer.json()
         values: list[dict[str, Any]] = body.get("value", [])
         return values
@@ -189,7 +230,7 @@ class Portal:
         except PortalError as exc:
             return await self._home(session, exc.status, exc.message)
         if answer.status_code >= 400:
-            return await self._home(session, answer.status_code, _arm_message(answer))
+            return await self._home(session, answer.status_code, arm_message(answer))
         return RedirectResponse("/portal/", 303, PAGE_HEADERS)
 
     async def group(self, request: Request) -> Response:
@@ -294,8 +335,11 @@ class Portal:
         return response
 
     def routes(self) -> list[Route | Mount]:
+        from lanyard.portal.apps import AppPages
+
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
+            *AppPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
