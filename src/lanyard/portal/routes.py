@@ -127,6 +127,23 @@ class Portal:
         except httpx.HTTPError as exc:
             raise PortalError(f"Resource Manager could not be reached ({type(exc).__name__}).", 502) from exc
 
+    async def data_call(
+        self, method: str, url: str, session: Session, scope: str, api: str, body: Any = None
+    ) -> httpx.Response:
+        """One data-plane request (a vault's URL, from ARM) with a token for that service's audience."""
+        try:
+            token = await self.token_for(session, scope)
+            async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+                return await client.request(
+                    method,
+                    url,
+                    params={"api-version": api},
+                    headers={"Authorization": f"Bearer {token}"},
+                    json=body,
+                )
+        except httpx.HTTPError as exc:
+            raise PortalError(f"The service could not be reached ({type(exc).__name__}).", 502) from exc
+
     def render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
         return self._render(template, session, status, **values)
 
@@ -165,7 +182,12 @@ class Portal:
             raise PortalError("The form could not be read.") from exc
 
     async def _arm_token(self, session: Session) -> str:
-        cached = session.access_tokens.get(ARM_SCOPE)
+        return await self.token_for(session, ARM_SCOPE)
+
+    async def token_for(self, session: Session, scope: str) -> str:
+        """An access token for one audience, from the session's refresh token (Key Vault's data plane
+        needs its own audience, so the portal redeems the refresh token for it as any client would)."""
+        cached = session.access_tokens.get(scope)
         if cached and cached[1] > self.sessions.clock.now() + 60:
             return cached[0]
         answer = await self.post_token(
@@ -173,14 +195,14 @@ class Portal:
                 "grant_type": "refresh_token",
                 "client_id": LANYARD_PORTAL,
                 "refresh_token": session.refresh_token,
-                "scope": f"{ARM_SCOPE} offline_access",
+                "scope": f"{scope} offline_access",
             }
         )
         if "access_token" not in answer:
             raise PortalError(str(answer.get("error_description", "The sign-in has ended. Sign in again.")), 401)
         session.refresh_token = str(answer.get("refresh_token", session.refresh_token))
         expires = self.sessions.clock.now() + float(answer.get("expires_in", 300))
-        session.access_tokens[ARM_SCOPE] = (str(answer["access_token"]), expires)
+        session.access_tokens[scope] = (str(answer["access_token"]), expires)
         return str(answer["access_token"])
 
     async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
@@ -336,10 +358,12 @@ class Portal:
 
     def routes(self) -> list[Route | Mount]:
         from lanyard.portal.apps import AppPages
+        from lanyard.portal.vaults import VaultPages
 
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
             *AppPages(self).routes(),
+            *VaultPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
