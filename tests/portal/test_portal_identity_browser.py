@@ -110,3 +110,50 @@ def test_identity_page_system_and_user_assigned(platform: RunningPlatform, brows
     page.screenshot(path=str(SHOTS / "identity-reader-refused.png"), full_page=True)
     assert az.json("webapp", "identity", "show", "-g", rg, "-n", app)["principalId"] == principal
     context.close()
+
+
+def test_identity_page_of_a_slot_and_a_function_app(platform: RunningPlatform, browser: Any, az: AzCli) -> None:  # noqa: F811
+    tag = uuid.uuid4().hex[:6]
+    rg, app, func = f"ident-rg-{tag}", f"slot-app-{tag}", f"func-{tag}"
+    group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
+    cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app)
+    cli_json(platform.home, "webapp", "deployment", "slot", "create", "-g", rg, "-n", app, "--slot", "stage")
+    cli_json(platform.home, "functionapp", "create", "-g", rg, "-n", func)
+    contributor = _person(platform, "Sol Slots", "Contributor", group["id"])
+
+    context, page = _sign_in(browser, platform, contributor)
+    page.get_by_role("link", name=rg).click()
+    page.get_by_role("link", name=f"Identity of {app}", exact=True).click()
+    page.get_by_role("link", name="Identity of slot stage").click()
+    assert page.get_by_role("heading", name=f"Identity of {app} (slot stage)").is_visible()
+    page.get_by_label("On", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    principal = page.locator("#principal-id").inner_text().strip()
+    assert az.json("webapp", "identity", "show", "-g", rg, "-n", app, "--slot", "stage")["principalId"] == principal
+    # The app itself keeps no identity (az prints an empty block for it).
+    assert (az.json("webapp", "identity", "show", "-g", rg, "-n", app) or {}).get("principalId") is None
+    # A role given to the slot's identity elsewhere shows on its page, by the role's name.
+    cli_json(
+        platform.home,
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        principal,
+        "--role",
+        "Reader",
+        "--scope",
+        group["id"],
+    )
+    page.reload()
+    assert page.get_by_role("cell", name="Reader", exact=True).is_visible()
+    assert page.get_by_role("cell", name=group["id"], exact=True).is_visible()
+    page.screenshot(path=str(SHOTS / "identity-slot-role-assignments.png"), full_page=True)
+
+    page.get_by_role("link", name=f"Resource group {rg}").click()
+    page.get_by_role("link", name=f"Identity of {func}").click()
+    page.get_by_label("On", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    principal = page.locator("#principal-id").inner_text().strip()
+    assert az.json("functionapp", "identity", "show", "-g", rg, "-n", func)["principalId"] == principal
+    context.close()

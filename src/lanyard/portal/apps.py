@@ -84,7 +84,11 @@ class AppPages:
             props = item.get("properties", {})
             definition = str(props.get("roleDefinitionId", ""))
             if definition not in names:
-                found = await self.portal.arm_call("GET", definition, session, ROLES_API)
+                # Read at the scope the list came from: a person with rights on a group only may read there.
+                guid = quote(definition.rsplit("/", 1)[-1], safe="")
+                found = await self.portal.arm_call(
+                    "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}", session, ROLES_API
+                )
                 names[definition] = (
                     str(found.json().get("properties", {}).get("roleName", definition.rsplit("/", 1)[-1]))
                     if found.status_code == 200
@@ -92,6 +96,15 @@ class AppPages:
                 )
             rows.append({"role": names[definition], "scope": str(props.get("scope", ""))})
         return rows, note
+
+    async def _slots(self, session: Session, group: str, app: str) -> list[str]:
+        """The app's deployment slots, for links to their own Identity pages (none shown if ARM refuses)."""
+        answer = await self.portal.arm_call(
+            "GET", f"{self._site_path(session, group, app, None)}/slots", session, WEB_API
+        )
+        if answer.status_code != 200:
+            return []
+        return sorted(str(s.get("name", "")).rsplit("/", 1)[-1] for s in answer.json().get("value", []))
 
     async def _search(self, session: Session, text: str) -> tuple[list[dict[str, str]], str | None]:
         sub = quote(session.subscription, safe="")
@@ -135,6 +148,7 @@ class AppPages:
             "note": "",
             "results": None,
             "confirm": None,
+            "slots": [],
         }
         values.update(extra)
         try:
@@ -146,6 +160,8 @@ class AppPages:
             site = answer.json()
             identity = site.get("identity") or {}
             values.update(site=site, identity=identity, users=user_ids(identity))
+            if slot is None:
+                values["slots"] = await self._slots(session, group, app)
             principal = str(identity.get("principalId") or "")
             if principal and "systemassigned" in str(identity.get("type", "")).replace(" ", "").lower():
                 values["principal"] = principal
