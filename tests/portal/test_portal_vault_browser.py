@@ -32,6 +32,7 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
         "/"
     )
     upn = _person(platform, "Vera Vault", "Contributor", group["id"])
+    reader = _person(platform, "Rhea Reader", "Reader", group["id"])
     me = cli_json(platform.home, "ad", "user", "show", "--id", upn)["id"]
     SHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -70,4 +71,16 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
         and not page.get_by_role("cell", name=app_oid, exact=True).count()
     )
     assert not _read_secret(platform, rg, app, url, "db-password")["ok"]
+    context.close()
+
+    # A Reader sees the policies but cannot change them: ARM's refusal is on the page, nothing written.
+    before = cli_json(platform.home, "keyvault", "show", "-n", vault)["properties"]["accessPolicies"]
+    context, page = _sign_in(browser, platform, reader)
+    page.goto(f"{platform.authority}/portal/resourcegroups/{rg}/vaults/{vault}")
+    assert page.get_by_role("cell", name=me, exact=True).is_visible()
+    page.get_by_label("Object id").fill(app_oid)
+    page.get_by_role("button", name="Add access policy").click()
+    assert "AuthorizationFailed" in page.get_by_role("alert").inner_text()
+    page.screenshot(path=str(SHOTS / "vault-reader-refused.png"), full_page=True)
+    assert cli_json(platform.home, "keyvault", "show", "-n", vault)["properties"]["accessPolicies"] == before
     context.close()
