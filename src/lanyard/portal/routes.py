@@ -36,6 +36,8 @@ _templates = jinja2.Environment(
 # Posts a token request form; returns the JSON answer. Injectable so in-process tests need no socket.
 TokenPoster = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
+# (method, path, token, api-version, query, JSON body) -> ARM's answer.
+ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
 
 
 class PortalError(Exception):
@@ -49,7 +51,7 @@ _GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
 _LOCATION = re.compile(r"[A-Za-z0-9]{1,40}")
 
 
-def _arm_message(answer: httpx.Response) -> str:
+def arm_message(answer: httpx.Response) -> str:
     """ARM's own error, as ARM wrote it ("AuthorizationFailed: The client ... does not have ...")."""
     try:
         error = answer.json().get("error", {})
@@ -72,6 +74,7 @@ class Portal:
         self.post_token: TokenPoster = self._post_token
         self.arm_get: ArmGetter = self._arm_get
         self.arm_put = self._arm_put
+        self.arm_send: ArmSender = self._arm_send
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -95,6 +98,61 @@ class Portal:
                 headers={"Authorization": f"Bearer {token}"},
                 json=body,
             )
+
+    async def _arm_send(
+        self, method: str, path: str, token: str, api: str, params: dict[str, str], body: Any
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.request(
+                method,
+                f"{self.authority}{path}",
+                params={"api-version": api, **params},
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+            )
+
+    async def arm_call(
+        self,
+        method: str,
+        path: str,
+        session: Session,
+        api: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """One ARM request with the person's token; a sign-in that has ended is a PortalError."""
+        if not path.startswith("/subscriptions/"):
+            raise PortalError("That is not a resource of this platform.")
+        try:
+            return await self.arm_send(method, path, await self._arm_token(session), api, params or {}, body)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"Resource Manager could not be reached ({type(exc).__name__}).", 502) from exc
+
+    async def data_call(
+        self, method: str, url: str, session: Session, scope: str, api: str, body: Any = None
+    ) -> httpx.Response:
+        """One data-plane request (a vault's URL, from ARM) with a token for that service's audience."""
+        try:
+            token = await self.token_for(session, scope)
+            async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+                return await client.request(
+                    method,
+                    url,
+                    params={"api-version": api},
+                    headers={"Authorization": f"Bearer {token}"},
+                    json=body,
+                )
+        except httpx.HTTPError as exc:
+            raise PortalError(f"The service could not be reached ({type(exc).__name__}).", 502) from exc
+
+    def render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
+        return self._render(template, session, status, **values)
+
+    def session_of(self, request: Request) -> Session | None:
+        return self._session(request)
+
+    async def read_form(self, request: Request) -> dict[str, str]:
+        return await self._form(request)
 
     def _render(self, template: str, session: Session | None, status: int = 200, **values: Any) -> Response:
         body = _templates.get_template(template).render(
@@ -121,7 +179,12 @@ class Portal:
             raise PortalError("The form could not be read.") from exc
 
     async def _arm_token(self, session: Session) -> str:
-        cached = session.access_tokens.get(ARM_SCOPE)
+        return await self.token_for(session, ARM_SCOPE)
+
+    async def token_for(self, session: Session, scope: str) -> str:
+        """An access token for one audience, from the session's refresh token (Key Vault's data plane
+        needs its own audience, so the portal redeems the refresh token for it as any client would)."""
+        cached = session.access_tokens.get(scope)
         if cached and cached[1] > self.sessions.clock.now() + 60:
             return cached[0]
         answer = await self.post_token(
@@ -129,20 +192,20 @@ class Portal:
                 "grant_type": "refresh_token",
                 "client_id": LANYARD_PORTAL,
                 "refresh_token": session.refresh_token,
-                "scope": f"{ARM_SCOPE} offline_access",
+                "scope": f"{scope} offline_access",
             }
         )
         if "access_token" not in answer:
             raise PortalError(str(answer.get("error_description", "The sign-in has ended. Sign in again.")), 401)
         session.refresh_token = str(answer.get("refresh_token", session.refresh_token))
         expires = self.sessions.clock.now() + float(answer.get("expires_in", 300))
-        session.access_tokens[ARM_SCOPE] = (str(answer["access_token"]), expires)
+        session.access_tokens[scope] = (str(answer["access_token"]), expires)
         return str(answer["access_token"])
 
     async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
         answer = await self.arm_get(path, await self._arm_token(session))
         if answer.status_code >= 400:
-            raise PortalError(_arm_message(answer), answer.status_code)
+            raise PortalError(arm_message(answer), answer.status_code)
         body = answer.json()
         values: list[dict[str, Any]] = body.get("value", [])
         return values
@@ -186,7 +249,7 @@ class Portal:
         except PortalError as exc:
             return await self._home(session, exc.status, exc.message)
         if answer.status_code >= 400:
-            return await self._home(session, answer.status_code, _arm_message(answer))
+            return await self._home(session, answer.status_code, arm_message(answer))
         return RedirectResponse("/portal/", 303, PAGE_HEADERS)
 
     async def group(self, request: Request) -> Response:
@@ -291,8 +354,13 @@ class Portal:
         return response
 
     def routes(self) -> list[Route | Mount]:
+        from lanyard.portal.apps import AppPages
+        from lanyard.portal.vaults import VaultPages
+
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
+            *AppPages(self).routes(),
+            *VaultPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),

@@ -1,0 +1,159 @@
+"""The app's Identity page in a real Chromium: a Contributor on a group turns the system-assigned identity
+On (the principal id on the page is the one the real az CLI shows), adds a user-assigned identity found by
+search and removes it again after a Yes; a Reader pressing Save sees ARM's AuthorizationFailed and the site
+is unchanged. Screenshots go to reports/portal/."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningPlatform, cli_json
+from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
+from tests.support.azcli import AzCli, require_az
+
+PASSWORD = "Identity-Pa55word"
+
+
+@pytest.fixture
+def az(platform: RunningPlatform, tmp_path: Path) -> AzCli:
+    """az signed in as the admin application, in a config folder of its own."""
+    cli = AzCli(require_az(), platform, tmp_path / "azure")
+    cli.register_cloud()
+    admin = platform.endpoints["admin"]
+    cli.login_service_principal(admin["client_id"], admin["client_secret"])
+    return cli
+
+
+def _person(platform: RunningPlatform, name: str, role: str, scope: str) -> str:
+    upn = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:6]}@portal.example"
+    made = cli_json(
+        platform.home,
+        "ad",
+        "user",
+        "create",
+        "--display-name",
+        name,
+        "--user-principal-name",
+        upn,
+        "--password",
+        PASSWORD,
+    )
+    cli_json(platform.home, "role", "assignment", "create", "--assignee", made["id"], "--role", role, "--scope", scope)
+    return upn
+
+
+def _sign_in(chromium: Any, platform: RunningPlatform, upn: str) -> tuple[Any, Any]:
+    # The platform's CA is not in Chromium's store here; the TLS itself is covered by the httpx tests.
+    context = chromium.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(f"{platform.authority}/portal/")
+    page.get_by_role("link", name="Sign in").click()
+    page.locator('input[name="username"]').fill(upn)
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.locator('input[name="password"]').press("Enter")
+    page.wait_for_url(f"{platform.authority}/portal/")
+    return context, page
+
+
+def test_identity_page_system_and_user_assigned(platform: RunningPlatform, browser: Any, az: AzCli) -> None:  # noqa: F811
+    rg = f"ident-rg-{uuid.uuid4().hex[:6]}"
+    app = f"ident-app-{uuid.uuid4().hex[:6]}"
+    group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
+    cli_json(platform.home, "appservice", "plan", "create", "-g", rg, "-n", f"{app}-plan")
+    cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app, "-p", f"{app}-plan")
+    uai = cli_json(platform.home, "identity", "create", "-g", rg, "-n", f"{app}-uai")
+    contributor = _person(platform, "Cora Contributor", "Contributor", group["id"])
+    reader = _person(platform, "Rex Reader", "Reader", group["id"])
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    context, page = _sign_in(browser, platform, contributor)
+    page.get_by_role("link", name=rg).click()
+    page.get_by_role("link", name=f"Identity of {app}").click()
+    assert page.get_by_role("heading", name=f"Identity of {app}").is_visible()
+    assert page.get_by_label("Off", exact=True).is_checked()
+    page.get_by_label("On", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    principal = page.locator("#principal-id").inner_text().strip()
+    assert az.json("webapp", "identity", "show", "-g", rg, "-n", app)["principalId"] == principal
+    assert page.get_by_label("On", exact=True).is_checked()
+    assert page.get_by_role("heading", name="Azure role assignments").is_visible()
+    page.screenshot(path=str(SHOTS / "identity-system-on.png"), full_page=True)
+
+    page.get_by_role("link", name="User assigned").click()
+    page.get_by_label("Search identities by name").fill(f"{app}-u")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Add {app}-uai").click()
+    assert page.get_by_role("cell", name=uai["id"]).is_visible()
+    shown = az.json("webapp", "identity", "show", "-g", rg, "-n", app)
+    assert shown["type"] == "SystemAssigned, UserAssigned" and shown["principalId"] == principal
+    assert [k.lower() for k in shown["userAssignedIdentities"]] == [uai["id"].lower()]
+    page.screenshot(path=str(SHOTS / "identity-user-added.png"), full_page=True)
+    page.get_by_role("link", name=f"Remove {app}-uai").click()
+    assert page.get_by_role("dialog").is_visible()
+    page.screenshot(path=str(SHOTS / "identity-remove-confirm.png"), full_page=True)
+    page.get_by_role("button", name="Yes").click()
+    assert page.get_by_text("No user-assigned identities.").is_visible()
+    shown = az.json("webapp", "identity", "show", "-g", rg, "-n", app)
+    assert shown["type"] == "SystemAssigned" and not shown.get("userAssignedIdentities")
+    context.close()
+
+    context, page = _sign_in(browser, platform, reader)
+    page.goto(f"{platform.authority}/portal/resourcegroups/{rg}/sites/{app}/identity")
+    assert page.locator("#principal-id").inner_text().strip() == principal
+    page.get_by_label("Off", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    assert "AuthorizationFailed" in page.get_by_role("alert").inner_text()
+    page.screenshot(path=str(SHOTS / "identity-reader-refused.png"), full_page=True)
+    assert az.json("webapp", "identity", "show", "-g", rg, "-n", app)["principalId"] == principal
+    context.close()
+
+
+def test_identity_page_of_a_slot_and_a_function_app(platform: RunningPlatform, browser: Any, az: AzCli) -> None:  # noqa: F811
+    tag = uuid.uuid4().hex[:6]
+    rg, app, func = f"ident-rg-{tag}", f"slot-app-{tag}", f"func-{tag}"
+    group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
+    cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app)
+    cli_json(platform.home, "webapp", "deployment", "slot", "create", "-g", rg, "-n", app, "--slot", "stage")
+    cli_json(platform.home, "functionapp", "create", "-g", rg, "-n", func)
+    contributor = _person(platform, "Sol Slots", "Contributor", group["id"])
+
+    context, page = _sign_in(browser, platform, contributor)
+    page.get_by_role("link", name=rg).click()
+    page.get_by_role("link", name=f"Identity of {app}", exact=True).click()
+    page.get_by_role("link", name="Identity of slot stage").click()
+    assert page.get_by_role("heading", name=f"Identity of {app} (slot stage)").is_visible()
+    page.get_by_label("On", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    principal = page.locator("#principal-id").inner_text().strip()
+    assert az.json("webapp", "identity", "show", "-g", rg, "-n", app, "--slot", "stage")["principalId"] == principal
+    # The app itself keeps no identity (az prints an empty block for it).
+    assert (az.json("webapp", "identity", "show", "-g", rg, "-n", app) or {}).get("principalId") is None
+    # A role given to the slot's identity elsewhere shows on its page, by the role's name.
+    cli_json(
+        platform.home,
+        "role",
+        "assignment",
+        "create",
+        "--assignee",
+        principal,
+        "--role",
+        "Reader",
+        "--scope",
+        group["id"],
+    )
+    page.reload()
+    assert page.get_by_role("cell", name="Reader", exact=True).is_visible()
+    assert page.get_by_role("cell", name=group["id"], exact=True).is_visible()
+    page.screenshot(path=str(SHOTS / "identity-slot-role-assignments.png"), full_page=True)
+
+    page.get_by_role("link", name=f"Resource group {rg}").click()
+    page.get_by_role("link", name=f"Identity of {func}").click()
+    page.get_by_label("On", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    principal = page.locator("#principal-id").inner_text().strip()
+    assert az.json("functionapp", "identity", "show", "-g", rg, "-n", func)["principalId"] == principal
+    context.close()

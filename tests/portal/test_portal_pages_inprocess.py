@@ -1,0 +1,88 @@
+"""The Identity and vault pages' own rules, in process with a recording stand-in for ARM: a POST without
+the session's CSRF token changes nothing; ARM's refusal is shown on the page with ARM's status (never a
+500); bad input is refused before any call; a PATCH keeps the user-assigned identities it did not touch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from lanyard.portal.routes import Portal
+from tests.portal.test_portal_inprocess import PortalClient, _csrf, _sign_in, client, clock, portal  # noqa: F401
+
+SITE = "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Web/sites/app"
+UAI = "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/one"
+PAGE = "/portal/resourcegroups/rg/sites/app/identity"
+
+
+def _arm(target: Portal, site: dict[str, Any], write_status: int = 200) -> list[tuple[str, str, Any]]:
+    calls: list[tuple[str, str, Any]] = []
+
+    async def send(method: str, path: str, token: str, api: str, params: dict[str, str], body: Any) -> httpx.Response:
+        calls.append((method, path, body))
+        if method == "GET" and path == SITE:
+            return httpx.Response(200, json=site)
+        if method == "GET":
+            return httpx.Response(200, json={"value": []})
+        if write_status >= 400:
+            error = {"code": "AuthorizationFailed", "message": "The client does not have authorization."}
+            return httpx.Response(write_status, json={"error": error})
+        return httpx.Response(200, json=site)
+
+    target.arm_send = send
+    return calls
+
+
+def test_save_without_the_csrf_token_changes_nothing(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    calls = _arm(portal, {"id": SITE, "identity": {"type": "None"}})
+    _sign_in(client, portal)
+    answer = client.post(f"{PAGE}/system", data={"status": "on", "csrf_token": "not-it"})
+    assert answer.status_code == 403 and not calls
+
+
+def test_turning_system_on_keeps_the_user_assigned_ones(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    site = {"id": SITE, "identity": {"type": "UserAssigned", "userAssignedIdentities": {UAI: {"principalId": "p"}}}}
+    calls = _arm(portal, site)
+    _sign_in(client, portal)
+    csrf = _csrf(client.get(PAGE).text)
+    answer = client.post(f"{PAGE}/system", data={"status": "on", "csrf_token": csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == f"{PAGE}?tab=system"
+    [patch] = [c for c in calls if c[0] == "PATCH"]
+    assert patch[2] == {"identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {UAI: {}}}}
+
+
+def test_removing_the_last_user_assigned_one_sends_null(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    site = {"id": SITE, "identity": {"type": "UserAssigned", "userAssignedIdentities": {UAI: {}}}}
+    calls = _arm(portal, site)
+    _sign_in(client, portal)
+    confirm = client.get(f"{PAGE}/user/remove", params={"id": UAI})
+    assert confirm.status_code == 200 and ">Yes</button>" in confirm.text and ">No</a>" in confirm.text
+    answer = client.post(f"{PAGE}/user/remove", data={"id": UAI, "csrf_token": _csrf(confirm.text)})
+    assert answer.status_code == 303
+    [patch] = [c for c in calls if c[0] == "PATCH"]
+    assert patch[2] == {"identity": {"type": "None", "userAssignedIdentities": {UAI: None}}}
+
+
+def test_arm_refusal_is_on_the_page_with_arms_status(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    _arm(portal, {"id": SITE, "identity": {"type": "None"}}, write_status=403)
+    _sign_in(client, portal)
+    csrf = _csrf(client.get(PAGE).text)
+    answer = client.post(f"{PAGE}/system", data={"status": "on", "csrf_token": csrf})
+    assert answer.status_code == 403 and 'role="alert"' in answer.text and "AuthorizationFailed" in answer.text
+
+
+def test_bad_input_makes_no_write(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    calls = _arm(portal, {"id": SITE, "identity": {"type": "None"}})
+    _sign_in(client, portal)
+    csrf = _csrf(client.get(PAGE).text)
+    assert client.post(f"{PAGE}/system", data={"status": "maybe", "csrf_token": csrf}).status_code == 400
+    assert client.post(f"{PAGE}/user/add", data={"id": "/not/an/identity", "csrf_token": csrf}).status_code == 400
+    assert client.post(f"{PAGE}/user/remove", data={"id": UAI, "csrf_token": csrf}).status_code == 400
+    vault = "/portal/resourcegroups/rg/vaults/kv"
+    assert client.post(f"{vault}/policies/add", data={"object_id": "x", "csrf_token": csrf}).status_code == 400
+    assert (
+        client.post(f"{vault}/secrets/set", data={"name": "a b", "value": "v", "csrf_token": csrf}).status_code == 400
+    )
+    assert client.post(f"{vault}/secrets/reveal", data={"name": "ok"}).status_code == 403
+    assert not [c for c in calls if c[0] in ("PUT", "PATCH")]
