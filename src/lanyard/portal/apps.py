@@ -3,6 +3,7 @@ ARM call with the signed-in person's own token; a refusal is ARM's own message o
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -21,6 +22,9 @@ UAI_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 UAI_API = "2023-01-31"
 ROLES_API = "2022-04-01"
 MAX_SEARCH = 100
+# App Service's own rule, checked here too so a bad name costs no ARM call (ARM checks it again).
+_SITE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])")
+_KINDS = {"app": "app", "functionapp": "functionapp"}
 
 
 def identity_type(system: bool, users: list[str]) -> str:
@@ -227,6 +231,42 @@ class AppPages:
             return await self._show(request, session, exc.status, exc.message, tab=tab)
         return RedirectResponse(f"{self._page_path(group, app, slot)}?tab={tab}", 303, PAGE_HEADERS)
 
+    async def create(self, request: Request) -> Response:
+        """The group page's "Create a web app" form: one ARM PUT of the site in the group's location,
+        then its Identity page. ARM's refusal (a Reader, a taken name) is shown on the group page."""
+        from lanyard.portal.routes import PortalError, arm_message
+
+        session = self.portal.session_of(request)
+        try:
+            form = await self.portal.read_form(request)
+            check_csrf(session, form.get("csrf_token", ""))
+        except (CsrfRejected, PortalError):
+            return self.portal.render("error.html", None, 403, error="The form was not sent from this portal's page.")
+        assert session is not None
+        group = str(request.path_params["group"])
+        name, kind = form.get("name", "").strip(), _KINDS.get(form.get("kind", ""))
+        if not _SITE_NAME.fullmatch(name) or kind is None:
+            return await self.portal.group_page(
+                session,
+                group,
+                400,
+                "An app needs a name of 2 to 60 letters, digits or hyphens (not first or last) and a kind.",
+            )
+        group_path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups/{quote(group, safe='')}"
+        try:
+            found = await self.portal.arm_call("GET", group_path, session, "2021-04-01")
+            if found.status_code >= 400:
+                return await self.portal.group_page(session, group, found.status_code, arm_message(found))
+            body = {"location": found.json().get("location", "westus"), "kind": kind, "properties": {}}
+            answer = await self.portal.arm_call(
+                "PUT", self._site_path(session, group, name, None), session, WEB_API, body=body
+            )
+            if answer.status_code >= 400:
+                return await self.portal.group_page(session, group, answer.status_code, arm_message(answer))
+        except PortalError as exc:
+            return await self.portal.group_page(session, group, exc.status, exc.message)
+        return RedirectResponse(self._page_path(group, name, None), 303, PAGE_HEADERS)
+
     # -- pages ------------------------------------------------------------------------------------
 
     async def identity(self, request: Request) -> Response:
@@ -252,7 +292,7 @@ class AppPages:
         return await self._change(request, "remove")
 
     def routes(self) -> list[Route]:
-        out = []
+        out = [Route("/portal/resourcegroups/{group}/sites", self.create, methods=["POST"])]
         for base in (
             "/portal/resourcegroups/{group}/sites/{app}/identity",
             "/portal/resourcegroups/{group}/sites/{app}/slots/{slot}/identity",

@@ -256,7 +256,9 @@ class Portal:
         session = self._session(request)
         if session is None or not session.user:
             return RedirectResponse("/portal/", 303, PAGE_HEADERS)
-        name = str(request.path_params["name"])
+        return await self.group_page(session, str(request.path_params["name"]))
+
+    async def group_page(self, session: Session, name: str, status: int = 200, error: str | None = None) -> Response:
         sub = quote(session.subscription, safe="")
         try:
             resources = await self._arm(
@@ -264,7 +266,7 @@ class Portal:
             )
         except PortalError as exc:
             return self._render("group.html", session, exc.status, name=name, resources=[], error=exc.message)
-        return self._render("group.html", session, name=name, resources=resources)
+        return self._render("group.html", session, status, name=name, resources=resources, error=error)
 
     async def signin(self, request: Request) -> Response:
         session = self.sessions.create()
