@@ -86,3 +86,27 @@ def test_bad_input_makes_no_write(client: PortalClient, portal: Portal) -> None:
     )
     assert client.post(f"{vault}/secrets/reveal", data={"name": "ok"}).status_code == 403
     assert not [c for c in calls if c[0] in ("PUT", "PATCH")]
+
+
+def test_creating_an_app_is_one_put_in_the_groups_location(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    calls: list[tuple[str, str, Any]] = []
+
+    async def send(method: str, path: str, token: str, api: str, params: dict[str, str], body: Any) -> httpx.Response:
+        calls.append((method, path, body))
+        if method == "GET" and path.endswith("/resources"):
+            return httpx.Response(200, json={"value": []})
+        if method == "GET":
+            return httpx.Response(200, json={"id": "/subscriptions/sub-1/resourceGroups/rg", "location": "northeurope"})
+        return httpx.Response(200, json={"id": SITE})
+
+    portal.arm_send = send
+    _sign_in(client, portal)
+    csrf = _csrf(client.get("/portal/resourcegroups/rg").text)
+    assert client.post("/portal/resourcegroups/rg/sites", data={"name": "app", "kind": "app"}).status_code == 403
+    bad = client.post("/portal/resourcegroups/rg/sites", data={"name": "-app", "kind": "app", "csrf_token": csrf})
+    assert bad.status_code == 400 and "2 to 60 letters" in bad.text
+    odd = client.post("/portal/resourcegroups/rg/sites", data={"name": "app", "kind": "vm", "csrf_token": csrf})
+    assert odd.status_code == 400 and not calls
+    made = client.post("/portal/resourcegroups/rg/sites", data={"name": "app", "kind": "app", "csrf_token": csrf})
+    assert made.status_code == 303 and made.headers["location"] == PAGE
+    assert calls[-1] == ("PUT", SITE, {"location": "northeurope", "kind": "app", "properties": {}})
