@@ -25,7 +25,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from lanyard.agent.attest import Caller, PeerConnection
+from lanyard.agent.attest import Caller
 from lanyard.agent.bindings import Identity
 from lanyard.agent.upstream import Upstream, UpstreamError
 from lanyard.audit.record import Chain, Event, ref_of_token
@@ -41,11 +41,6 @@ SHIP_BATCH = 1000
 SHIP_INTERVAL = 0.5
 SHIP_BACKOFF_CAP = 10.0
 UNSHIPPED_IN_MEMORY = 200_000  # beyond this the shipper reads the journal back
-# A repeat serve is answered without waiting for its own record only while the journal accepted a
-# batch this recently: under load batches commit every few ms; a journal that stops is noticed this fast.
-# bench/agent.py: with every serve waiting for its fdatasync, audit on ran at 0.54x audit off (G14).
-REPEAT_FRESHNESS = 0.05
-RECORDED_PER_CONNECTION = 64
 
 
 def host_chain(host_id: str) -> str:
@@ -90,38 +85,15 @@ class AgentAudit:
         return ref if isinstance(ref, str) or ref is None else None
 
     async def token_served(
-        self,
-        identity: Identity,
-        resource_id: str,
-        audience: str,
-        token: IssuedToken,
-        caller: Caller | None,
-        connection: PeerConnection | None = None,
+        self, identity: Identity, resource_id: str, audience: str, token: IssuedToken, caller: Caller | None
     ) -> None:
-        """Raises AuditUnavailable when the journal did not accept the record in time.
-
-        The first serve of a token to a caller on a connection waits until its record is durable. A
-        repeat serve of that same token to that same caller on that same connection (a client pool
-        asking again) grants nothing the journal does not already hold: its record joins the current
-        batch (coalesced into the first one's count) without being waited for, but only while the
-        journal durably accepted a batch within the last REPEAT_FRESHNESS seconds and none failed
-        since; otherwise it waits like a first serve, and a broken journal refuses it."""
+        """Raises AuditUnavailable when the journal did not accept the record in time."""
         detail: dict[str, Any] = {"audience": audience, "token_ref": self._token_ref(token.access_token)}
         if caller is not None:
             detail["caller"] = caller.audit_fields()
-        event = Event(
-            "agent.token", "granted", identity.object_id, identity.client_id, resource_id, self.host_id, detail
+        await self.writer.record(
+            Event("agent.token", "granted", identity.object_id, identity.client_id, resource_id, self.host_id, detail)
         )
-        if connection is None:
-            await self.writer.record(event)
-            return
-        key = (token.access_token, identity.object_id, resource_id, caller)
-        if key in connection.recorded and self.writer.append_if_fresh(event, REPEAT_FRESHNESS):
-            return
-        await self.writer.record(event)
-        if len(connection.recorded) >= RECORDED_PER_CONNECTION:
-            connection.recorded.clear()
-        connection.recorded.add(key)
 
     def attestation_refused(self, resource_id: str, peer: str, reason: str) -> None:
         """A token refused because its caller is not the workload's (nothing granted: not awaited)."""

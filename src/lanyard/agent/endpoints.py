@@ -13,8 +13,8 @@ import time
 from starlette.types import Receive, Scope, Send
 
 from lanyard.agent import sources
-from lanyard.agent.attest import Caller, PeerConnection
-from lanyard.agent.attesting import CallerCheck, connection_of
+from lanyard.agent.attest import Caller
+from lanyard.agent.attesting import CallerCheck
 from lanyard.agent.audit import AgentAudit
 from lanyard.agent.bindings import BindingsState, Identity
 from lanyard.agent.cache import TokenCache
@@ -58,24 +58,13 @@ class TokenService:
         self.limits = limits or WorkloadLimits.unlimited()
         self.audit = audit  # None: audit is off (LANYARD_AUDIT=off)
 
-    async def issue(
-        self,
-        resource_id: str,
-        request: TokenRequest,
-        caller: Caller | None = None,
-        connection: PeerConnection | None = None,
-    ) -> IssuedToken:
-        return (await self.issue_for(resource_id, request, caller, connection))[0]
+    async def issue(self, resource_id: str, request: TokenRequest, caller: Caller | None = None) -> IssuedToken:
+        return (await self.issue_for(resource_id, request, caller))[0]
 
     async def issue_for(
-        self,
-        resource_id: str,
-        request: TokenRequest,
-        caller: Caller | None = None,
-        connection: PeerConnection | None = None,
+        self, resource_id: str, request: TokenRequest, caller: Caller | None = None
     ) -> tuple[IssuedToken, Identity]:
-        """`caller` is the attested process (None where attestation is off for this workload);
-        `connection` the one the request came on (None: unknown, every serve waits for its record)."""
+        """`caller` is the attested process (None where attestation is off for this workload)."""
         workload = self.state.workload(resource_id)
         if workload is None:
             raise MsiError(
@@ -102,7 +91,7 @@ class TokenService:
             raise MsiError(400, "Unable to load the proper Managed Identity.")
         if self.audit is not None:
             try:
-                await self.audit.token_served(identity, resource_id, request.resource, token, caller, connection)
+                await self.audit.token_served(identity, resource_id, request.resource, token, caller)
             except AuditUnavailable as exc:
                 raise MsiError(
                     503,
@@ -145,7 +134,7 @@ class AppServiceEndpoint:
             request = parse_app_service(query)
             sources.admit(workload.kind, request, headers)
             caller = await self.check.for_resource(self.service.state, scope, workload, workload.resource_id)
-            token = await self.service.issue(workload.resource_id, request, caller, connection_of(scope))
+            token = await self.service.issue(workload.resource_id, request, caller)
         except MsiError as exc:
             await send_json(send, exc.status, exc.app_service_body(), exc.headers)
             return
@@ -202,7 +191,7 @@ class ImdsEndpoint:
                 raise MsiError(400, "The requested metadata path is not supported.")
             request = parse_imds(query_of(scope))
             caller = await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
-            token = await self.service.issue(self.resource_id, request, caller, connection_of(scope))
+            token = await self.service.issue(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")
@@ -314,7 +303,7 @@ class ArcEndpoint:
                 )
                 return
             caller = await self.check.for_resource(self.service.state, scope, self.registration, self.resource_id)
-            token, identity = await self.service.issue_for(self.resource_id, request, caller, connection_of(scope))
+            token, identity = await self.service.issue_for(self.resource_id, request, caller)
         except MsiError as exc:
             if exc.status == 400 and exc.message.startswith("Unable to load"):
                 exc = MsiError(400, "Identity not found")

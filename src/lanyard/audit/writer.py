@@ -11,12 +11,6 @@ hung sink for longer, and the records queued behind it fail the same way.
 The chain head moves only when the primary sink accepted a batch. After any failure the head is
 reloaded from the primary sink before the next batch (a commit whose outcome was lost may have
 landed).
-
-`append_if_fresh` is the one way to add a record without waiting for it: it is taken only while the
-primary sink durably accepted a batch within the last `within` seconds and none failed or passed
-its deadline since; otherwise the caller must `record` and wait (and so gets AuditUnavailable from a
-broken sink). The agent uses it for repeat serves of a token whose first serve to the same caller on
-the same connection is already durable (agent/audit.py says what that guarantees).
 """
 
 from __future__ import annotations
@@ -136,7 +130,6 @@ class GroupCommit:
         self._eventual: list[Event] = []
         self._retry: asyncio.TimerHandle | None = None
         self._stale = True  # load the head from the primary sink before the first batch
-        self._last_ok: float | None = None  # loop time of the last durable batch; None after a failure
         self.batches = 0
         self.failures = 0
         self.written = 0
@@ -159,17 +152,6 @@ class GroupCommit:
         except AuditUnavailable as exc:
             # A fresh exception per waiter: one shared instance would grow its traceback each raise.
             raise AuditUnavailable(exc.message) from None
-
-    def append_if_fresh(self, event: Event, within: float) -> bool:
-        """Queue `event` without waiting, only if a batch was durably accepted within `within` seconds
-        and nothing failed since; False: nothing was queued, the caller must `record` instead."""
-        loop = asyncio.get_running_loop()
-        last = self._last_ok
-        if last is None or loop.time() - last > within or self._queued >= MAX_QUEUED:
-            return False
-        self._current(loop).events.append(event)
-        self._queued += 1
-        return True
 
     def note(self, event: Event) -> None:
         """Record without waiting (refusals: nothing is granted, so nothing waits on the record)."""
@@ -238,9 +220,9 @@ class GroupCommit:
                 loop.create_task(self._flush_loop())
         return batch
 
-    def _expire(self, future: asyncio.Future[None]) -> None:
+    @staticmethod
+    def _expire(future: asyncio.Future[None]) -> None:
         if not future.done():
-            self._last_ok = None
             future.set_exception(AuditUnavailable("the audit trail did not accept the record within its deadline"))
 
     async def _flush_loop(self) -> None:
@@ -256,7 +238,6 @@ class GroupCommit:
                 except Exception as exc:
                     self.failures += 1
                     self._stale = True
-                    self._last_ok = None
                     self._eventual = [*eventual, *self._eventual][:MAX_EVENTUAL]
                     log.error("audit: a batch of %d records was refused (%s)", len(events), _describe(exc))
                     if not batch.future.done():
@@ -264,7 +245,6 @@ class GroupCommit:
                 else:
                     if not batch.future.done():
                         batch.future.set_result(None)
-                        self._last_ok = loop.time()
                 batch.timer.cancel()
         finally:
             self._flushing = False
