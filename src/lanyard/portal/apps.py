@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
+from lanyard.portal.security import PAGE_HEADERS
 
 if TYPE_CHECKING:
     from lanyard.portal.routes import Portal
@@ -181,13 +181,10 @@ class AppPages:
         """A POST from the Identity page: read the site's identity, apply one change, PATCH it back."""
         from lanyard.portal.routes import PortalError, arm_message
 
-        session = self.portal.session_of(request)
-        try:
-            form = await self.portal.read_form(request)
-            check_csrf(session, form.get("csrf_token", ""))
-        except (CsrfRejected, PortalError):
-            return self.portal.render("error.html", None, 403, error="The form was not sent from this portal's page.")
-        assert session is not None
+        posted = await self.portal.posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         group, app, slot = self._names(request)
         path = self._site_path(session, group, app, slot)
         tab = "system" if change == "system" else "user"
@@ -236,13 +233,10 @@ class AppPages:
         then its Identity page. ARM's refusal (a Reader, a taken name) is shown on the group page."""
         from lanyard.portal.routes import PortalError, arm_message
 
-        session = self.portal.session_of(request)
-        try:
-            form = await self.portal.read_form(request)
-            check_csrf(session, form.get("csrf_token", ""))
-        except (CsrfRejected, PortalError):
-            return self.portal.render("error.html", None, 403, error="The form was not sent from this portal's page.")
-        assert session is not None
+        posted = await self.portal.posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         group = str(request.path_params["group"])
         name, kind = form.get("name", "").strip(), _KINDS.get(form.get("kind", ""))
         if not _SITE_NAME.fullmatch(name) or kind is None:

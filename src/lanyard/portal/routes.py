@@ -226,7 +226,9 @@ class Portal:
             return self._render("home.html", session, exc.status, groups=[], error=exc.message)
         return self._render("home.html", session, status, groups=groups, error=error)
 
-    async def create_group(self, request: Request) -> Response:
+    async def posted_form(self, request: Request) -> tuple[Session, dict[str, str]] | Response:
+        """A state-changing POST: its session and form, or the 403 page when the form lacks the session's
+        CSRF token (or there is no session, or no readable form)."""
         session = self._session(request)
         try:
             form = await self._form(request)
@@ -234,6 +236,13 @@ class Portal:
         except (CsrfRejected, PortalError):
             return self._render("error.html", None, 403, error="The form was not sent from this portal's page.")
         assert session is not None
+        return session, form
+
+    async def create_group(self, request: Request) -> Response:
+        posted = await self.posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         name, location = form.get("name", "").strip(), form.get("location", "").strip()
         if not _GROUP_NAME.fullmatch(name) or name.endswith(".") or not _LOCATION.fullmatch(location):
             return await self._home(

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
+from lanyard.portal.security import PAGE_HEADERS
 
 if TYPE_CHECKING:
     from lanyard.portal.routes import Portal
@@ -107,16 +107,7 @@ class VaultPages:
         return self.portal.render("vault.html", session, status, error=error, **values)
 
     async def _posted(self, request: Request) -> tuple[Session, dict[str, str]] | Response:
-        from lanyard.portal.routes import PortalError
-
-        session = self.portal.session_of(request)
-        try:
-            form = await self.portal.read_form(request)
-            check_csrf(session, form.get("csrf_token", ""))
-        except (CsrfRejected, PortalError):
-            return self.portal.render("error.html", None, 403, error="The form was not sent from this portal's page.")
-        assert session is not None
-        return session, form
+        return await self.portal.posted_form(request)
 
     async def _write_policies(self, request: Request, change: str) -> Response:
         from lanyard.portal.routes import PortalError, arm_message
