@@ -9,7 +9,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,9 +20,11 @@ import pytest
 from starlette.applications import Starlette
 
 from lanyard.core.clock import FrozenClock
+from lanyard.crypto.barrier import Barrier
 from lanyard.directory.clients import LANYARD_PORTAL, portal_redirect
 from lanyard.portal.routes import Portal
-from lanyard.portal.sessions import COOKIE, SessionStore
+from lanyard.portal.sessions import COOKIE, SessionKeys, SessionStore
+from lanyard.storage.db import Store, make_engine, migrate
 
 AUTHORITY = "https://lanyard.test:8443"
 
@@ -30,9 +34,16 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
+def session_store(clock: FrozenClock, path: Path) -> SessionStore:
+    """Sessions in a real (SQLite) database under a throwaway barrier key."""
+    store = Store(make_engine(f"sqlite:///{path / 'portal.db'}"))
+    migrate(store.engine)
+    return SessionStore(clock, store, SessionKeys.of(Barrier(os.urandom(32))), idle=600, absolute=3600)
+
+
 @pytest.fixture
-def portal(clock: FrozenClock) -> Portal:
-    portal = Portal(AUTHORITY, SessionStore(clock, idle=600, absolute=3600))
+def portal(clock: FrozenClock, tmp_path: Path) -> Portal:
+    portal = Portal(AUTHORITY, session_store(clock, tmp_path))
     token_requests: list[dict[str, str]] = []
     issued = {"nonce": ""}
 

@@ -49,9 +49,13 @@ def test_0010_keeps_existing_applications_and_users_and_goes_back(tmp_path: Path
         conn.execute(text("INSERT INTO users VALUES ('u', 't', 'u@x.example', 'u@x.example', 'U', 'u', 1, 'h', 0, 0)"))
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT redirect_uris, fallback_public_client FROM applications")).one() == ("{}", None)
+        assert conn.execute(text("SELECT redirect_uris, fallback_public_client FROM applications")).one() == (
+            "{}",
+            None,
+        )
         assert conn.execute(text("SELECT force_change_password FROM users")).scalar() in (0, False)
         assert conn.execute(text("SELECT count(*) FROM sso_sessions")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar() == 0
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0009")

@@ -200,6 +200,7 @@ class Portal:
         session.refresh_token = str(answer.get("refresh_token", session.refresh_token))
         expires = self.sessions.clock.now() + float(answer.get("expires_in", 300))
         session.access_tokens[scope] = (str(answer["access_token"]), expires)
+        self.sessions.save(session)  # the refresh token rotated: every node must use the new one
         return str(answer["access_token"])
 
     async def _arm(self, session: Session, path: str) -> list[dict[str, Any]]:
@@ -281,6 +282,7 @@ class Portal:
         session = self.sessions.create()
         verifier = secrets.token_urlsafe(48)
         session.pending = {"verifier": verifier, "state": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24)}
+        self.sessions.save(session)
         query = urlencode(
             {
                 "client_id": LANYARD_PORTAL,
@@ -329,6 +331,7 @@ class Portal:
         )
         signed_in.user = str(person.get("name") or person.get("preferred_username") or "")[:200] or "signed in"
         signed_in.subscription = await self._first_subscription(signed_in)
+        self.sessions.save(signed_in)
         return self._set_cookie(RedirectResponse("/portal/", 303, PAGE_HEADERS), signed_in)
 
     @staticmethod

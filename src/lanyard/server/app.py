@@ -41,7 +41,7 @@ from lanyard.observe.files import log_dir
 from lanyard.observe.http import MetricsRoutes, count_denial, platform_family
 from lanyard.observe.logs import ACCESS_LOG
 from lanyard.portal.routes import Portal
-from lanyard.portal.sessions import SessionStore
+from lanyard.portal.sessions import SessionKeys, SessionStore
 from lanyard.server.bootstrap import Platform
 from lanyard.server.keys_api import KeyRoutes
 from lanyard.storage.feed import Follower
@@ -261,6 +261,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
         tick=min(60.0, renewal_policy.renew_after / 10),
     )
     fleet_routes = FleetRoutes(fleet, hub, arm, settle_all)
+    portal_sessions = SessionStore(clock, platform.store, SessionKeys.of(platform.barrier))
     app = Starlette(
         routes=[
             Mount("/graph/v1.0", routes=graph.routes()),
@@ -271,7 +272,7 @@ def build_app(platform: Platform, urls: Urls, clock: Clock) -> Served:
             *arm.routes(),
             *directory_routes.routes(),
             *SignInPages(signin).routes(),
-            *Portal(urls.authority, SessionStore(clock), str(platform.tls.ca_cert)).routes(),
+            *Portal(urls.authority, portal_sessions, str(platform.tls.ca_cert)).routes(),
         ],
         exception_handlers={HTTPException: _http_exception, StoreUnavailable: _store_unavailable},
     )

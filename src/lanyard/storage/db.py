@@ -18,7 +18,7 @@ from lanyard.core.errors import ConfigError, StoreUnavailable
 from lanyard.storage import feed
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -207,6 +207,20 @@ class SsoSession(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)  # the absolute end
 
 
+class PortalSession(Base):
+    """A portal browser session, keyed by the hash of its cookie. In the database so that any node
+    behind the balancer serves it and a sign-out ends it everywhere; the refresh token (and, before
+    sign-in, the PKCE verifier) are sealed to the row."""
+
+    __tablename__ = "portal_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    last_seen_at: Mapped[float] = mapped_column(Float, index=True)
+    user: Mapped[str] = mapped_column(String(200), default="")
+    subscription: Mapped[str] = mapped_column(String(64), default="")
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # {"pending": {...}, "refresh_token": "..."}
+
+
 class ResourceGroup(Base):
     __tablename__ = "resource_groups"
     key: Mapped[str] = mapped_column(String(300), primary_key=True)  # lower-cased id

@@ -40,6 +40,7 @@ SEALED = (
         "sealed_value",
         lambda r: f"secret:{r.vault_key}:{r.name_key}:{r.version}",
     ),
+    _Sealed(m.PortalSession, ("id_hash",), "sealed", lambda r: f"portal_session:{r.id_hash}"),
 )
 
 
