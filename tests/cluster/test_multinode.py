@@ -34,6 +34,8 @@ from tests.conftest import (
     start_platform,
     verify_with_discovery,
 )
+from tests.portal.test_portal_platform import PASSWORD as PORTAL_PASSWORD
+from tests.portal.test_portal_platform import _sign_in as portal_sign_in
 from tests.support.haproxy import Haproxy, HaproxyFactory
 from tests.support.postgres import PostgresServer, free_port
 
@@ -433,3 +435,31 @@ def test_an_sso_session_started_on_one_node_holds_on_another_and_ends_everywhere
         replay.cookies.set("__Host-lanyard-sso", kept)
         refused = replay.get(cluster.direct(0) + path + "&prompt=none")
     assert refused.status_code == 302 and "error=login_required" in refused.headers["location"]
+
+
+def test_a_portal_session_is_served_by_every_node_and_signing_out_on_one_ends_it_on_all(cluster: Cluster) -> None:
+    """Portal sessions live in the database: signed in through the balancer, each node shows the
+    person's groups (redeeming the session's refresh token for its own access token); a CSRF token
+    from one node's page is good on another; signed out through C, A no longer knows the cookie."""
+    upn = f"portal-{os.urandom(4).hex()}@cluster.example"
+    person = cli_json(cluster.first.home, "ad", "user", "create", "--display-name", "Pia Portal",
+                      "--user-principal-name", upn, "--password", PORTAL_PASSWORD)
+    rg = f"portal-cluster-{os.urandom(3).hex()}"
+    group = cli_json(cluster.first.home, "group", "create", "-n", rg, "-l", "westus")
+    cli_json(cluster.first.home, "role", "assignment", "create", "--assignee", person["id"], "--role", "Reader",
+             "--scope", group["id"])
+    with cluster.http() as http:
+        home = portal_sign_in(cluster.first, http, upn)
+        assert home.status_code == 200 and rg in home.text, home.text
+        pages = [http.get(f"{cluster.direct(i)}/portal/") for i in range(3)]
+        assert all(p.status_code == 200 and rg in p.text and "Pia Portal" in p.text for p in pages), pages
+        token = re.search(r'name="csrf_token" value="([^"]+)"', pages[0].text)
+        assert token is not None
+        kept = http.cookies.get("__Host-lanyard-portal")
+        assert kept
+        out = http.post(f"{cluster.direct(2)}/portal/signout", data={"csrf_token": token.group(1)})
+        assert out.status_code == 303
+    with cluster.http() as replay:
+        replay.cookies.set("__Host-lanyard-portal", kept)
+        after = replay.get(f"{cluster.direct(0)}/portal/")
+    assert after.status_code == 200 and "Sign out" not in after.text and rg not in after.text
