@@ -110,3 +110,41 @@ def test_creating_an_app_is_one_put_in_the_groups_location(client: PortalClient,
     made = client.post("/portal/resourcegroups/rg/sites", data={"name": "app", "kind": "app", "csrf_token": csrf})
     assert made.status_code == 303 and made.headers["location"] == PAGE
     assert calls[-1] == ("PUT", SITE, {"location": "northeurope", "kind": "app", "properties": {}})
+
+
+def test_an_app_goes_on_the_chosen_plan_and_a_plan_is_one_put(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    calls: list[tuple[str, str, Any]] = []
+    farm = "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Web/serverfarms/plan-1"
+
+    async def send(method: str, path: str, token: str, api: str, params: dict[str, str], body: Any) -> httpx.Response:
+        calls.append((method, path, body))
+        if method == "GET":
+            return httpx.Response(200, json={"id": "/subscriptions/sub-1/resourceGroups/rg", "location": "westus"})
+        return httpx.Response(200, json={"id": path})
+
+    portal.arm_send = send
+    _sign_in(client, portal)
+    csrf = _csrf(client.get("/portal/resourcegroups/rg").text)
+    form = {"name": "app", "kind": "app", "csrf_token": csrf}
+    bad = client.post("/portal/resourcegroups/rg/sites", data={**form, "plan": "../other"})
+    assert bad.status_code == 400 and "a plan of this group" in bad.text and not calls
+    made = client.post("/portal/resourcegroups/rg/sites", data={**form, "plan": "plan-1"})
+    assert made.status_code == 303
+    assert calls[-1] == ("PUT", SITE, {"location": "westus", "kind": "app", "properties": {"serverFarmId": farm}})
+
+    calls.clear()
+    plan = {"name": "plan-1", "sku": "B1", "os": "linux", "csrf_token": csrf}
+    assert client.post("/portal/resourcegroups/rg/plans", data={**plan, "csrf_token": "x"}).status_code == 403
+    for wrong in ({"sku": "Z9"}, {"os": "beos"}, {"name": "-"}):
+        refused = client.post("/portal/resourcegroups/rg/plans", data={**plan, **wrong})
+        assert refused.status_code == 400 and "A plan needs" in refused.text
+    assert not calls
+    done = client.post("/portal/resourcegroups/rg/plans", data=plan)
+    assert done.status_code == 303 and done.headers["location"] == "/portal/resourcegroups/rg"
+    body = {
+        "location": "westus",
+        "kind": "linux",
+        "sku": {"name": "B1", "tier": "Basic"},
+        "properties": {"reserved": True},
+    }
+    assert calls[-1] == ("PUT", farm, body)

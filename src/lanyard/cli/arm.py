@@ -216,8 +216,30 @@ def plan_create(
         "kind": "linux" if is_linux else "app",
         "properties": {"reserved": is_linux},
     }
-    path = f"{group_path(profile, resource_group)}/providers/Microsoft.Web/serverfarms/{name}"
-    print_result(flatten(arm(profile, "PUT", path, "web", body)))
+    print_result(flatten(arm(profile, "PUT", plan_path(profile, resource_group, name), "web", body)))
+
+
+def plan_path(profile: Profile, group: str, name: str) -> str:
+    return f"{group_path(profile, group)}/providers/Microsoft.Web/serverfarms/{name}"
+
+
+@plan.command("show")
+@click.option("--resource-group", "-g", required=True)
+@click.option("--name", "-n", required=True)
+@click.pass_context
+def plan_show(ctx: click.Context, resource_group: str, name: str) -> None:
+    profile = _profile(ctx)
+    print_result(flatten(arm(profile, "GET", plan_path(profile, resource_group, name), "web")))
+
+
+@plan.command("list")
+@click.option("--resource-group", "-g")
+@click.pass_context
+def plan_list(ctx: click.Context, resource_group: str | None) -> None:
+    profile = _profile(ctx)
+    scope = group_path(profile, resource_group) if resource_group else sub_path(profile)
+    farms = arm(profile, "GET", f"{scope}/providers/Microsoft.Web/serverfarms", "web")
+    print_result([flatten(f) for f in farms.get("value", [])])
 
 
 # -- webapp and functionapp ---------------------------------------------------------------------

@@ -25,6 +25,9 @@ MAX_SEARCH = 100
 # App Service's own rule, checked here too so a bad name costs no ARM call (ARM checks it again).
 _SITE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])")
 _KINDS = {"app": "app", "functionapp": "functionapp"}
+_PLAN_NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_]{0,59}")
+# The SKUs the plan form offers, with the tier ARM stores beside each (as the real portal's picker).
+PLAN_SKUS = {"F1": "Free", "B1": "Basic", "S1": "Standard", "P1v3": "PremiumV3", "Y1": "Dynamic"}
 
 
 def identity_type(system: bool, users: list[str]) -> str:
@@ -228,9 +231,25 @@ class AppPages:
             return await self._show(request, session, exc.status, exc.message, tab=tab)
         return RedirectResponse(f"{self._page_path(group, app, slot)}?tab={tab}", 303, PAGE_HEADERS)
 
+    async def _group_location(self, session: Session, group: str) -> str:
+        from lanyard.portal.routes import PortalError, arm_message
+
+        group_path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups/{quote(group, safe='')}"
+        found = await self.portal.arm_call("GET", group_path, session, "2021-04-01")
+        if found.status_code >= 400:
+            raise PortalError(arm_message(found), found.status_code)
+        return str(found.json().get("location") or "westus")
+
+    @staticmethod
+    def _farm_id(session: Session, group: str, plan: str, quoted: bool = False) -> str:
+        """A plan's resource id (in a body), or its URL path (quoted)."""
+        sub, group, plan = (quote(v, safe="") if quoted else v for v in (session.subscription, group, plan))
+        return f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Web/serverfarms/{plan}"
+
     async def create(self, request: Request) -> Response:
-        """The group page's "Create a web app" form: one ARM PUT of the site in the group's location,
-        then its Identity page. ARM's refusal (a Reader, a taken name) is shown on the group page."""
+        """The group page's "Create a web app" form: one ARM PUT of the site in the group's location, on
+        the chosen App Service plan of the group (or none), then its Identity page. ARM's refusal (a
+        Reader, a taken name, a plan that is gone) is shown on the group page."""
         from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
@@ -239,19 +258,18 @@ class AppPages:
         session, form = posted
         group = str(request.path_params["group"])
         name, kind = form.get("name", "").strip(), _KINDS.get(form.get("kind", ""))
-        if not _SITE_NAME.fullmatch(name) or kind is None:
+        plan = form.get("plan", "").strip()
+        if not _SITE_NAME.fullmatch(name) or kind is None or (plan and not _PLAN_NAME.fullmatch(plan)):
             return await self.portal.group_page(
                 session,
                 group,
                 400,
-                "An app needs a name of 2 to 60 letters, digits or hyphens (not first or last) and a kind.",
+                "An app needs a name of 2 to 60 letters, digits or hyphens (not first or last), a kind, "
+                "and a plan of this group (or none).",
             )
-        group_path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups/{quote(group, safe='')}"
         try:
-            found = await self.portal.arm_call("GET", group_path, session, "2021-04-01")
-            if found.status_code >= 400:
-                return await self.portal.group_page(session, group, found.status_code, arm_message(found))
-            body = {"location": found.json().get("location", "westus"), "kind": kind, "properties": {}}
+            properties = {"serverFarmId": self._farm_id(session, group, plan)} if plan else {}
+            body = {"location": await self._group_location(session, group), "kind": kind, "properties": properties}
             answer = await self.portal.arm_call(
                 "PUT", self._site_path(session, group, name, None), session, WEB_API, body=body
             )
@@ -260,6 +278,42 @@ class AppPages:
         except PortalError as exc:
             return await self.portal.group_page(session, group, exc.status, exc.message)
         return RedirectResponse(self._page_path(group, name, None), 303, PAGE_HEADERS)
+
+    async def create_plan(self, request: Request) -> Response:
+        """The group page's "Create an App Service plan" form: one ARM PUT of the plan (a SKU from the
+        list; Linux sets `reserved`, as az appservice plan create --is-linux does)."""
+        from lanyard.portal.routes import PortalError, arm_message
+
+        posted = await self.portal.posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
+        group = str(request.path_params["group"])
+        name, sku, os_kind = form.get("name", "").strip(), form.get("sku", ""), form.get("os", "")
+        if not _PLAN_NAME.fullmatch(name) or sku not in PLAN_SKUS or os_kind not in ("linux", "windows"):
+            return await self.portal.group_page(
+                session,
+                group,
+                400,
+                "A plan needs a name of 1 to 60 letters, digits, hyphens or underscores, a pricing tier and "
+                "an operating system.",
+            )
+        linux = os_kind == "linux"
+        try:
+            body = {
+                "location": await self._group_location(session, group),
+                "kind": "linux" if linux else "app",
+                "sku": {"name": sku, "tier": PLAN_SKUS[sku]},
+                "properties": {"reserved": linux},
+            }
+            answer = await self.portal.arm_call(
+                "PUT", self._farm_id(session, group, name, quoted=True), session, WEB_API, body=body
+            )
+            if answer.status_code >= 400:
+                return await self.portal.group_page(session, group, answer.status_code, arm_message(answer))
+        except PortalError as exc:
+            return await self.portal.group_page(session, group, exc.status, exc.message)
+        return RedirectResponse(f"/portal/resourcegroups/{quote(group, safe='')}", 303, PAGE_HEADERS)
 
     # -- pages ------------------------------------------------------------------------------------
 
@@ -286,7 +340,10 @@ class AppPages:
         return await self._change(request, "remove")
 
     def routes(self) -> list[Route]:
-        out = [Route("/portal/resourcegroups/{group}/sites", self.create, methods=["POST"])]
+        out = [
+            Route("/portal/resourcegroups/{group}/sites", self.create, methods=["POST"]),
+            Route("/portal/resourcegroups/{group}/plans", self.create_plan, methods=["POST"]),
+        ]
         for base in (
             "/portal/resourcegroups/{group}/sites/{app}/identity",
             "/portal/resourcegroups/{group}/sites/{app}/slots/{slot}/identity",

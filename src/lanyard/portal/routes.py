@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from lanyard.core.body import read_capped
 from lanyard.core.errors import OAuthError
 from lanyard.directory.clients import LANYARD_PORTAL, portal_redirect
+from lanyard.portal.apps import PLAN_SKUS
 from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
 from lanyard.portal.sessions import COOKIE, Session, SessionStore
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, parse_form
@@ -275,8 +276,13 @@ class Portal:
                 session, f"/subscriptions/{sub}/resourceGroups/{quote(name, safe='')}/resources"
             )
         except PortalError as exc:
-            return self._render("group.html", session, exc.status, name=name, resources=[], error=exc.message)
-        return self._render("group.html", session, status, name=name, resources=resources, error=error)
+            return self._render(
+                "group.html", session, exc.status, name=name, resources=[], plans=[], skus=PLAN_SKUS, error=exc.message
+            )
+        plans = [r for r in resources if str(r.get("type", "")).lower() == "microsoft.web/serverfarms"]
+        return self._render(
+            "group.html", session, status, name=name, resources=resources, plans=plans, skus=PLAN_SKUS, error=error
+        )
 
     async def signin(self, request: Request) -> Response:
         session = self.sessions.create()
