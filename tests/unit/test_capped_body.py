@@ -6,9 +6,16 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from lanyard.arm.http import arm_response, read_json_object
 from lanyard.core.body import declared_length, read_capped
+from lanyard.core.errors import ArmError
 
 
 class TooLarge(Exception):
@@ -69,3 +76,34 @@ def test_declared_length_reads_the_header() -> None:
     assert declared_length([(b"content-length", b"1e3")]) == -1
     assert declared_length([(b"host", b"x")]) is None
     assert declared_length(None) is None
+
+
+def _json_app() -> Starlette:
+    async def echo(request: Request) -> Response:
+        try:
+            return arm_response(200, await read_json_object(request, 64))
+        except ArmError as exc:
+            return arm_response(exc.status_value, exc.body())
+
+    return Starlette(routes=[Route("/", echo, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"a": 1}', 200, None),
+        (b"", 200, None),
+        (b'{"a": "' + b"x" * 100 + b'"}', 413, "RequestContentTooLarge"),
+        (b"{not json", 400, "InvalidRequestContent"),
+        (b"[1, 2]", 400, "InvalidRequestContent"),
+    ],
+)
+def test_the_platforms_json_apis_read_one_capped_object(body: bytes, status: int, code: str | None) -> None:
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=_json_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/", content=body)
+
+    answer = asyncio.run(post())
+    assert answer.status_code == status
+    assert (answer.json().get("error", {}).get("code") if code else None) == code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from lanyard.arm import web
 from lanyard.arm.service import Caller, ControlPlane
-from lanyard.core.body import read_capped
+from lanyard.core.body import declared_length, read_capped
 from lanyard.core.errors import ArmError
 from lanyard.directory.service import Directory
 from lanyard.protocol import lenient_json
@@ -31,6 +32,24 @@ def arm_response(status: int, body: object = None, headers: dict[str, str] | Non
     content = b"" if body is None else orjson.dumps(body)
     media = "application/json" if body is not None else None
     return Response(content, status_code=status, media_type=media, headers=headers)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A capped JSON object body for the platform's own ARM-envelope APIs (join, hosts, audit
+    shipments): too large is 413 before more is read, anything but an object is 400."""
+    raw = await read_capped(
+        request.receive,
+        limit,
+        lambda: ArmError("The request content is too large.", code="RequestContentTooLarge", status=413),
+        declared_length(request.scope.get("headers")),
+    )
+    try:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ArmError("The request content is not JSON.", code="InvalidRequestContent") from exc
+    if not isinstance(body, dict):
+        raise ArmError("The request content must be a JSON object.", code="InvalidRequestContent")
+    return body
 
 
 class ArmRoutes:

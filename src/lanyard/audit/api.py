@@ -13,13 +13,12 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from lanyard.arm.http import ArmRoutes, arm_response
+from lanyard.arm.http import ArmRoutes, arm_response, read_json_object
 from lanyard.audit.store import MAX_PAGE, Query, ShipmentRefused, accept_shipment, head_of, list_records
 from lanyard.core.errors import ArmError
 from lanyard.storage import directory_repo as repo
@@ -113,16 +112,8 @@ class AuditRoutes:
     async def agent_ship(self, request: Request) -> Response:
         try:
             host = await self.authenticate_host(request)
-            raw = bytearray()
-            async for chunk in request.stream():
-                raw += chunk
-                if len(raw) > MAX_SHIPMENT_BYTES:
-                    raise ArmError("The shipment is too large.", code="RequestContentTooLarge", status=413)
-            try:
-                body = orjson.loads(raw or b"{}")
-            except orjson.JSONDecodeError as exc:
-                raise ArmError("The request content is not JSON.", code="InvalidRequestContent") from exc
-            records = body.get("records") if isinstance(body, dict) else None
+            body = await read_json_object(request, MAX_SHIPMENT_BYTES)
+            records = body.get("records")
             if not isinstance(records, list):
                 raise ArmError("records must be a list.", code="InvalidRequestContent")
             chain = host_chain(host.id)

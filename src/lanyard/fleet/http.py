@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from lanyard.arm.http import ArmRoutes, arm_response
+from lanyard.arm.http import ArmRoutes, arm_response, read_json_object
 from lanyard.core.errors import ArmError
 from lanyard.fleet.hub import BindingsHub
 from lanyard.fleet.service import AGENT_AUDIENCE, Fleet
@@ -34,18 +33,7 @@ class FleetRoutes:
         self.agent_audiences = frozenset({AGENT_AUDIENCE})
 
     async def _json(self, request: Request) -> dict[str, object]:
-        raw = bytearray()
-        async for chunk in request.stream():  # capped while reading: /join is unauthenticated
-            raw += chunk
-            if len(raw) > 64 * 1024:
-                raise ArmError("The request content is too large.", code="RequestContentTooLarge", status=413)
-        try:
-            body = orjson.loads(raw or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise ArmError("The request content is not JSON.", code="InvalidRequestContent") from exc
-        if not isinstance(body, dict):
-            raise ArmError("The request content must be a JSON object.", code="InvalidRequestContent")
-        return body
+        return await read_json_object(request, 64 * 1024)  # capped while reading: /join is unauthenticated
 
     @staticmethod
     def _error(exc: ArmError) -> Response:
