@@ -244,3 +244,32 @@ def test_lanyard_login_acts_as_the_user(platform: RunningPlatform, tmp_path: Any
     # Signed out, the CLI is the admin application again.
     assert cli_json(cli_home, "account", "show")["user"]["type"] == "servicePrincipal"
     run_cli(home, "role", "assignment", "delete", "--ids", assignment["id"])
+
+
+def test_a_signed_in_person_reads_the_directory_and_changes_nothing(platform: RunningPlatform) -> None:
+    """Entra's default member permissions: a person's delegated Graph token reads users, groups and
+    service principals (and `/me`), and every write is Authorization_RequestDenied; an application's
+    own token gets no /me."""
+    person, other = new_user(platform, "reader"), new_user(platform, "other")
+    base = platform.endpoints["graph"]
+    token = user_token(platform, person["userPrincipalName"], base).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    with platform.http() as http:
+        me = http.get(f"{base}/v1.0/me", headers=bearer)
+        assert me.status_code == 200 and me.json()["id"] == person["id"], me.text
+        found = http.get(f"{base}/v1.0/users/{other['id']}", headers=bearer)
+        assert found.status_code == 200 and found.json()["userPrincipalName"] == other["userPrincipalName"]
+        assert http.get(f"{base}/v1.0/servicePrincipals", headers=bearer).status_code == 200
+        by_ids = http.post(f"{base}/v1.0/directoryObjects/getByIds", json={"ids": [other["id"]]}, headers=bearer)
+        assert by_ids.status_code == 200 and [o["id"] for o in by_ids.json()["value"]] == [other["id"]]
+        for method, path, body in [
+            ("POST", "/groups", {"displayName": "g", "mailNickname": "g", "securityEnabled": True}),
+            ("PATCH", f"/users/{other['id']}", {"displayName": "renamed"}),
+            ("DELETE", f"/users/{other['id']}", None),
+            ("POST", "/applications", {"displayName": "mine"}),
+        ]:
+            refused = http.request(method, f"{base}/v1.0{path}", json=body, headers=bearer)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert graph(platform, "GET", f"/users/{other['id']}").json()["displayName"] == "other person"
+    app_me = graph(platform, "GET", "/me")
+    assert app_me.status_code == 400 and "delegated" in app_me.json()["error"]["message"]

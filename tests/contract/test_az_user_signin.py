@@ -161,6 +161,11 @@ def test_az_login_as_a_user_then_default_azure_credential_reads_a_granted_secret
     claims = claims_of(token["accessToken"])
     assert claims["oid"] == user["id"] and claims["upn"] == upn and claims["idtyp"] == "user"
     assert claims["appid"] == "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+    # Graph as the person: /me, and reading another object (Entra's default member permissions).
+    me = json.loads(ns.az("ad", "signed-in-user", "show", "-o", "json").stdout)
+    assert me["id"] == user["id"] and me["userPrincipalName"] == upn
+    admin_sp = json.loads(ns.az("ad", "sp", "show", "--id", ns.endpoints["admin"]["client_id"], "-o", "json").stdout)
+    assert admin_sp["appId"] == ns.endpoints["admin"]["client_id"]
 
     vault_url = str(vault["properties"]["vaultUri"]).rstrip("/")
     read = ns.run(sys.executable, "-c", SECRET_READER, vault_url)

@@ -1,7 +1,9 @@
 """A Microsoft Graph-shaped API for applications and service principals (the part `az ad` uses).
 
-Mounted at ``/graph/v1.0``; tokens must carry the Graph audience (``{base}/graph``). Only the
-directory's administrators may call it: the admin application made at first start.
+Mounted at ``/graph/v1.0``; tokens must carry the Graph audience (``{base}/graph``). The directory's
+administrators (the admin application made at first start) may do everything. A person signed in
+with a delegated token has Entra's default member permissions: they may read users, groups,
+applications and service principals (and themselves at ``/me``), and change nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ def parse_filter(raw: str | None) -> tuple[str, str] | None:
 # shape with its @odata.type, or None when this finder has no such object of a wanted type.
 ObjectFinder = Callable[[repo.Session, str, set[str], str], dict[str, Any] | None]
 DIRECTORY_OBJECT_TYPES = ("user", "group", "serviceprincipal", "application")
+
+
+# POSTs that only read (Graph's directory-object functions).
+_READING_POSTS = ("/getByIds", "/checkMemberGroups", "/getMemberGroups", "/getMemberObjects")
+
+
+def is_member(claims: dict[str, Any]) -> bool:
+    """A person signed in with a delegated token (not an application acting as itself)."""
+    return claims.get("idtyp") == "user" and "scp" in claims
+
+
+def _reads(request: Request) -> bool:
+    return request.method == "GET" or (request.method == "POST" and request.url.path.endswith(_READING_POSTS))
 
 
 class GraphRoutes:
@@ -186,7 +201,7 @@ class GraphRoutes:
             raise GraphError(
                 f"Access token validation failure: {exc}.", code="InvalidAuthenticationToken", status=401
             ) from exc
-        if claims["oid"] not in self.admins:
+        if claims["oid"] not in self.admins and not (is_member(claims) and _reads(request)):
             raise GraphError(
                 "Insufficient privileges to complete the operation.", code="Authorization_RequestDenied", status=403
             )

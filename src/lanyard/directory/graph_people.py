@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lanyard.core.errors import GraphError
-from lanyard.directory.graph import GraphRoutes, graph_json
+from lanyard.directory.graph import GraphRoutes, graph_json, is_member
 from lanyard.directory.passwords import check_policy, hash_password
 from lanyard.directory.service import iso
 from lanyard.protocol.oauth2 import is_guid
@@ -259,6 +259,15 @@ class PeopleGraph:
         items = [self.user_json(u) for u in users]
         return self.graph._collection("users", [u for u in items if matches_all(u, clauses)])
 
+    def me(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
+        """The signed-in person (`az ad signed-in-user show`; `az keyvault create` reads its object id)."""
+        if not is_member(claims):
+            raise GraphError(
+                "/me request is only valid with delegated authentication flow.", code="BadRequest", status=400
+            )
+        with self.directory.store.session() as s:
+            return graph_json(self.user_json(self._user(s, claims["oid"], claims["tid"])))
+
     def get_user(self, request: Request, claims: dict[str, Any], body: dict[str, Any]) -> Response:
         with self.directory.store.session() as s:
             return graph_json(self.user_json(self._user(s, request.path_params["id"], claims["tid"])))
@@ -451,6 +460,7 @@ class PeopleGraph:
     def routes(self) -> list[BaseRoute]:
         e = self.graph._endpoint
         return [
+            Route("/me", e(self.me), methods=["GET"]),
             Route("/users", e(self.create_user), methods=["POST"]),
             Route("/users", e(self.list_users), methods=["GET"]),
             Route("/users/{id}", e(self.get_user), methods=["GET"]),
