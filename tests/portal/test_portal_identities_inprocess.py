@@ -27,6 +27,7 @@ class FakeArm:
 
     def __init__(self, refuse: bool = False) -> None:
         self.refuse = refuse
+        self.refuse_group_lists = False
         self.calls: list[tuple[str, str, Any]] = []
         self.identities: dict[str, dict[str, Any]] = {}
         self.credentials: dict[str, dict[str, Any]] = {}
@@ -64,6 +65,9 @@ class FakeArm:
             assert params["$filter"] == f"resourceType eq '{UAI_TYPE}'"
             listed = [{k: v for k, v in i.items() if k != "properties"} for i in self.identities.values()]
             return httpx.Response(200, json={"value": listed})
+        if path.endswith(f"/providers/{UAI_TYPE}") and self.refuse_group_lists:
+            error = {"code": "AuthorizationFailed", "message": "The client may not list identities here."}
+            return httpx.Response(403, json={"error": error})
         if path.endswith(f"/providers/{UAI_TYPE}"):
             prefix = path.removesuffix(f"/providers/{UAI_TYPE}")
             return httpx.Response(200, json={"value": [i for k, i in self.identities.items() if k.startswith(prefix)]})
@@ -116,6 +120,17 @@ def test_the_list_shows_each_identity_with_its_ids_and_a_link(
         assert text in page.text
     assert 'href="/portal/resourcegroups/other/identities/two"' in page.text
     assert "arm-token" not in page.text
+
+
+def test_an_identity_readable_only_on_its_own_is_read_on_its_own(
+    client: PortalClient, portal: Portal, arm: FakeArm
+) -> None:
+    arm.add_identity("rg", "one")
+    arm.refuse_group_lists = True
+    _sign_in(client, portal)
+    page = client.get("/portal/identities")
+    assert page.status_code == 200 and "client-one" in page.text and "principal-one" in page.text
+    assert ("GET", ONE, None) in arm.calls
 
 
 def test_create_puts_the_identity_in_the_groups_location(client: PortalClient, portal: Portal, arm: FakeArm) -> None:
