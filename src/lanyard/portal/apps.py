@@ -40,6 +40,49 @@ def user_ids(identity: dict[str, Any]) -> list[str]:
     return sorted(users) if isinstance(users, dict) else []
 
 
+async def role_assignments(
+    portal: Portal, session: Session, group: str, principal: str
+) -> tuple[list[dict[str, str]], str]:
+    """The principal's role assignments, each with its role's name (the Identity page of an app and the
+    page of a user-assigned identity both show them). Listed at the subscription; a
+    person who may not read there sees those at the group (what they can read), and a note."""
+    sub = quote(session.subscription, safe="")
+    flt = {"$filter": f"principalId eq '{principal}'"}
+    note = ""
+    scope = f"/subscriptions/{sub}"
+    answer = await portal.arm_call(
+        "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API, params=flt
+    )
+    if answer.status_code == 403:
+        note = "You may not read role assignments at the subscription; these are the ones at this resource group."
+        scope = f"{scope}/resourceGroups/{quote(group, safe='')}"
+        answer = await portal.arm_call(
+            "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API, params=flt
+        )
+    if answer.status_code >= 400:
+        from lanyard.portal.routes import arm_message
+
+        return [], arm_message(answer)
+    rows = []
+    names: dict[str, str] = {}
+    for item in answer.json().get("value", []):
+        props = item.get("properties", {})
+        definition = str(props.get("roleDefinitionId", ""))
+        if definition not in names:
+            # Read at the scope the list came from: a person with rights on a group only may read there.
+            guid = quote(definition.rsplit("/", 1)[-1], safe="")
+            found = await portal.arm_call(
+                "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}", session, ROLES_API
+            )
+            names[definition] = (
+                str(found.json().get("properties", {}).get("roleName", definition.rsplit("/", 1)[-1]))
+                if found.status_code == 200
+                else definition.rsplit("/", 1)[-1]
+            )
+        rows.append({"role": names[definition], "scope": str(props.get("scope", ""))})
+    return rows, note
+
+
 class AppPages:
     def __init__(self, portal: Portal) -> None:
         self.portal = portal
@@ -64,45 +107,6 @@ class AppPages:
     def _page_path(group: str, app: str, slot: str | None) -> str:
         path = f"/portal/resourcegroups/{quote(group, safe='')}/sites/{quote(app, safe='')}"
         return f"{path}/slots/{quote(slot, safe='')}/identity" if slot is not None else f"{path}/identity"
-
-    async def _role_assignments(self, session: Session, group: str, principal: str) -> tuple[list[dict[str, str]], str]:
-        """The principal's role assignments, each with its role's name. Listed at the subscription; a
-        person who may not read there sees those at the group (what they can read), and a note."""
-        sub = quote(session.subscription, safe="")
-        flt = {"$filter": f"principalId eq '{principal}'"}
-        note = ""
-        scope = f"/subscriptions/{sub}"
-        answer = await self.portal.arm_call(
-            "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API, params=flt
-        )
-        if answer.status_code == 403:
-            note = "You may not read role assignments at the subscription; these are the ones at this resource group."
-            scope = f"{scope}/resourceGroups/{quote(group, safe='')}"
-            answer = await self.portal.arm_call(
-                "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API, params=flt
-            )
-        if answer.status_code >= 400:
-            from lanyard.portal.routes import arm_message
-
-            return [], arm_message(answer)
-        rows = []
-        names: dict[str, str] = {}
-        for item in answer.json().get("value", []):
-            props = item.get("properties", {})
-            definition = str(props.get("roleDefinitionId", ""))
-            if definition not in names:
-                # Read at the scope the list came from: a person with rights on a group only may read there.
-                guid = quote(definition.rsplit("/", 1)[-1], safe="")
-                found = await self.portal.arm_call(
-                    "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}", session, ROLES_API
-                )
-                names[definition] = (
-                    str(found.json().get("properties", {}).get("roleName", definition.rsplit("/", 1)[-1]))
-                    if found.status_code == 200
-                    else definition.rsplit("/", 1)[-1]
-                )
-            rows.append({"role": names[definition], "scope": str(props.get("scope", ""))})
-        return rows, note
 
     async def _slots(self, session: Session, group: str, app: str) -> list[str]:
         """The app's deployment slots, for links to their own Identity pages (none shown if ARM refuses)."""
@@ -172,7 +176,7 @@ class AppPages:
             principal = str(identity.get("principalId") or "")
             if principal and "systemassigned" in str(identity.get("type", "")).replace(" ", "").lower():
                 values["principal"] = principal
-                values["assignments"], values["note"] = await self._role_assignments(session, group, principal)
+                values["assignments"], values["note"] = await role_assignments(self.portal, session, group, principal)
             if values["tab"] == "user" and "q" in request.query_params:
                 values["results"], search_error = await self._search(session, values["query"])
                 error = error or search_error

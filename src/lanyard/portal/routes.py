@@ -375,12 +375,14 @@ class Portal:
 
     def routes(self) -> list[Route | Mount]:
         from lanyard.portal.apps import AppPages
+        from lanyard.portal.identities import IdentityPages
         from lanyard.portal.vaults import VaultPages
 
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
             *AppPages(self).routes(),
             *VaultPages(self).routes(),
+            *IdentityPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
