@@ -232,6 +232,10 @@ def test_lanyard_login_acts_as_the_user(platform: RunningPlatform, tmp_path: Any
     # Reader: sees, cannot change.
     refused = run_cli(cli_home, "group", "create", "-n", "login-rg-2", "-l", "westus", check=False)
     assert refused.returncode != 0 and "AuthorizationFailed" in refused.stderr
+    # The directory as a member: reads, no writes.
+    assert cli_json(cli_home, "ad", "user", "show", "--id", upn)["id"] == user["id"]
+    made = run_cli(cli_home, "ad", "group", "create", "--display-name", "nope", "--mail-nickname", "nope", check=False)
+    assert made.returncode != 0 and "Authorization_RequestDenied" in made.stderr
     kept = json.loads(session.read_text())["refresh_token"]
     run_cli(cli_home, "logout")
     assert not session.exists()
