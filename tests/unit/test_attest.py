@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import pytest
 
 from lanyard.agent.attest import (
+    Caller,
     PeerConnection,
     Unattested,
     WorkloadScope,
@@ -225,3 +226,26 @@ def test_a_caller_that_leaves_the_workload_after_attestation_fails_the_next_chec
             assert time.monotonic() < deadline, "the child never left the session"
             time.sleep(0.01)
         assert caller.alive()  # still running: it is the membership that failed, not the liveness
+
+
+def test_the_pinned_recheck_follows_the_caller_leaving_and_exiting(
+    listener: Listener, tmp_path: os.PathLike[str]
+) -> None:
+    """The connection's cheap re-check (pidfd, getsid, waitid) answers as `in_workload` does."""
+    go = f"{tmp_path}/leave"
+    with started(CHILD_CONNECTS_THEN_LEAVES, str(listener.port), go) as workload:
+        scope = scope_of(workload)
+        conn = listener.accept()
+        conn.pin(attest(conn, scope), scope)
+        assert conn.handle is not None and conn.still_in(scope)
+        outsider = PeerConnection(conn.local, conn.remote)
+        outsider.pin(Caller(os.getpid(), os.getuid(), read_stat(os.getpid()).start_time, ""), scope)  # type: ignore[union-attr]
+        assert not outsider.still_in(scope)  # this test process is not in the workload's session
+        open(go, "w").close()
+        deadline = time.monotonic() + 20
+        while conn.still_in(scope):
+            assert time.monotonic() < deadline, "the child never left the session"
+            time.sleep(0.01)
+        conn.release()
+        outsider.release()
+        assert conn.handle is None and not conn.still_in(scope)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from starlette.types import Scope
 
-from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many, in_workload
+from lanyard.agent.attest import Caller, PeerConnection, Unattested, WorkloadScope, attest_many
 from lanyard.agent.bindings import BindingsState, Workload
 from lanyard.agent.workloads import RunningWorkload
 from lanyard.core.listener import BoundedHttpToolsProtocol
@@ -41,6 +41,12 @@ class AttestingProtocol(BoundedHttpToolsProtocol):
         if isinstance(local, tuple) and isinstance(remote, tuple):
             state[CONNECTION] = PeerConnection((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])))
         self.app_state = state
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn = self.app_state.get(CONNECTION)
+        if isinstance(conn, PeerConnection):
+            conn.release()  # its pidfd
+        super().connection_lost(exc)
 
 
 class CallerCheck:
@@ -106,11 +112,11 @@ class CallerCheck:
                 if exc.final:
                     conn.refused = str(exc)
                 raise self._refuse(workload, conn, str(exc)) from None
-            conn.caller, conn.scope = caller, registration.scope
-        elif not in_workload(caller.pid, registration.scope, caller.start_time):
+            conn.pin(caller, registration.scope)
+        elif not conn.still_in(registration.scope):
             # Every request: still the same process, still in this workload's session (setsid after
             # attestation leaves it), the workload still the same run (its leader's start time).
-            conn.caller = None
+            conn.release()
             raise self._refuse(workload, conn, "the attested caller exited or left the workload")
         scope[CALLER] = caller
         return caller
