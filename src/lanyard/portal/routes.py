@@ -370,6 +370,7 @@ class Portal:
 
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
+            *__import__("lanyard.portal.access", fromlist=["AccessPages"]).AccessPages(self).routes(),
             *AppPages(self).routes(),
             *VaultPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
