@@ -158,7 +158,7 @@ def test_search_is_graphs_startswith_and_select_fills_the_form(client: PortalCli
 
 def test_add_is_one_put_of_a_new_assignment(client: PortalClient, stand: Stand) -> None:
     csrf = _csrf(client.get(PAGE).text)
-    form = {"role": READER, "principal_id": ANN, "principal_type": "User", "csrf_token": csrf}
+    form = {"role": READER, "principal_id": ANN, "selected_id": ANN, "principal_type": "User", "csrf_token": csrf}
     added = client.post(f"{PAGE}/add", data=form)
     assert added.status_code == 303 and added.headers["location"] == PAGE
     [(method, path, body)] = _writes(stand)
@@ -170,11 +170,27 @@ def test_add_is_one_put_of_a_new_assignment(client: PortalClient, stand: Stand) 
             "principalType": "User",
         }
     }
-    # At the subscription, with a pasted object id (no type: ARM works it out).
+    # At the subscription, with a pasted object id: its type is the directory's, as az finds it.
     csrf = _csrf(client.get("/portal/access").text)
     client.post("/portal/access/add", data={"role": OWNER, "principal_id": APP, "csrf_token": csrf})
     (_, path, body) = _writes(stand)[-1]
-    assert path.startswith(f"{SUB}{AUTHZ}/roleAssignments/") and "principalType" not in body["properties"]
+    assert (
+        path.startswith(f"{SUB}{AUTHZ}/roleAssignments/") and body["properties"]["principalType"] == "ServicePrincipal"
+    )
+
+
+def test_without_graph_the_type_is_the_searchs_for_that_id_only(client: PortalClient, stand: Stand) -> None:
+    stand.graph_status = 403
+    csrf = _csrf(client.get(PAGE).text)
+    form = {"role": READER, "principal_id": ANN, "selected_id": ANN, "principal_type": "User", "csrf_token": csrf}
+    assert client.post(f"{PAGE}/add", data=form).status_code == 303
+    assert _writes(stand)[-1][2]["properties"]["principalType"] == "User"
+    # The id was edited after Select: the type found for another principal is not sent; ARM works it out.
+    assert client.post(f"{PAGE}/add", data={**form, "principal_id": APP}).status_code == 303
+    assert _writes(stand)[-1][2]["properties"] == {
+        "roleDefinitionId": f"{SUB}{AUTHZ}/roleDefinitions/{READER}",
+        "principalId": APP,
+    }
 
 
 def test_no_csrf_token_or_bad_input_makes_no_arm_call(client: PortalClient, stand: Stand) -> None:
@@ -183,7 +199,12 @@ def test_no_csrf_token_or_bad_input_makes_no_arm_call(client: PortalClient, stan
     assert client.post(f"{PAGE}/add", data={**good, "csrf_token": "not-it"}).status_code == 403
     assert client.post(f"{PAGE}/remove", data={"id": HERE, "csrf_token": "not-it"}).status_code == 403
     csrf = _csrf(client.get(PAGE).text)
-    for bad in ({"role": ""}, {"role": "Reader"}, {"principal_id": "ann@x"}, {"principal_type": "Robot"}):
+    for bad in (
+        {"role": ""},
+        {"role": "Reader"},
+        {"principal_id": "ann@x"},
+        {"selected_id": ANN, "principal_type": "Robot"},
+    ):
         answer = client.post(f"{PAGE}/add", data={**good, **bad, "csrf_token": csrf})
         assert answer.status_code == 400 and 'role="alert"' in answer.text, bad
     for wrong in ("/subscriptions/sub-2/providers/Microsoft.Authorization/roleAssignments/" + ANN, RG, "x"):

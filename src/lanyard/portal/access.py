@@ -31,7 +31,11 @@ MAX_RESULTS = 50
 MAX_QUERY = 100
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 _GRAPH_KINDS = {"users": "User", "groups": "Group", "servicePrincipals": "ServicePrincipal"}
-_ODATA_TYPES = {"#microsoft.graph.user": "User", "#microsoft.graph.group": "Group"}
+_ODATA_TYPES = {
+    "#microsoft.graph.user": "User",
+    "#microsoft.graph.group": "Group",
+    "#microsoft.graph.serviceprincipal": "ServicePrincipal",
+}
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ASSIGNMENT = re.compile(
     r"(/subscriptions/[^/?#]+(?:/[^?#]*?)?)/providers/Microsoft\.Authorization/roleAssignments/("
@@ -128,7 +132,7 @@ class AccessPages:
 
     @staticmethod
     def _principal(item: dict[str, Any], kind: str | None = None) -> dict[str, str]:
-        kind = kind or _ODATA_TYPES.get(str(item.get("@odata.type", "")), "ServicePrincipal")
+        kind = kind or _ODATA_TYPES.get(str(item.get("@odata.type", "")).lower(), "")
         detail = item.get("userPrincipalName") if kind == "User" else item.get("appId")
         return {
             "id": str(item.get("id", "")).lower(),
@@ -273,7 +277,8 @@ class AccessPages:
         group = self._group(request)
         role = form.get("role", "").strip().lower()
         principal = form.get("principal_id", "").strip().lower()
-        kind = form.get("principal_type", "").strip()
+        # The type the search gave, for the principal it gave it for (the id may have been edited since).
+        kind = form.get("principal_type", "").strip() if form.get("selected_id", "").lower() == principal else ""
         keep: dict[str, Any] = {"chosen_role": role}
         if _GUID.fullmatch(principal):
             keep["selected"] = {"id": principal, "name": principal, "type": kind, "detail": ""}
@@ -285,6 +290,10 @@ class AccessPages:
             )
         if kind and kind not in PRINCIPAL_TYPES:
             return await self._show(request, session, 400, "A principal is a user, a group or a service principal.")
+        # As az does: the principal's type from the directory; when Graph will not say, the search's type
+        # (or none, and ARM works it out).
+        names, _note = await self._names(session, [principal])
+        kind = (names.get(principal) or {}).get("type") or kind
         scope = self._scope(session, group)
         sub = f"/subscriptions/{quote(session.subscription, safe='')}"
         props: dict[str, Any] = {
