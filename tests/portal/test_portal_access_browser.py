@@ -66,6 +66,11 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     # The portal's Graph token itself was accepted (a refused token would be InvalidAuthenticationToken).
     assert not any("InvalidAuthenticationToken" in n for n in notes), notes
     page.screenshot(path=str(SHOTS / "access-search-refused.png"), full_page=True)
+    # An object id the directory does not know is ARM's PrincipalNotFound, on the page.
+    page.get_by_label("Role", exact=True).select_option(label="Reader")
+    page.get_by_label("Principal object id").fill(str(uuid.uuid4()))
+    page.get_by_role("button", name="Add", exact=True).click()
+    assert "PrincipalNotFound" in page.get_by_role("alert").inner_text()
     page.get_by_label("Role", exact=True).select_option(label="Reader")
     page.get_by_label("Principal object id").fill(guest)
     page.get_by_role("button", name="Add", exact=True).click()
