@@ -250,3 +250,29 @@ def test_signed_out_is_sent_to_the_home_page(portal: Portal) -> None:  # noqa: F
         assert client.get(PAGE).status_code == 303 and client.get("/portal/access").headers["location"] == "/portal/"
     finally:
         client.close()
+
+
+def test_a_resource_has_its_own_page_at_its_own_scope(client: PortalClient, stand: Stand) -> None:
+    page = "/portal/resourcegroups/rg/providers/Microsoft.KeyVault/vaults/kv/access"
+    vault = f"{RG}/providers/Microsoft.KeyVault/vaults/kv"
+    shown = client.get(page)
+    assert shown.status_code == 200 and "Access control (IAM): Microsoft.KeyVault/vaults kv" in shown.text
+    assert ("GET", f"{vault}{AUTHZ}/roleAssignments", None) in stand.arm
+    # Both assignments are above the vault: inherited, and neither can be removed from here.
+    assert shown.text.count("Inherited: ") == 2 and "Remove Reader" not in shown.text
+    csrf = _csrf(shown.text)
+    added = client.post(f"{page}/add", data={"role": READER, "principal_id": ANN, "csrf_token": csrf})
+    assert added.status_code == 303 and added.headers["location"] == page
+    assert _writes(stand)[-1][1].startswith(f"{vault}{AUTHZ}/roleAssignments/")
+    slot = client.get("/portal/resourcegroups/rg/providers/Microsoft.Web/sites/app/slots/staging/access")
+    assert "Access control (IAM): Microsoft.Web/sites/slots app/staging" in slot.text
+    before = len(stand.arm)
+    for bad in (
+        "Microsoft.KeyVault/vaults",
+        "Microsoft.KeyVault/vaults/kv/secrets",
+        "Microsoft.KeyVault/vaults/%2e%2e",
+    ):
+        assert client.get(f"/portal/resourcegroups/rg/providers/{bad}/access").status_code == 400, bad
+        answer = client.post(f"/portal/resourcegroups/rg/providers/{bad}/access/add", data={"csrf_token": csrf})
+        assert answer.status_code == 400, bad
+    assert len(stand.arm) == before

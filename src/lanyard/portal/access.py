@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,6 +38,7 @@ _ODATA_TYPES = {
     "#microsoft.graph.serviceprincipal": "ServicePrincipal",
 }
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SEGMENT = re.compile(r"[-\w.()~]{1,260}")
 _ASSIGNMENT = re.compile(
     r"(/subscriptions/[^/?#]+(?:/[^?#]*?)?)/providers/Microsoft\.Authorization/roleAssignments/("
     + _GUID.pattern
@@ -60,6 +62,30 @@ def where(assignment_scope: str, page_scope: str) -> str:
     if covers(assignment_scope, page_scope):
         return "Inherited"
     return "Below"
+
+
+@dataclass(frozen=True)
+class Place:
+    """The scope a page is for: the subscription, a resource group, or one resource in a group."""
+
+    group: str | None
+    resource: tuple[str, ...] | None
+
+    def scope(self, session: Session) -> str:
+        path = f"/subscriptions/{quote(session.subscription, safe='')}"
+        if self.group is not None:
+            path += f"/resourceGroups/{quote(self.group, safe='')}"
+        if self.resource is not None:
+            path += "/providers/" + "/".join(quote(p, safe="") for p in self.resource)
+        return path
+
+    def page(self) -> str:
+        if self.group is None:
+            return "/portal/access"
+        path = f"/portal/resourcegroups/{quote(self.group, safe='')}"
+        if self.resource is not None:
+            path += "/providers/" + "/".join(quote(p, safe="") for p in self.resource)
+        return f"{path}/access"
 
 
 class AccessPages:
@@ -99,18 +125,27 @@ class AccessPages:
             raise PortalError("The directory's answer could not be read.", 502) from exc
 
     @staticmethod
-    def _scope(session: Session, group: str | None) -> str:
-        sub = f"/subscriptions/{quote(session.subscription, safe='')}"
-        return f"{sub}/resourceGroups/{quote(group, safe='')}" if group is not None else sub
-
-    @staticmethod
-    def _page(group: str | None) -> str:
-        return f"/portal/resourcegroups/{quote(group, safe='')}/access" if group is not None else "/portal/access"
-
-    @staticmethod
-    def _group(request: Request) -> str | None:
+    def _place(request: Request) -> Place | None:
+        """Where the page is: the subscription, a group, or a resource in a group (None: not a resource
+        path, `{namespace}/{type}/{name}` with more type/name pairs for a child)."""
         group = request.path_params.get("group")
-        return str(group) if group is not None else None
+        resource = request.path_params.get("resource")
+        if resource is None:
+            return Place(str(group) if group is not None else None, None)
+        parts = str(resource).split("/")
+        if (
+            len(parts) < 3
+            or len(parts) % 2 == 0
+            or len(parts) > 9
+            or not all(_SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts)
+        ):
+            return None
+        return Place(str(group), tuple(parts))
+
+    async def _nowhere(self, request: Request, session: Session | None) -> Response:
+        return self.portal.render(
+            "error.html", session, 400, error="That is not a resource's path: {namespace}/{type}/{name}."
+        )
 
     async def _names(self, session: Session, ids: list[str]) -> tuple[dict[str, dict[str, str]], str | None]:
         """Display names (and a second line: UPN or app id) of directory objects, as az gets them
@@ -180,12 +215,17 @@ class AccessPages:
     ) -> Response:
         from lanyard.portal.routes import PortalError, arm_message
 
-        group = self._group(request)
-        scope = self._scope(session, group)
+        place = self._place(request)
+        if place is None:
+            return await self._nowhere(request, session)
+        scope = place.scope(session)
         values: dict[str, Any] = {
-            "group": group,
+            "group": place.group,
+            "resource": place.resource,
+            "resource_type": "/".join([place.resource[0], *place.resource[1::2]]) if place.resource else "",
+            "resource_name": "/".join(place.resource[2::2]) if place.resource else "",
             "scope": scope,
-            "page": self._page(group),
+            "page": place.page(),
             "assignments": [],
             "roles": [],
             "names_note": None,
@@ -244,6 +284,8 @@ class AccessPages:
         session = self.portal.session_of(request)
         if session is None or not session.user:
             return RedirectResponse("/portal/", 303, PAGE_HEADERS)
+        if self._place(request) is None:
+            return await self._nowhere(request, session)
         params = request.query_params
         query = params.get("q", "").strip()
         extra: dict[str, Any] = {"query": query[:MAX_QUERY]}
@@ -274,7 +316,9 @@ class AccessPages:
         if isinstance(posted, Response):
             return posted
         session, form = posted
-        group = self._group(request)
+        place = self._place(request)
+        if place is None:
+            return await self._nowhere(request, session)
         role = form.get("role", "").strip().lower()
         principal = form.get("principal_id", "").strip().lower()
         # The type the search gave, for the principal it gave it for (the id may have been edited since).
@@ -294,7 +338,7 @@ class AccessPages:
         # (or none, and ARM works it out).
         names, _note = await self._names(session, [principal])
         kind = (names.get(principal) or {}).get("type") or kind
-        scope = self._scope(session, group)
+        scope = place.scope(session)
         sub = f"/subscriptions/{quote(session.subscription, safe='')}"
         props: dict[str, Any] = {
             "roleDefinitionId": f"{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}",
@@ -309,7 +353,7 @@ class AccessPages:
             return await self._show(request, session, exc.status, exc.message, **keep)
         if answer.status_code >= 400:
             return await self._show(request, session, answer.status_code, arm_message(answer), **keep)
-        return RedirectResponse(self._page(group), 303, PAGE_HEADERS)
+        return RedirectResponse(place.page(), 303, PAGE_HEADERS)
 
     def _assignment(self, session: Session, raw: str) -> str | None:
         """The assignment id when it is a role assignment's id in the person's subscription."""
@@ -336,7 +380,9 @@ class AccessPages:
         if isinstance(posted, Response):
             return posted
         session, form = posted
-        group = self._group(request)
+        place = self._place(request)
+        if place is None:
+            return await self._nowhere(request, session)
         wanted = self._assignment(session, form.get("id", ""))
         if wanted is None:
             return await self._show(request, session, 400, "That is not a role assignment of this subscription.")
@@ -346,11 +392,15 @@ class AccessPages:
             return await self._show(request, session, exc.status, exc.message)
         if answer.status_code >= 400:
             return await self._show(request, session, answer.status_code, arm_message(answer))
-        return RedirectResponse(self._page(group), 303, PAGE_HEADERS)
+        return RedirectResponse(place.page(), 303, PAGE_HEADERS)
 
     def routes(self) -> list[Route]:
         out: list[Route] = []
-        for base in ("/portal/access", "/portal/resourcegroups/{group}/access"):
+        for base in (
+            "/portal/access",
+            "/portal/resourcegroups/{group}/access",
+            "/portal/resourcegroups/{group}/providers/{resource:path}/access",
+        ):
             out += [
                 Route(base, self.access),
                 Route(f"{base}/add", self.add, methods=["POST"]),
