@@ -49,6 +49,7 @@ class Stand:
         self.write: tuple[int, str] = (201, "")
         self.list_status = 200
         self.graph_status = 200
+        self.paged = False
 
     async def arm_send(
         self, method: str, path: str, token: str, api: str, params: dict[str, str], body: Any
@@ -59,7 +60,14 @@ class Stand:
                 error = {"code": "AuthorizationFailed", "message": "The client may not read role assignments."}
                 return httpx.Response(self.list_status, json={"error": error})
             items = [_assignment(HERE, READER, ANN, "User"), _assignment(ABOVE, OWNER, APP, "ServicePrincipal")]
-            return httpx.Response(200, json={"value": items})
+            if not self.paged:
+                return httpx.Response(200, json={"value": items})
+            # ARM's paging: one a page, the rest behind nextLink (on ARM's own host, with its $skiptoken).
+            start = int(params.get("$skiptoken", "0"))
+            body: dict[str, Any] = {"value": items[start : start + 1]}
+            if start + 1 < len(items):
+                body["nextLink"] = f"https://arm.example{path}?api-version={api}&$skiptoken={start + 1}"
+            return httpx.Response(200, json=body)
         if method == "GET" and path.endswith("/roleDefinitions"):
             roles = [
                 {"id": f"{SUB}{AUTHZ}/roleDefinitions/{g}", "name": g, "properties": {"roleName": n}}
@@ -130,6 +138,14 @@ def test_the_list_names_roles_and_principals_and_marks_inherited_ones(
     # Only the one at this scope can be removed here; the inherited one is removed where it was made.
     assert 'aria-label="Remove Reader for Ann Lee"' in page.text and "Remove Owner" not in page.text
     assert client.get("/portal/access").text.count("Inherited") == 0
+
+
+def test_every_page_of_the_list_is_shown(client: PortalClient, stand: Stand) -> None:
+    stand.paged = True
+    page = client.get(PAGE)
+    assert "Ann Lee" in page.text and "deployer" in page.text
+    listed = [c for c in stand.arm if c[1].endswith("/roleAssignments")]
+    assert [c[1] for c in listed] == [f"{RG}{AUTHZ}/roleAssignments"] * 2
 
 
 def test_when_graph_refuses_the_object_ids_are_shown(client: PortalClient, stand: Stand) -> None:

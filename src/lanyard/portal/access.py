@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import httpx
 from starlette.requests import Request
@@ -29,6 +29,8 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 # Graph's getByIds takes at most 1000 ids a call; the page asks in chunks of this many.
 GRAPH_CHUNK = 1000
 MAX_RESULTS = 50
+# ARM lists 100 role assignments a page; the page follows nextLink this many times at most.
+MAX_PAGES = 20
 MAX_QUERY = 100
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 _GRAPH_KINDS = {"users": "User", "groups": "Group", "servicePrincipals": "ServicePrincipal"}
@@ -195,6 +197,17 @@ class AccessPages:
         results.sort(key=lambda r: (r["name"].lower(), r["type"]))
         return results[:MAX_RESULTS], None
 
+    @staticmethod
+    def _next(link: object, listed: str) -> dict[str, str]:
+        """The query of ARM's nextLink (its $skiptoken and the like) when it continues the same list;
+        the request goes to the portal's own ARM with arm_call as always, never to the link's host."""
+        if not isinstance(link, str) or not link:
+            return {}
+        parts = urlsplit(link)
+        if unquote(parts.path).lower() != unquote(listed).lower():
+            return {}
+        return {k: v for k, v in parse_qsl(parts.query) if k != "api-version"}
+
     async def _roles(self, session: Session, scope: str) -> dict[str, str]:
         """Role definition GUID -> role name, as ARM lists them at the scope (the role picker too)."""
         answer = await self.portal.arm_call(
@@ -238,19 +251,28 @@ class AccessPages:
         }
         values.update(extra)
         try:
-            answer = await self.portal.arm_call(
-                "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API
-            )
-            if answer.status_code >= 400:
-                return self.portal.render(
-                    "access.html", session, answer.status_code, error=arm_message(answer), **values
-                )
-            items = [i for i in answer.json().get("value", []) if isinstance(i, dict)]
+            listed = f"{scope}/providers/Microsoft.Authorization/roleAssignments"
+            items: list[dict[str, Any]] = []
+            params: dict[str, str] = {}
+            for _ in range(MAX_PAGES):
+                answer = await self.portal.arm_call("GET", listed, session, ROLES_API, params=params)
+                if answer.status_code >= 400:
+                    return self.portal.render(
+                        "access.html", session, answer.status_code, error=arm_message(answer), **values
+                    )
+                body = answer.json()
+                items += [i for i in body.get("value", []) if isinstance(i, dict)]
+                params = self._next(body.get("nextLink"), listed)
+                if not params:
+                    break
+            else:
+                values["names_note"] = f"Only the first {len(items)} role assignments are shown."
             roles = await self._roles(session, scope)
             values["roles"] = sorted(roles.items(), key=lambda r: r[1].lower())
             selected = values["selected"]
             ids = [str(i.get("properties", {}).get("principalId", "")) for i in items]
-            names, values["names_note"] = await self._names(session, ids + ([selected["id"]] if selected else []))
+            names, note = await self._names(session, ids + ([selected["id"]] if selected else []))
+            values["names_note"] = " ".join(n for n in (values["names_note"], note) if n) or None
             if selected:
                 values["selected"] = names.get(selected["id"], selected)
             rows = []
