@@ -52,6 +52,11 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     context.close()
 
     context, page = _sign_in(browser, platform, owner)
+    # The subscription's IAM page: an Owner of one group may not list there, and ARM says so on the page.
+    page.get_by_role("link", name="Access control (IAM) of the subscription").click()
+    assert page.get_by_role("heading", name="Access control (IAM): subscription").is_visible()
+    assert "AuthorizationFailed" in page.get_by_role("alert").inner_text()
+    page.goto(f"{platform.authority}/portal/")
     page.get_by_role("link", name=rg).click()
     page.get_by_role("link", name="Access control (IAM)").click()
     assert page.get_by_role("heading", name=f"Access control (IAM): resource group {rg}").is_visible()

@@ -292,3 +292,14 @@ def test_a_resource_has_its_own_page_at_its_own_scope(client: PortalClient, stan
         answer = client.post(f"/portal/resourcegroups/rg/providers/{bad}/access/add", data={"csrf_token": csrf})
         assert answer.status_code == 400, bad
     assert len(stand.arm) == before
+
+
+def test_an_unreadable_arm_answer_is_a_502_page(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    async def garbled(
+        method: str, path: str, token: str, api: str, params: dict[str, str], body: Any
+    ) -> httpx.Response:
+        return httpx.Response(200, text="<html>a proxy's page</html>")
+
+    portal.arm_send = garbled
+    page = client.get(PAGE)
+    assert page.status_code == 502 and "could not be read" in page.text

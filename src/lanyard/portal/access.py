@@ -273,8 +273,9 @@ class AccessPages:
             ids = [str(i.get("properties", {}).get("principalId", "")) for i in items]
             names, note = await self._names(session, ids + ([selected["id"]] if selected else []))
             values["names_note"] = " ".join(n for n in (values["names_note"], note) if n) or None
-            if selected:
-                values["selected"] = names.get(selected["id"], selected)
+            if selected and selected["id"] in names:
+                found = names[selected["id"]]
+                values["selected"] = {**found, "type": found["type"] or selected["type"]}
             rows = []
             for item in items:
                 props = item.get("properties", {})
@@ -299,6 +300,10 @@ class AccessPages:
             values["assignments"] = rows
         except PortalError as exc:
             return self.portal.render("access.html", session, exc.status, error=exc.message, **values)
+        except (ValueError, AttributeError):  # not the JSON shapes ARM answers with
+            return self.portal.render(
+                "access.html", session, 502, error="Resource Manager's answer could not be read.", **values
+            )
         return self.portal.render("access.html", session, status, error=error, **values)
 
     async def access(self, request: Request) -> Response:
