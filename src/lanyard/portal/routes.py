@@ -374,12 +374,14 @@ class Portal:
         return response
 
     def routes(self) -> list[Route | Mount]:
+        from lanyard.portal.access import AccessPages
         from lanyard.portal.apps import AppPages
         from lanyard.portal.identities import IdentityPages
         from lanyard.portal.vaults import VaultPages
 
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
+            *AccessPages(self).routes(),
             *AppPages(self).routes(),
             *VaultPages(self).routes(),
             *IdentityPages(self).routes(),
