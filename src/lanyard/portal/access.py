@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from lanyard.portal.errors import PortalError, arm_message
 from lanyard.portal.security import PAGE_HEADERS
 
 if TYPE_CHECKING:
@@ -112,7 +113,6 @@ class AccessPages:
     async def _graph(self, session: Session, method: str, path: str, params: dict[str, str], body: Any) -> Any:
         """One Graph call with the person's Graph token: the JSON answer, or a PortalError with Graph's
         own code and message (for example Authorization_RequestDenied)."""
-        from lanyard.portal.routes import PortalError, arm_message
 
         try:
             token = await self.portal.token_for(session, GRAPH_SCOPE)
@@ -152,7 +152,6 @@ class AccessPages:
     async def _names(self, session: Session, ids: list[str]) -> tuple[dict[str, dict[str, str]], str | None]:
         """Display names (and a second line: UPN or app id) of directory objects, as az gets them
         (directoryObjects/getByIds); Graph's refusal is returned as a note and the page shows object ids."""
-        from lanyard.portal.routes import PortalError
 
         found: dict[str, dict[str, str]] = {}
         wanted = sorted({i.lower() for i in ids if _GUID.fullmatch(i)})
@@ -181,7 +180,6 @@ class AccessPages:
     async def _search(self, session: Session, text: str) -> tuple[list[dict[str, str]], str | None]:
         """Users, groups and service principals whose display name starts with the text (Graph's own
         `startswith(displayName,'…')`, one request per kind)."""
-        from lanyard.portal.routes import PortalError
 
         quoted = text.replace("'", "''")
         results: list[dict[str, str]] = []
@@ -226,7 +224,6 @@ class AccessPages:
     async def _show(
         self, request: Request, session: Session, status: int = 200, error: str | None = None, **extra: Any
     ) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         place = self._place(request)
         if place is None:
@@ -337,7 +334,6 @@ class AccessPages:
 
     async def add(self, request: Request) -> Response:
         """ARM PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{new guid}, as az does."""
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -401,7 +397,6 @@ class AccessPages:
         return await self._show(request, session, confirm=wanted)
 
     async def remove(self, request: Request) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from lanyard.portal.errors import PortalError, arm_message
 from lanyard.portal.security import PAGE_HEADERS
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ async def role_assignments(
             "GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", session, ROLES_API, params=flt
         )
     if answer.status_code >= 400:
-        from lanyard.portal.routes import arm_message
-
         return [], arm_message(answer)
     rows = []
     names: dict[str, str] = {}
@@ -127,8 +126,6 @@ class AppPages:
             params={"$filter": f"resourceType eq '{UAI_TYPE}'"},
         )
         if answer.status_code >= 400:
-            from lanyard.portal.routes import arm_message
-
             return [], arm_message(answer)
         wanted = text.strip().lower()
         found = [
@@ -141,7 +138,6 @@ class AppPages:
     async def _show(
         self, request: Request, session: Session, status: int = 200, error: str | None = None, **extra: Any
     ) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         group, app, slot = self._names(request)
         values: dict[str, Any] = {
@@ -186,7 +182,6 @@ class AppPages:
 
     async def _change(self, request: Request, change: str) -> Response:
         """A POST from the Identity page: read the site's identity, apply one change, PATCH it back."""
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -228,15 +223,12 @@ class AppPages:
             block: dict[str, Any] = {"type": identity_type(system, kept)}
             if users:
                 block["userAssignedIdentities"] = users
-            answer = await self.portal.arm_call("PATCH", path, session, WEB_API, body={"identity": block})
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, arm_message(answer), tab=tab)
+            answer = await self.portal.arm_ok("PATCH", path, session, WEB_API, body={"identity": block})
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message, tab=tab)
         return RedirectResponse(f"{self._page_path(group, app, slot)}?tab={tab}", 303, PAGE_HEADERS)
 
     async def _group_location(self, session: Session, group: str) -> str:
-        from lanyard.portal.routes import PortalError, arm_message
 
         group_path = f"/subscriptions/{quote(session.subscription, safe='')}/resourcegroups/{quote(group, safe='')}"
         found = await self.portal.arm_call("GET", group_path, session, "2021-04-01")
@@ -254,7 +246,6 @@ class AppPages:
         """The group page's "Create a web app" form: one ARM PUT of the site in the group's location, on
         the chosen App Service plan of the group (or none), then its Identity page. ARM's refusal (a
         Reader, a taken name, a plan that is gone) is shown on the group page."""
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -274,11 +265,7 @@ class AppPages:
         try:
             properties = {"serverFarmId": self._farm_id(session, group, plan)} if plan else {}
             body = {"location": await self._group_location(session, group), "kind": kind, "properties": properties}
-            answer = await self.portal.arm_call(
-                "PUT", self._site_path(session, group, name, None), session, WEB_API, body=body
-            )
-            if answer.status_code >= 400:
-                return await self.portal.group_page(session, group, answer.status_code, arm_message(answer))
+            await self.portal.arm_ok("PUT", self._site_path(session, group, name, None), session, WEB_API, body=body)
         except PortalError as exc:
             return await self.portal.group_page(session, group, exc.status, exc.message)
         return RedirectResponse(self._page_path(group, name, None), 303, PAGE_HEADERS)
@@ -286,7 +273,6 @@ class AppPages:
     async def create_plan(self, request: Request) -> Response:
         """The group page's "Create an App Service plan" form: one ARM PUT of the plan (a SKU from the
         list; Linux sets `reserved`, as az appservice plan create --is-linux does)."""
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -310,11 +296,9 @@ class AppPages:
                 "sku": {"name": sku, "tier": PLAN_SKUS[sku]},
                 "properties": {"reserved": linux},
             }
-            answer = await self.portal.arm_call(
+            await self.portal.arm_ok(
                 "PUT", self._farm_id(session, group, name, quoted=True), session, WEB_API, body=body
             )
-            if answer.status_code >= 400:
-                return await self.portal.group_page(session, group, answer.status_code, arm_message(answer))
         except PortalError as exc:
             return await self.portal.group_page(session, group, exc.status, exc.message)
         return RedirectResponse(f"/portal/resourcegroups/{quote(group, safe='')}", 303, PAGE_HEADERS)

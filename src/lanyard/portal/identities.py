@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from lanyard.portal.apps import UAI_API, UAI_TYPE, role_assignments
+from lanyard.portal.errors import PortalError, arm_message
 from lanyard.portal.security import PAGE_HEADERS
 from lanyard.protocol.federation import DEFAULT_AUDIENCE
 from lanyard.protocol.federation import NAME as FIC_NAME
@@ -37,12 +38,6 @@ BAD_FIC_NAME = (
     "A federated credential needs a name of 3 to 120 letters, digits, hyphens or underscores, "
     "starting with a letter or digit."
 )
-
-
-def _error(answer: Any) -> str:
-    from lanyard.portal.routes import arm_message
-
-    return arm_message(answer)
 
 
 class IdentityPages:
@@ -82,7 +77,7 @@ class IdentityPages:
         for _ in range(MAX_PAGES):
             answer = await self.portal.arm_call("GET", path, session, api, params=query)
             if answer.status_code >= 400:
-                return items, _error(answer)
+                return items, arm_message(answer)
             body = answer.json()
             items.extend(v for v in body.get("value", []) if isinstance(v, dict))
             link = body.get("nextLink")
@@ -137,7 +132,6 @@ class IdentityPages:
     async def _list_page(
         self, session: Session, status: int = 200, error: str | None = None, form: dict[str, str] | None = None
     ) -> Response:
-        from lanyard.portal.routes import PortalError
 
         values: dict[str, Any] = {"identities": [], "groups": [], "form": form or {}}
         try:
@@ -154,7 +148,6 @@ class IdentityPages:
     async def _show(
         self, request: Request, session: Session, status: int = 200, error: str | None = None, **extra: Any
     ) -> Response:
-        from lanyard.portal.routes import PortalError
 
         group, name = self._names(request)
         values: dict[str, Any] = {
@@ -177,7 +170,7 @@ class IdentityPages:
             answer = await self.portal.arm_call("GET", path, session, UAI_API)
             if answer.status_code >= 400:
                 return self.portal.render(
-                    "user_identity.html", session, answer.status_code, error=error or _error(answer), **values
+                    "user_identity.html", session, answer.status_code, error=error or arm_message(answer), **values
                 )
             found = answer.json()
             props = found.get("properties") or {}
@@ -217,7 +210,6 @@ class IdentityPages:
 
     async def create(self, request: Request) -> Response:
         """The list page's Create form: the group's location unless one is given, then one ARM PUT."""
-        from lanyard.portal.routes import PortalError
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -236,15 +228,11 @@ class IdentityPages:
             )
         try:
             if not location:
-                found = await self.portal.arm_call("GET", self._group_path(session, group), session, RESOURCES_API)
-                if found.status_code >= 400:
-                    return await self._list_page(session, found.status_code, _error(found), kept)
+                found = await self.portal.arm_ok("GET", self._group_path(session, group), session, RESOURCES_API)
                 location = str(found.json().get("location", ""))
-            answer = await self.portal.arm_call(
+            await self.portal.arm_ok(
                 "PUT", self._identity_path(session, group, name), session, UAI_API, body={"location": location}
             )
-            if answer.status_code >= 400:
-                return await self._list_page(session, answer.status_code, _error(answer), kept)
         except PortalError as exc:
             return await self._list_page(session, exc.status, exc.message, kept)
         return RedirectResponse(self._page(group, name), 303, PAGE_HEADERS)
@@ -262,7 +250,6 @@ class IdentityPages:
         return await self._show(request, session, confirm="identity")
 
     async def delete(self, request: Request) -> Response:
-        from lanyard.portal.routes import PortalError
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -270,9 +257,7 @@ class IdentityPages:
         session, _form = posted
         group, name = self._names(request)
         try:
-            answer = await self.portal.arm_call("DELETE", self._identity_path(session, group, name), session, UAI_API)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, _error(answer))
+            await self.portal.arm_ok("DELETE", self._identity_path(session, group, name), session, UAI_API)
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message)
         return RedirectResponse("/portal/identities", 303, PAGE_HEADERS)
@@ -280,7 +265,6 @@ class IdentityPages:
     async def add_credential(self, request: Request) -> Response:
         """The add form: one ARM PUT of the credential; ARM checks the issuer, subject and audiences and
         its refusal is shown on the page with the form still filled in."""
-        from lanyard.portal.routes import PortalError
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -296,9 +280,7 @@ class IdentityPages:
         body = {"properties": {"issuer": issuer, "subject": subject, "audiences": audiences}}
         path = f"{self._identity_path(session, group, name)}/federatedIdentityCredentials/{quote(fic, safe='')}"
         try:
-            answer = await self.portal.arm_call("PUT", path, session, UAI_API, body=body)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, _error(answer), form=kept)
+            await self.portal.arm_ok("PUT", path, session, UAI_API, body=body)
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message, form=kept)
         return RedirectResponse(self._page(group, name), 303, PAGE_HEADERS)
@@ -313,7 +295,6 @@ class IdentityPages:
         return await self._show(request, session, confirm_fic=fic)
 
     async def delete_credential(self, request: Request) -> Response:
-        from lanyard.portal.routes import PortalError
 
         posted = await self.portal.posted_form(request)
         if isinstance(posted, Response):
@@ -325,9 +306,7 @@ class IdentityPages:
             return await self._show(request, session, 400, BAD_FIC_NAME)
         path = f"{self._identity_path(session, group, name)}/federatedIdentityCredentials/{quote(fic, safe='')}"
         try:
-            answer = await self.portal.arm_call("DELETE", path, session, UAI_API)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, _error(answer))
+            await self.portal.arm_ok("DELETE", path, session, UAI_API)
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message)
         return RedirectResponse(self._page(group, name), 303, PAGE_HEADERS)

@@ -22,9 +22,13 @@ from starlette.staticfiles import StaticFiles
 from lanyard.core.body import read_capped
 from lanyard.core.errors import OAuthError
 from lanyard.directory.clients import LANYARD_PORTAL, portal_redirect
-from lanyard.portal.apps import PLAN_SKUS
+from lanyard.portal.access import AccessPages
+from lanyard.portal.apps import PLAN_SKUS, AppPages
+from lanyard.portal.errors import PortalError, arm_message
+from lanyard.portal.identities import IdentityPages
 from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
 from lanyard.portal.sessions import COOKIE, Session, SessionStore
+from lanyard.portal.vaults import VaultPages
 from lanyard.protocol.oauth2 import MAX_FORM_BYTES, parse_form
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -41,26 +45,8 @@ ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
 ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
 
 
-class PortalError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
 _GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
 _LOCATION = re.compile(r"[A-Za-z0-9]{1,40}")
-
-
-def arm_message(answer: httpx.Response) -> str:
-    """ARM's own error, as ARM wrote it ("AuthorizationFailed: The client ... does not have ...")."""
-    try:
-        error = answer.json().get("error", {})
-    except ValueError:
-        error = {}
-    if not isinstance(error, dict):
-        error = {}
-    return f"{error.get('code', 'Error')}: {str(error.get('message', ''))[:1000]}"
 
 
 def _challenge(verifier: str) -> str:
@@ -128,6 +114,22 @@ class Portal:
             return await self.arm_send(method, path, await self._arm_token(session), api, params or {}, body)
         except httpx.HTTPError as exc:
             raise PortalError(f"Resource Manager could not be reached ({type(exc).__name__}).", 502) from exc
+
+    async def arm_ok(
+        self,
+        method: str,
+        path: str,
+        session: Session,
+        api: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """`arm_call` whose refusal (any status from 400) is a PortalError carrying ARM's own message
+        and status, so a page shows it the way it shows every other failure."""
+        answer = await self.arm_call(method, path, session, api, params, body)
+        if answer.status_code >= 400:
+            raise PortalError(arm_message(answer), answer.status_code)
+        return answer
 
     async def data_call(
         self, method: str, url: str, session: Session, scope: str, api: str, body: Any = None
@@ -374,11 +376,6 @@ class Portal:
         return response
 
     def routes(self) -> list[Route | Mount]:
-        from lanyard.portal.access import AccessPages
-        from lanyard.portal.apps import AppPages
-        from lanyard.portal.identities import IdentityPages
-        from lanyard.portal.vaults import VaultPages
-
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
             *AccessPages(self).routes(),

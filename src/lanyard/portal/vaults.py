@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from lanyard.portal.errors import PortalError, arm_message
 from lanyard.portal.security import PAGE_HEADERS
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ def vault_scope(vault_uri: str) -> str:
     """https://{name}.{suffix}/ -> https://{suffix}/.default, the audience the vault accepts."""
     parts = urlsplit(vault_uri)
     if parts.scheme != "https" or "." not in parts.netloc:
-        from lanyard.portal.routes import PortalError
-
         raise PortalError("The vault has no usable URI.", 502)
     return f"https://{parts.netloc.split('.', 1)[1]}/.default"
 
@@ -56,7 +55,6 @@ class VaultPages:
         return f"/portal/resourcegroups/{quote(group, safe='')}/vaults/{quote(vault, safe='')}"
 
     async def _secrets(self, session: Session, uri: str) -> tuple[list[str], str | None]:
-        from lanyard.portal.routes import PortalError, arm_message
 
         try:
             answer = await self.portal.data_call(
@@ -71,7 +69,6 @@ class VaultPages:
     async def _show(
         self, request: Request, session: Session, status: int = 200, error: str | None = None, **extra: Any
     ) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         group, vault = self._names(request)
         values: dict[str, Any] = {
@@ -110,7 +107,6 @@ class VaultPages:
         return await self.portal.posted_form(request)
 
     async def _write_policies(self, request: Request, change: str) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self._posted(request)
         if isinstance(posted, Response):
@@ -125,9 +121,7 @@ class VaultPages:
             return await self._show(request, session, 400, "Choose at least one secret permission.")
         path = self._vault_path(session, group, vault)
         try:
-            answer = await self.portal.arm_call("GET", path, session, VAULT_API)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, arm_message(answer))
+            answer = await self.portal.arm_ok("GET", path, session, VAULT_API)
             current = answer.json()
             props = dict(current.get("properties", {}))
             policies = [p for p in props.get("accessPolicies", []) if str(p.get("objectId", "")).lower() != object_id]
@@ -137,15 +131,12 @@ class VaultPages:
                 )
             props["accessPolicies"] = policies
             body = {"location": current.get("location"), "tags": current.get("tags") or {}, "properties": props}
-            answer = await self.portal.arm_call("PUT", path, session, VAULT_API, body=body)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, arm_message(answer))
+            answer = await self.portal.arm_ok("PUT", path, session, VAULT_API, body=body)
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message)
         return RedirectResponse(self._page(group, vault), 303, PAGE_HEADERS)
 
     async def _secret(self, request: Request, change: str) -> Response:
-        from lanyard.portal.routes import PortalError, arm_message
 
         posted = await self._posted(request)
         if isinstance(posted, Response):
@@ -159,9 +150,7 @@ class VaultPages:
         if change == "set" and (not value or len(value) > MAX_VALUE):
             return await self._show(request, session, 400, "A secret needs a value of at most 25 KiB.")
         try:
-            answer = await self.portal.arm_call("GET", self._vault_path(session, group, vault), session, VAULT_API)
-            if answer.status_code >= 400:
-                return await self._show(request, session, answer.status_code, arm_message(answer))
+            answer = await self.portal.arm_ok("GET", self._vault_path(session, group, vault), session, VAULT_API)
             uri = str(answer.json().get("properties", {}).get("vaultUri", "")).rstrip("/")
             if change == "set":
                 answer = await self.portal.data_call(
