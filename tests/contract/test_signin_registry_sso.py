@@ -252,6 +252,59 @@ def test_public_client_of_a_registered_app_uses_pkce_on_any_loopback_port(
     assert claims["oid"] == person["id"] and claims["appidacr"] == "0"
 
 
+SPA_REDIRECT = "https://spa.example/app"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # the challenge authorize_url sends
+
+
+def test_a_single_page_app_redeems_its_code_only_cross_origin(
+    platform: RunningPlatform, web_app: dict[str, Any], browser: Browser
+) -> None:
+    """Entra's SPA rules: a code sent to a `spa` redirect and its refresh tokens are redeemed only by a
+    browser's cross-origin request (an Origin header; AADSTS9002327 otherwise, nothing spent), no other
+    code is (AADSTS9002326), and the token endpoint answers CORS: a preflight, and `*` on the answer.
+    The SPA's refresh token says how long it has left (24 hours, not extended; in-process test)."""
+    admin, graph = platform.endpoints["admin"], platform.endpoints["graph"]
+    token = secret_token(platform, admin["client_id"], admin["client_secret"], graph)
+    with platform.http() as http:
+        made = http.post(f"{graph}/v1.0/applications", headers={"Authorization": f"Bearer {token}"}, json={
+            "displayName": f"spa-{uuid.uuid4().hex[:6]}", "spa": {"redirectUris": [SPA_REDIRECT]}})
+        assert made.status_code == 201, made.text
+    app_id = made.json()["appId"]
+    cli_json(platform.home, "ad", "sp", "create", "--id", app_id)
+    person = new_user(platform)
+    code = code_of(browser.sign_in(browser.get(authorize_url(platform, app_id, SPA_REDIRECT)),
+                                   person["userPrincipalName"], PASSWORD))
+    redeem = {"grant_type": "authorization_code", "client_id": app_id, "code": code, "redirect_uri": SPA_REDIRECT,
+              "code_verifier": VERIFIER, "scope": f"{ARM}/.default offline_access"}
+    origin = {"Origin": "https://spa.example"}
+    with platform.http() as http:
+        preflight = http.options(platform.token_url_v2, headers={
+            **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert preflight.headers["access-control-allow-headers"] == "content-type"
+        same_site = http.post(platform.token_url_v2, data=redeem)
+        assert same_site.status_code == 400 and same_site.json()["error_codes"] == [9002327], same_site.text
+        assert same_site.headers["access-control-allow-origin"] == "*"
+        ok = http.post(platform.token_url_v2, data=redeem, headers=origin)  # the same code: not spent above
+        assert ok.status_code == 200, ok.text
+        body = ok.json()
+        assert 86000 < body["refresh_token_expires_in"] <= 86400 and ok.headers["access-control-allow-origin"] == "*"
+        assert verify_with_discovery(platform, body["access_token"], ARM)["oid"] == person["id"]
+        refresh = {"grant_type": "refresh_token", "client_id": app_id, "refresh_token": body["refresh_token"],
+                   "scope": f"{ARM}/.default"}
+        assert http.post(platform.token_url_v2, data=refresh).json()["error_codes"] == [9002327]
+        again = http.post(platform.token_url_v2, data=refresh, headers=origin)
+        assert again.status_code == 200 and again.json()["refresh_token_expires_in"] <= body["refresh_token_expires_in"]
+
+        # A public client's code redeemed cross-origin: refused, and not spent either.
+        public_code = code_of(browser.get(authorize_url(platform, web_app["appId"], "http://localhost:8400/")))
+        public = {**redeem, "client_id": web_app["appId"], "code": public_code, "redirect_uri": "http://localhost:8400/"}
+        cross = http.post(platform.token_url_v2, data=public, headers=origin)
+        assert cross.status_code == 400 and cross.json()["error_codes"] == [9002326], cross.text
+        assert http.post(platform.token_url_v2, data=public).status_code == 200
+
+
 def test_unregistered_missing_and_foreign_redirects_are_refused_on_the_page(
     platform: RunningPlatform, web_app: dict[str, Any], other_app: dict[str, Any], browser: Browser
 ) -> None:

@@ -5,6 +5,7 @@ refilling, and a disabled user's refresh tokens ending. A real store (SQLite) an
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import uuid
@@ -18,6 +19,7 @@ from lanyard.crypto.barrier import Barrier
 from lanyard.directory.clients import AZURE_CLI
 from lanyard.directory.keys import SigningKeys, ensure_signing_key
 from lanyard.directory.passwords import hash_password
+from lanyard.directory.redirects import SPA
 from lanyard.directory.service import Directory, DirectoryConfig
 from lanyard.directory.signin import (
     CODE_LIFETIME,
@@ -167,3 +169,35 @@ def test_cleanup_keeps_retired_refresh_tokens_so_their_reuse_still_revokes(
     assert reused.value.aadsts == 50173
     with pytest.raises(InvalidGrant):
         service.token(TENANT, grant(grant_type="refresh_token", refresh_token=second), "127.0.0.1")
+
+
+def test_a_single_page_apps_refresh_tokens_end_a_day_after_sign_in(
+    signin: tuple[SignIn, FrozenClock, people.UserRecord],
+) -> None:
+    """Entra: a refresh token issued to a SPA has a fixed 24-hour lifetime from the sign-in; using it
+    issues new ones with what is left, never more (AADSTS700084 after)."""
+    service, clock, user = signin
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    client = service.public_or_registered(TENANT, AZURE_CLI)
+    code = service.issue_code(
+        user, client, redirect_uri="http://localhost/", scope=ARM, challenge=challenge, nonce=None, redirect_kind=SPA
+    )
+    origin = "https://spa.example"
+    redeem = grant(grant_type="authorization_code", code=code, redirect_uri="http://localhost/", code_verifier=verifier)
+    first = service.token(TENANT, dataclasses.replace(redeem, origin=origin), "127.0.0.1")
+    assert first["refresh_token_expires_in"] == 86400
+    clock.advance(23 * 3600)
+    refreshed = service.token(
+        TENANT,
+        dataclasses.replace(
+            grant(grant_type="refresh_token", refresh_token=str(first["refresh_token"])), origin=origin
+        ),
+        "127.0.0.1",
+    )
+    assert refreshed["refresh_token_expires_in"] == 3600
+    clock.advance(3601)
+    late = grant(grant_type="refresh_token", refresh_token=str(refreshed["refresh_token"]))
+    with pytest.raises(InvalidGrant) as refused:
+        service.token(TENANT, dataclasses.replace(late, origin=origin), "127.0.0.1")
+    assert refused.value.aadsts == 700084

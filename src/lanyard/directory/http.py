@@ -5,6 +5,7 @@ Every failure on these routes is rendered as an OAuth error body (RFC 6749 §5.2
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import orjson
@@ -34,6 +35,14 @@ from lanyard.protocol.oauth2 import (
 )
 
 NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+# The token endpoint answers browsers cross-origin as Entra does (a single-page app redeems its code
+# with fetch); which redemptions a cross-origin request may make is the sign-in's rule (AADSTS9002326/7).
+CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT = {
+    **CORS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
 # Discovery documents and keys may be cached by clients, briefly: keys roll.
 CACHEABLE = {"Cache-Control": "max-age=300, private"}
 _ALIASES = frozenset({"common", "organizations", "consumers"})
@@ -112,6 +121,23 @@ class DirectoryRoutes:
         return tenant
 
     async def token(self, request: Request, endpoint: Literal["v1", "v2"]) -> Response:
+        if request.method == "OPTIONS":
+            return self._preflight(request)
+        response = await self._token(request, endpoint)
+        response.headers.update(CORS)
+        return response
+
+    @staticmethod
+    def _preflight(request: Request) -> Response:
+        """A browser's CORS preflight: POST with the headers it asked for (names only, bounded)."""
+        asked = request.headers.get("access-control-request-headers", "")[:512]
+        names = [n.strip() for n in asked.split(",") if n.strip() and all(c.isalnum() or c == "-" for c in n.strip())]
+        headers = dict(PREFLIGHT)
+        if names:
+            headers["Access-Control-Allow-Headers"] = ", ".join(names)
+        return Response(status_code=204, headers=headers)
+
+    async def _token(self, request: Request, endpoint: Literal["v1", "v2"]) -> Response:
         try:
             if request.method != "POST":
                 raise InvalidRequest(
@@ -160,6 +186,7 @@ class DirectoryRoutes:
         assert self.signin is not None
         signin = self.signin
         grant = parse_user_grant(form, endpoint, request.headers.get("authorization"))
+        grant = dataclasses.replace(grant, origin=request.headers.get("origin", "")[:512])
         try:
             with self.limits.guard(grant.as_client_request(), source):
                 result = await run_in_threadpool(signin.token, tenant, grant, source)
@@ -240,8 +267,14 @@ class DirectoryRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/common/discovery/instance", self.instance, methods=["GET"]),
-            Route("/{tenant}/oauth2/token", self.token_v1, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-            Route("/{tenant}/oauth2/v2.0/token", self.token_v2, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            Route(
+                "/{tenant}/oauth2/token", self.token_v1, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+            ),
+            Route(
+                "/{tenant}/oauth2/v2.0/token",
+                self.token_v2,
+                methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+            ),
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_v2, methods=["GET"]),
             Route("/{tenant}/.well-known/openid-configuration", self.openid_v1, methods=["GET"]),
             Route("/{tenant}/discovery/keys", self.keys, methods=["GET"]),
@@ -267,7 +300,12 @@ class StaticDocuments:
         self.rebuild()
         routes.directory.keys.on_change(lambda _ring: self.rebuild())
         routes.directory.on_tenants(lambda _tenants: self.rebuild())
-        self.headers = [(b"content-type", b"application/json"), (b"cache-control", CACHEABLE["Cache-Control"].encode())]
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", CACHEABLE["Cache-Control"].encode()),
+            # Public documents: a single-page app's library reads them cross-origin, as from Entra.
+            (b"access-control-allow-origin", b"*"),
+        ]
 
     def rebuild(self) -> None:
         authority = self.routes.authority

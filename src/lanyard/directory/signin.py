@@ -37,7 +37,7 @@ from lanyard.core.ratelimit import Rate, TokenBuckets
 from lanyard.directory.clients import LANYARD_PORTAL, allowed_public_redirect, portal_redirect, public_client_name
 from lanyard.directory.limits import source_key
 from lanyard.directory.passwords import check_policy, hash_password, verify_password
-from lanyard.directory.redirects import PUBLIC_CLIENT, WEB, RedirectRegistry
+from lanyard.directory.redirects import PUBLIC_CLIENT, SPA, WEB, RedirectRegistry
 from lanyard.directory.service import Directory
 from lanyard.directory.sso import SsoSessions
 from lanyard.observe import metrics
@@ -71,6 +71,8 @@ REFRESH_LIFETIME = 90 * 86400.0  # Entra: 90 days, renewed by every use
 # Two processes of one tool (two az commands at once) may both redeem the refresh token they read
 # from one cache: inside this window the second is served, after it the reuse is taken as theft.
 REFRESH_REUSE_GRACE = 30.0
+# Entra: a refresh token issued to a single-page app lives 24 hours from the sign-in, never extended.
+SPA_REFRESH_LIFETIME = 86400.0
 ALIASES = frozenset({"common", "organizations"})
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels (no words), no look-alikes of digits
 _USER_CODE_LENGTH = 9
@@ -107,9 +109,7 @@ class WeakPassword(Exception):
         self.message = message
 
 
-_NEEDS_CREDENTIAL = (
-    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
-)
+_NEEDS_CREDENTIAL = "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
 
 
 class PasswordLimits:
@@ -357,6 +357,7 @@ class SignIn:
         nonce: str | None,
         family: str | None,
         amr: tuple[str, ...] = ("pwd",),
+        spa_until: float | None = None,
     ) -> dict[str, Any]:
         now = self.clock.now()
         lifetime = self.directory.config.token_lifetime
@@ -381,7 +382,7 @@ class SignIn:
                 subject, client_id=client.client_id, issuer=id_issuer, now=now, lifetime=lifetime, nonce=nonce, v2=v2
             )
         )
-        refresh = self._new_refresh_token(user, client, scope, family)
+        refresh = self._new_refresh_token(user, client, scope, family, spa_until)
         body: dict[str, Any] = {
             "token_type": "Bearer",
             "scope": scope.granted() if v2 else scope.scp,
@@ -392,6 +393,8 @@ class SignIn:
             "id_token": id_token,
             "client_info": client_info(subject),
         }
+        if spa_until is not None:
+            body["refresh_token_expires_in"] = max(0, int(spa_until - now))
         if not v2:
             body.update(
                 expires_in=str(lifetime),
@@ -444,18 +447,31 @@ class SignIn:
         return secret
 
     def _new_refresh_token(
-        self, user: people.UserRecord, client: SignedInClient, scope: DelegatedScope, family: str | None
+        self,
+        user: people.UserRecord,
+        client: SignedInClient,
+        scope: DelegatedScope,
+        family: str | None,
+        spa_until: float | None = None,
     ) -> str:
+        detail: dict[str, Any] = {}
+        if client.confidential:
+            # A family begun with a client credential goes on only with one (Entra: AADSTS7000218).
+            detail["confidential"] = True
+        lifetime = REFRESH_LIFETIME
+        if spa_until is not None:
+            # A single-page app's family ends 24 hours after its sign-in whatever its use.
+            detail["spa_until"] = spa_until
+            lifetime = max(0.0, spa_until - self.clock.now())
         return self._new_grant(
             "refresh",
             client.client_id,
             user.tenant_id,
             user_id=user.object_id,
             scope=scope.scp,
-            lifetime=REFRESH_LIFETIME,
+            lifetime=lifetime,
             family=family,
-            # A family begun with a client credential goes on only with one (Entra: AADSTS7000218).
-            detail={"confidential": True} if client.confidential else None,
+            detail=detail or None,
         )
 
     def _redeem_refresh(self, tenant: str, client: SignedInClient, request: UserGrantRequest) -> dict[str, Any]:
@@ -468,8 +484,18 @@ class SignIn:
                 raise InvalidGrant(9002313, "Invalid request. The refresh token is malformed or not valid.")
             if grant.state == "revoked":
                 raise self._revoked()
-            if orjson.loads(grant.detail).get("confidential") and not client.confidential:
+            family_detail = orjson.loads(grant.detail)
+            if family_detail.get("confidential") and not client.confidential:
                 raise InvalidClient(7000218, _NEEDS_CREDENTIAL)
+            spa_until = family_detail.get("spa_until")
+            _check_origin(spa_until is not None, request.origin)
+            if spa_until is not None and float(spa_until) <= now:
+                raise InvalidGrant(
+                    700084,
+                    "The refresh token was issued to a single page app (SPA), and therefore has a fixed, limited "
+                    "lifetime of 1.00:00:00, which cannot be extended. It is now expired and a new sign in request "
+                    "must be sent by the SPA to the sign in page.",
+                )
             if grant.state == "pending":
                 if grant.expires_at <= now:
                     raise InvalidGrant(700082, "The refresh token has expired due to inactivity.")
@@ -485,7 +511,15 @@ class SignIn:
             self._revoke_family(grant.family)
             log.warning("a retired refresh token was presented again: its family is revoked")
             raise self._revoked()
-        return self.issue(user, client, request.scope, request.endpoint, nonce=None, family=grant.family)
+        return self.issue(
+            user,
+            client,
+            request.scope,
+            request.endpoint,
+            nonce=None,
+            family=grant.family,
+            spa_until=None if spa_until is None else float(spa_until),
+        )
 
     def _revoke_family(self, family: str) -> None:
         with self.directory.store.session() as s:
@@ -569,6 +603,8 @@ class SignIn:
                     "The redirect URI specified in the request does not match the one the code was issued to "
                     "or the redirect URIs configured for the application.",
                 )
+            single_page = detail.get("kind") == SPA
+            _check_origin(single_page, request.origin)
             if detail.get("kind") == WEB and not client.confidential:
                 # A code sent to a web redirect is redeemed by the web app itself, with its credential.
                 raise InvalidClient(7000218, _NEEDS_CREDENTIAL)
@@ -587,7 +623,10 @@ class SignIn:
                     54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code."
                 )
         scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
-        return self.issue(user, client, scope, request.endpoint, nonce=detail.get("nonce"), family=grant.family)
+        spa_until = now + SPA_REFRESH_LIFETIME if single_page else None
+        return self.issue(
+            user, client, scope, request.endpoint, nonce=detail.get("nonce"), family=grant.family, spa_until=spa_until
+        )
 
     # -- device codes -------------------------------------------------------------------------
 
@@ -598,7 +637,12 @@ class SignIn:
         self._public_flow_allowed(client)
         user_code = new_user_code()
         device_code = self._new_grant(
-            "device", client.client_id, tenant, user_id=None, scope=scope[:2048], lifetime=DEVICE_LIFETIME,
+            "device",
+            client.client_id,
+            tenant,
+            user_id=None,
+            scope=scope[:2048],
+            lifetime=DEVICE_LIFETIME,
             user_code=user_code,
         )
         return {
@@ -655,3 +699,19 @@ class SignIn:
         scope = request.scope if request.scope_given else delegated_scope(grant.scope, None)
         return self.issue(user, client, scope, request.endpoint, nonce=None, family=grant.family)
 
+
+def _check_origin(single_page: bool, origin: str) -> None:
+    """Entra's rule for single-page apps: their codes and refresh tokens are redeemed only by a
+    browser's cross-origin request (with an Origin header), and nothing else's is."""
+    if single_page and not origin:
+        raise InvalidRequest(
+            9002327,
+            "Tokens issued for the 'Single-Page Application' client-type may only be redeemed via cross-origin "
+            "requests.",
+        )
+    if origin and not single_page:
+        raise InvalidRequest(
+            9002326,
+            "Cross-origin token redemption is permitted only for the 'Single-Page Application' client-type. "
+            f"Request origin: '{origin[:200]}'.",
+        )

@@ -241,6 +241,8 @@ class UserGrantRequest:
     device_code: str = ""
     # False when the request named no scope (msal polling a device code): the grant's own applies.
     scope_given: bool = True
+    # The browser's Origin header: present on a cross-origin (single-page app) redemption, else "".
+    origin: str = ""
 
     def __repr__(self) -> str:  # passwords, codes and tokens never reach a log through repr()
         return f"UserGrantRequest(grant_type={self.grant_type!r}, client_id={self.client_id!r})"
