@@ -271,6 +271,12 @@ def node_client() -> ClientProgram:
 
 
 @pytest.fixture(scope="session")
+def spa_client() -> ClientProgram:
+    """The real @azure/msal-browser (tests/clients/spa): its bundle, for a test page to load."""
+    return _client("spa")
+
+
+@pytest.fixture(scope="session")
 def go_client() -> ClientProgram:
     """The real azidentity (tests/clients/go)."""
     return _client("go")

@@ -15,7 +15,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 BUILT = REPO / ".cache" / "clients"
 ENSURE = REPO / "scripts" / "ensure-clients"
-LANGUAGES = ("node", "go", "java")
+LANGUAGES = ("node", "spa", "go", "java")
 BUILD_TIMEOUT = 900
 
 
@@ -44,6 +44,8 @@ def _argv(language: str) -> tuple[str, ...]:
         return (node, str(folder / "main.mjs"))
     if language == "go":
         return (str(folder / "lanyard-go-client"),)
+    if language == "spa":  # not a program: the browser library a test page loads
+        return (str(folder / "node_modules" / "@azure" / "msal-browser" / "lib" / "msal-browser.min.js"),)
     java = _tool("java")
     if java is None:
         raise LookupError("java is not installed")

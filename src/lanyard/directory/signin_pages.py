@@ -217,16 +217,20 @@ class SignInPages:
             )
         if params.get("prompt", "login") not in _PROMPTS:
             raise InvalidRequest(90023, "Invalid prompt value: use login, none, select_account or consent.")
-        if params.get("response_mode", "query") not in ("query", "form_post"):
-            raise InvalidRequest(900144, "The response_mode must be 'query' or 'form_post'.")
+        if params.get("response_mode", "query") not in _RESPONSE_MODES:
+            raise InvalidRequest(900144, "The response_mode must be 'query', 'fragment' or 'form_post'.")
         if len(params.get("state", "")) > 2048 or len(params.get("nonce", "")) > 512:
             raise InvalidRequest(900144, "The state or nonce parameter is too long.")
         delegated_scope(params.get("scope"), None)
 
     @staticmethod
-    def _redirect(redirect_uri: str, **values: str) -> Response:
-        sep = "&" if urlsplit(redirect_uri).query else "?"
+    def _redirect(redirect_uri: str, mode: str = "query", **values: str) -> Response:
+        """The answer sent back to the client: in the query, or (response_mode=fragment, what a
+        single-page app asks for) in the fragment, which the browser keeps out of any server's logs."""
         query = urlencode({k: v for k, v in values.items() if v})
+        if mode == "fragment":
+            return RedirectResponse(f"{redirect_uri}#{query}", status_code=302, headers=NO_STORE)
+        sep = "&" if urlsplit(redirect_uri).query else "?"
         return RedirectResponse(f"{redirect_uri}{sep}{query}", status_code=302, headers=NO_STORE)
 
     async def authorize(self, request: Request) -> Response:
@@ -241,7 +245,11 @@ class SignInPages:
                 self._checked_request(params, kind)
             except OAuthError as exc:
                 return self._redirect(
-                    redirect_uri, error=exc.error, error_description=exc.message, state=params.get("state", "")
+                    redirect_uri,
+                    _mode(params),
+                    error=exc.error,
+                    error_description=exc.message,
+                    state=params.get("state", ""),
                 )
             flow = _Flow(client, redirect_uri, kind, params)
             page: dict[str, Any] = {
@@ -304,6 +312,7 @@ class SignInPages:
         if prompt == "none":
             return self._redirect(
                 flow.redirect_uri,
+                _mode(flow.params),
                 error="login_required",
                 error_description="AADSTS50058: A silent sign-in request was sent but no user is signed in.",
                 state=flow.params.get("state", ""),
@@ -336,7 +345,7 @@ class SignInPages:
                 fields=fields,
             )
         else:
-            response = self._redirect(flow.redirect_uri, code=code, state=params.get("state", ""))
+            response = self._redirect(flow.redirect_uri, _mode(params), code=code, state=params.get("state", ""))
         if session is not None:
             # Lax, not Strict: the cookie must come along when a client's page navigates here.
             response.set_cookie(SSO_COOKIE, session, path="/", secure=True, httponly=True, samesite="lax")
@@ -509,3 +518,12 @@ class SignInPages:
             Route("/_lanyard/signin.css", self.stylesheet, methods=["GET"]),
             Route("/_lanyard/form_post.js", self.form_post_script, methods=["GET"]),
         ]
+
+
+_RESPONSE_MODES = ("query", "fragment", "form_post")
+
+
+def _mode(params: dict[str, str]) -> str:
+    """Where an answer goes back: the request's response_mode when it is one we speak, else the query."""
+    mode = params.get("response_mode", "query")
+    return mode if mode in _RESPONSE_MODES and mode != "form_post" else "query"
