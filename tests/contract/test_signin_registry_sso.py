@@ -467,3 +467,38 @@ def test_forced_password_change_refuses_the_device_code(platform: RunningPlatfor
         answer = http.post(platform.token_url_v2, data=poll)
     assert answer.status_code == 400 and answer.json()["error_codes"] == [50055]
     assert "access_token" not in answer.json()
+
+
+def test_a_signed_in_browser_approves_a_device_code_after_confirming_the_app(
+    platform: RunningPlatform, browser: Browser
+) -> None:
+    """With an SSO session the device page asks for the code, then names the application and the
+    account ("Are you trying to sign in to ...?") before Continue approves it; no password. "Use
+    another account" is the password form, and a browser without a session gets it too."""
+    person = new_user(platform)
+    upn = person["userPrincipalName"]
+    code_of(browser.sign_in(browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/")), upn, PASSWORD))
+    with platform.http() as http:
+        started = http.post(f"{platform.authority}/organizations/oauth2/v2.0/devicecode",
+                            data={"client_id": AZ_CLI, "scope": f"{ARM}/.default offline_access"}).json()
+    page = browser.get(f"{platform.authority}/devicelogin")
+    assert page.status_code == 200 and f'id="signed-in-as">{upn}' in page.text and 'name="password"' not in page.text
+    other = browser.get(f"{platform.authority}/devicelogin?other=1")
+    assert 'name="password"' in other.text and "signed-in-as" not in other.text
+    with platform.http() as stranger:
+        assert 'name="password"' in stranger.get(f"{platform.authority}/devicelogin").text
+
+    fields = form_fields(page.text)
+    confirm = browser.http.post(f"{platform.authority}/devicelogin", data={**fields, "otc": started["user_code"]})
+    assert confirm.status_code == 200 and 'id="confirm"' in confirm.text, confirm.text
+    assert "Microsoft Azure CLI" in unescape(confirm.text) and upn in confirm.text
+    poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": AZ_CLI,
+            "device_code": started["device_code"]}
+    with platform.http() as http:
+        assert http.post(platform.token_url_v2, data=poll).json()["error"] == "authorization_pending"
+        done = browser.http.post(f"{platform.authority}/devicelogin", data=form_fields(confirm.text))
+        assert done.status_code == 200 and 'id="done"' in done.text, done.text
+        token = http.post(platform.token_url_v2, data=poll).json()
+    assert verify_with_discovery(platform, token["access_token"], ARM)["oid"] == person["id"]
+    forged = {k: v for k, v in form_fields(confirm.text).items() if k != "csrf_token"}
+    assert browser.http.post(f"{platform.authority}/devicelogin", data=forged).status_code == 403

@@ -425,13 +425,21 @@ class SignInPages:
         return f"{self.authority}/devicelogin"
 
     async def device_page(self, request: Request) -> Response:
+        """Where a device code is entered. With a password; or, in a browser already signed in (an SSO
+        session), by confirming "Continue as ..." after the page has said which application the code
+        is for, so a code someone else made cannot be approved unseen."""
+        cookie = request.cookies.get(SSO_COOKIE, "")
+        signed_in = await run_in_threadpool(self._session_user, cookie, "organizations", "") if cookie else None
+        other = request.query_params.get("other") == "1"
         page: dict[str, Any] = {
             "title": "Enter code",
-            "action": "/devicelogin",
+            "action": "/devicelogin" + ("?other=1" if other else ""),
             "done": False,
+            "confirm": False,
             "client_name": "",
             "code": request.query_params.get("otc", "")[:32],
             "username": "",
+            "signed_in": None if other or signed_in is None else signed_in.user_principal_name,
         }
         try:
             if request.method != "POST":
@@ -444,18 +452,34 @@ class SignInPages:
                 grant, client = await run_in_threadpool(self.signin.pending_device, form.get("otc", ""))
             except OAuthError as exc:
                 return self._page(request, "device.html", 400, error=exc.message, **page)
-            try:
-                user = await run_in_threadpool(
-                    self.signin.check_password,
-                    grant.tenant_id,
-                    form.get("username", ""),
-                    form.get("password", ""),
-                    source,
+            step = form.get("step", "")
+            if page["signed_in"] is not None and step in ("code", "continue"):
+                assert signed_in is not None
+                if step == "code":  # first say what the code is for, and as whom it would sign in
+                    page.update(confirm=True, client_name=client.name, title="Are you trying to sign in?")
+                    return self._page(request, "device.html", **page)
+                user: UserRecord | None = await run_in_threadpool(
+                    self._session_user, cookie, grant.tenant_id, signed_in.user_principal_name
                 )
+                if user is None:
+                    return self._page(request, "device.html", 400, error="Your session has ended. Sign in.", **page)
+            else:
+                try:
+                    user = await run_in_threadpool(
+                        self.signin.check_password,
+                        grant.tenant_id,
+                        form.get("username", ""),
+                        form.get("password", ""),
+                        source,
+                    )
+                except InvalidGrant as exc:
+                    status = 429 if isinstance(exc, SignInThrottled) else 200
+                    error = _MESSAGES.get(exc.aadsts, exc.message)
+                    return self._page(request, "device.html", status, error=error, **page)
+            try:
                 await run_in_threadpool(self.signin.approve_device, grant, user)
-            except InvalidGrant as exc:
-                status = 429 if isinstance(exc, SignInThrottled) else 200
-                return self._page(request, "device.html", status, error=_MESSAGES.get(exc.aadsts, exc.message), **page)
+            except InvalidGrant as exc:  # the user's own state (a password to change): said on the page
+                return self._page(request, "device.html", error=_MESSAGES.get(exc.aadsts, exc.message), **page)
             except OAuthError as exc:
                 return self._page(request, "device.html", 400, error=exc.message, **page)
             page.update(done=True, client_name=client.name, title="You're signed in")
