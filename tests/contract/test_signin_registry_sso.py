@@ -343,8 +343,22 @@ def test_sso_session_skips_the_password_until_sign_out(
     # another client, same browser: no login page
     silent = browser.get(authorize_url(platform, web_app["appId"], WEB_REDIRECT, prompt="none"))
     assert "code=" in silent.headers["location"] and "state=st-1" in silent.headers["location"]
-    for prompt in ("select_account", "consent"):
-        assert code_of(browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt=prompt)))
+    assert code_of(browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt="consent")))
+    # prompt=select_account (az login sends it): Entra's "Pick an account", the session's or another
+    picker = browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt="select_account"))
+    assert picker.status_code == 200 and 'id="pick-account"' in picker.text and 'name="password"' not in picker.text
+    assert person["userPrincipalName"] in picker.text
+    action = re.search(r'action="([^"]+)"', picker.text)
+    assert action is not None
+    target = f"{platform.authority}{unescape(action[1])}"
+    picked = browser.http.post(target, data=form_fields(picker.text))
+    assert "state=st-1" in picked.headers["location"] and code_of(picked)
+    forged = {k: v for k, v in form_fields(picker.text).items() if k != "csrf_token"}
+    assert browser.http.post(target, data=forged).status_code == 403
+    another = re.search(r'id="use-another" href="([^"]+)"', picker.text)
+    assert another is not None
+    login = browser.get(f"{platform.authority}{unescape(another[1])}")
+    assert login.status_code == 200 and 'name="password"' in login.text
     # prompt=login, or another user named: the password is asked again
     again = browser.get(authorize_url(platform, AZ_CLI, "http://localhost:8400/", prompt="login"))
     assert again.status_code == 200 and 'name="password"' in again.text

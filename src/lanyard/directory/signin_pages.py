@@ -262,6 +262,13 @@ class SignInPages:
             }
             if request.method != "POST":
                 return await self._without_password(request, tenant, flow, page)
+            if form.get("step") == "pick":  # the account picker's choice: the session's account
+                picked = await run_in_threadpool(
+                    self._session_user, request.cookies.get(SSO_COOKIE, ""), tenant, params.get("login_hint", "")
+                )
+                if picked is None:
+                    return self._page(request, "login.html", **page)
+                return await self._answer(request, picked, flow, page, None)
             page["username"] = form.get("username", "")[:256]
             source = request.client.host if request.client else ""
             changing = form.get("step") == "change_password"
@@ -306,6 +313,16 @@ class SignInPages:
         if prompt != "login":
             user = await run_in_threadpool(
                 self._session_user, request.cookies.get(SSO_COOKIE, ""), tenant, flow.params.get("login_hint", "")
+            )
+        if user is not None and prompt == "select_account":
+            # Entra's "Pick an account": the signed-in one, or another (the login page, as prompt=login).
+            other = urlencode({**{k: v for k, v in flow.params.items() if k in _CARRIED}, "prompt": "login"})
+            return self._page(
+                request,
+                "pick.html",
+                **{**page, "title": "Pick an account"},
+                account=user,
+                other=f"{request.url.path}?{other}",
             )
         if user is not None:
             return await self._answer(request, user, flow, page, None)
