@@ -488,3 +488,22 @@ def app_service_tokens_around(
         assert result["ok"], result["error"]
     first, _, second = (r["value"] for r in results)
     return first, second
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a browser download): the portal's and the SPA's
+    browser tests. Missing, it skips, or fails under CI=true."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed at /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()

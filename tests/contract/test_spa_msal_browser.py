@@ -1,4 +1,4 @@
-"""A single-page app with the real @azure/msal-browser (from npm, unmodified) in Debian's Chromium: a page
+"""A single-page app with the real @azure/msal-chromium (from npm, unmodified) in Debian's Chromium: a page
 served on http://localhost signs a person in with loginRedirect (code + PKCE, the answer in the fragment),
 msal redeems the code cross-origin at the token endpoint (CORS), then acquireTokenSilent with
 forceRefresh redeems the SPA's refresh token cross-origin too. The token verifies against the published
@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import RunningPlatform, cli_json, secret_token, verify_with_discovery
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
+from tests.portal.people import SHOTS
 from tests.support.clients import ClientProgram
 
 ARM = "https://management.azure.com"
 PASSWORD = "Spa-Sign-In-Pa55"
 
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>spa</title><script src="/msal-browser.min.js"></script></head>
+<html><head><meta charset="utf-8"><title>spa</title><script src="/msal-chromium.min.js"></script></head>
 <body><button id="go">Sign in</button><pre id="out"></pre>
 <script>
 const config = %(config)s;
@@ -49,7 +49,7 @@ const app = new msal.PublicClientApplication({
 
 
 class _SpaServer:
-    """The SPA's own origin: one page and the msal-browser bundle, on loopback."""
+    """The SPA's own origin: one page and the msal-chromium bundle, on loopback."""
 
     def __init__(self, bundle: Path) -> None:
         self.bundle = bundle.read_bytes()
@@ -60,7 +60,7 @@ class _SpaServer:
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 body, kind = (
-                    (outer.bundle, "text/javascript") if path == "/msal-browser.min.js" else (outer.page, "text/html")
+                    (outer.bundle, "text/javascript") if path == "/msal-chromium.min.js" else (outer.page, "text/html")
                 )
                 self.send_response(200)
                 self.send_header("Content-Type", kind)
@@ -95,7 +95,7 @@ def spa_server(spa_client: ClientProgram) -> Iterator[_SpaServer]:
 
 def test_msal_browser_signs_a_person_in_and_refreshes_cross_origin(
     platform: RunningPlatform,
-    browser: Any,  # noqa: F811
+    chromium: Any,
     spa_server: _SpaServer,
 ) -> None:
     upn = f"spa-{uuid.uuid4().hex[:6]}@spa.example"
@@ -133,7 +133,7 @@ def test_msal_browser_signs_a_person_in_and_refreshes_cross_origin(
     spa_server.page = (PAGE % {"config": json.dumps(config)}).encode()
 
     # The platform's CA is not in Chromium's store here; the TLS itself is covered by the httpx tests.
-    context = browser.new_context(ignore_https_errors=True)
+    context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
     seen: list[str] = []
     page.on("request", lambda r: seen.append(f"{r.method} {r.url.split('?')[0]}"))
@@ -145,7 +145,7 @@ def test_msal_browser_signs_a_person_in_and_refreshes_cross_origin(
     page.wait_for_url(f"{redirect}*")
     page.locator("#out").filter(has_text="{").wait_for(timeout=30_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "spa-msal-browser.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "spa-msal-chromium.png"), full_page=True)
     result = json.loads(page.locator("#out").inner_text())
     context.close()
     assert "error" not in result, (result, seen)

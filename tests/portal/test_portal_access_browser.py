@@ -9,8 +9,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
-from tests.portal.test_portal_identity_browser import PASSWORD, _person, _sign_in
+from tests.portal.people import PASSWORD, SHOTS, person, sign_in
 
 
 def _assignments(platform: RunningPlatform, principal: str, scope: str) -> list[tuple[str, str]]:
@@ -21,14 +20,14 @@ def _assignments(platform: RunningPlatform, principal: str, scope: str) -> list[
 
 def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     platform: RunningPlatform,
-    browser: Any,  # noqa: F811
+    chromium: Any,
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     rg = f"iam-rg-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
     scope = str(group["id"])
-    owner = _person(platform, "Olga Owner", "Owner", scope)
-    reader = _person(platform, "Rhea Reader", "Reader", scope)
+    owner = person(platform, "Olga Owner", "Owner", scope)
+    reader = person(platform, "Rhea Reader", "Reader", scope)
     guest_upn = f"gus-{tag}@portal.example"
     guest_name = f"Gus Guest {tag}"
     guest = cli_json(
@@ -47,11 +46,11 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     # The guest can see no group yet.
-    context, page = _sign_in(browser, platform, guest_upn)
+    context, page = sign_in(chromium, platform, guest_upn)
     assert not page.get_by_role("link", name=rg).count()
     context.close()
 
-    context, page = _sign_in(browser, platform, owner)
+    context, page = sign_in(chromium, platform, owner)
     # The subscription's IAM page: an Owner of one group may not list there, and ARM says so on the page.
     page.get_by_role("link", name="Access control (IAM) of the subscription").click()
     assert page.get_by_role("heading", name="Access control (IAM): subscription").is_visible()
@@ -91,7 +90,7 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     page.get_by_role("button", name="Add", exact=True).click()
     assert "RoleAssignmentExists" in page.get_by_role("alert").inner_text()
 
-    guest_context, guest_page = _sign_in(browser, platform, guest_upn)
+    guest_context, guest_page = sign_in(chromium, platform, guest_upn)
     assert guest_page.get_by_role("link", name=rg).is_visible()
     guest_context.close()
 
@@ -107,7 +106,7 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     context.close()
 
     # A Reader sees the list but may not add: ARM's refusal is on the page and nothing is made.
-    context, page = _sign_in(browser, platform, reader)
+    context, page = sign_in(chromium, platform, reader)
     page.goto(f"{platform.authority}/portal/resourcegroups/{rg}/access")
     assert page.get_by_role("row").filter(has_text="Owner").filter(has_text="This scope").count() == 1
     page.get_by_label("Role", exact=True).select_option(label="Reader")

@@ -9,19 +9,18 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
-from tests.portal.test_portal_identity_browser import _person, _sign_in
+from tests.portal.people import SHOTS, person, sign_in
 
 
-def test_a_plan_and_an_app_on_it_made_on_the_group_page(platform: RunningPlatform, browser: Any) -> None:  # noqa: F811
+def test_a_plan_and_an_app_on_it_made_on_the_group_page(platform: RunningPlatform, chromium: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     rg, plan, app = f"mk-rg-{tag}", f"mk-plan-{tag}", f"mk-app-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
-    contributor = _person(platform, "Cato Creator", "Contributor", group["id"])
-    reader = _person(platform, "Rory Reader", "Reader", group["id"])
+    contributor = person(platform, "Cato Creator", "Contributor", group["id"])
+    reader = person(platform, "Rory Reader", "Reader", group["id"])
     SHOTS.mkdir(parents=True, exist_ok=True)
 
-    context, page = _sign_in(browser, platform, contributor)
+    context, page = sign_in(chromium, platform, contributor)
     page.get_by_role("link", name=rg).click()
     page.get_by_label("Plan name").fill(plan)
     page.get_by_label("Pricing tier").select_option("B1")
@@ -47,7 +46,7 @@ def test_a_plan_and_an_app_on_it_made_on_the_group_page(platform: RunningPlatfor
     page.screenshot(path=str(SHOTS / "create-app-on-plan.png"), full_page=True)
     context.close()
 
-    context, page = _sign_in(browser, platform, reader)
+    context, page = sign_in(chromium, platform, reader)
     page.goto(f"{platform.authority}/portal/resourcegroups/{rg}")
     page.get_by_label("Name", exact=True).fill(f"{app}-2")
     page.get_by_role("button", name="Create app").click()

@@ -11,8 +11,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json, run_cli
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
-from tests.portal.test_portal_identity_browser import _person, _sign_in
+from tests.portal.people import SHOTS, person, sign_in
 
 ISSUER = "https://token.actions.githubusercontent.com"
 
@@ -26,15 +25,15 @@ def _identity_names(platform: RunningPlatform, rg: str) -> list[str]:
     return sorted(str(i["name"]) for i in cli_json(platform.home, "identity", "list", "-g", rg))
 
 
-def test_identity_pages_create_federate_and_delete(platform: RunningPlatform, browser: Any) -> None:  # noqa: F811
+def test_identity_pages_create_federate_and_delete(platform: RunningPlatform, chromium: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     rg, name, fic = f"uai-rg-{tag}", f"uai-{tag}", f"fic-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
-    contributor = _person(platform, "Ida Identity", "Contributor", group["id"])
-    reader = _person(platform, "Remy Reader", "Reader", group["id"])
+    contributor = person(platform, "Ida Identity", "Contributor", group["id"])
+    reader = person(platform, "Remy Reader", "Reader", group["id"])
     SHOTS.mkdir(parents=True, exist_ok=True)
 
-    context, page = _sign_in(browser, platform, contributor)
+    context, page = sign_in(chromium, platform, contributor)
     page.get_by_role("link", name="Managed identities").click()
     assert page.get_by_role("heading", name="Managed identities").is_visible()
     page.get_by_label("Resource group", exact=True).select_option(rg)
@@ -89,7 +88,7 @@ def test_identity_pages_create_federate_and_delete(platform: RunningPlatform, br
     assert made["issuer"] == ISSUER and made["subject"] == "repo:octo/app:ref:refs/heads/main"
     assert made["audiences"] == ["api://AzureADTokenExchange"]
     page.screenshot(path=str(SHOTS / "uai-federated-added.png"), full_page=True)
-    context_reader, page_reader = _sign_in(browser, platform, reader)
+    context_reader, page_reader = sign_in(chromium, platform, reader)
 
     # The Reader sees it all; every save is refused by ARM, on the page, and nothing changes.
     page_reader.get_by_role("link", name="Managed identities").click()

@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningPlatform, cli_json
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
+from tests.portal.people import SHOTS, person, sign_in
 from tests.support.azcli import AzCli, require_az
-
-PASSWORD = "Identity-Pa55word"
 
 
 @pytest.fixture
@@ -28,49 +26,18 @@ def az(platform: RunningPlatform, tmp_path: Path) -> AzCli:
     return cli
 
 
-def _person(platform: RunningPlatform, name: str, role: str, scope: str) -> str:
-    upn = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:6]}@portal.example"
-    made = cli_json(
-        platform.home,
-        "ad",
-        "user",
-        "create",
-        "--display-name",
-        name,
-        "--user-principal-name",
-        upn,
-        "--password",
-        PASSWORD,
-    )
-    cli_json(platform.home, "role", "assignment", "create", "--assignee", made["id"], "--role", role, "--scope", scope)
-    return upn
-
-
-def _sign_in(chromium: Any, platform: RunningPlatform, upn: str) -> tuple[Any, Any]:
-    # The platform's CA is not in Chromium's store here; the TLS itself is covered by the httpx tests.
-    context = chromium.new_context(ignore_https_errors=True)
-    page = context.new_page()
-    page.goto(f"{platform.authority}/portal/")
-    page.get_by_role("link", name="Sign in").click()
-    page.locator('input[name="username"]').fill(upn)
-    page.locator('input[name="password"]').fill(PASSWORD)
-    page.locator('input[name="password"]').press("Enter")
-    page.wait_for_url(f"{platform.authority}/portal/")
-    return context, page
-
-
-def test_identity_page_system_and_user_assigned(platform: RunningPlatform, browser: Any, az: AzCli) -> None:  # noqa: F811
+def test_identity_page_system_and_user_assigned(platform: RunningPlatform, chromium: Any, az: AzCli) -> None:
     rg = f"ident-rg-{uuid.uuid4().hex[:6]}"
     app = f"ident-app-{uuid.uuid4().hex[:6]}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
     cli_json(platform.home, "appservice", "plan", "create", "-g", rg, "-n", f"{app}-plan")
     cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app, "-p", f"{app}-plan")
     uai = cli_json(platform.home, "identity", "create", "-g", rg, "-n", f"{app}-uai")
-    contributor = _person(platform, "Cora Contributor", "Contributor", group["id"])
-    reader = _person(platform, "Rex Reader", "Reader", group["id"])
+    contributor = person(platform, "Cora Contributor", "Contributor", group["id"])
+    reader = person(platform, "Rex Reader", "Reader", group["id"])
     SHOTS.mkdir(parents=True, exist_ok=True)
 
-    context, page = _sign_in(browser, platform, contributor)
+    context, page = sign_in(chromium, platform, contributor)
     page.get_by_role("link", name=rg).click()
     page.get_by_role("link", name=f"Identity of {app}").click()
     assert page.get_by_role("heading", name=f"Identity of {app}").is_visible()
@@ -101,7 +68,7 @@ def test_identity_page_system_and_user_assigned(platform: RunningPlatform, brows
     assert shown["type"] == "SystemAssigned" and not shown.get("userAssignedIdentities")
     context.close()
 
-    context, page = _sign_in(browser, platform, reader)
+    context, page = sign_in(chromium, platform, reader)
     page.goto(f"{platform.authority}/portal/resourcegroups/{rg}/sites/{app}/identity")
     assert page.locator("#principal-id").inner_text().strip() == principal
     page.get_by_label("Off", exact=True).check()
@@ -112,16 +79,16 @@ def test_identity_page_system_and_user_assigned(platform: RunningPlatform, brows
     context.close()
 
 
-def test_identity_page_of_a_slot_and_a_function_app(platform: RunningPlatform, browser: Any, az: AzCli) -> None:  # noqa: F811
+def test_identity_page_of_a_slot_and_a_function_app(platform: RunningPlatform, chromium: Any, az: AzCli) -> None:
     tag = uuid.uuid4().hex[:6]
     rg, app, func = f"ident-rg-{tag}", f"slot-app-{tag}", f"func-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
     cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app)
     cli_json(platform.home, "webapp", "deployment", "slot", "create", "-g", rg, "-n", app, "--slot", "stage")
     cli_json(platform.home, "functionapp", "create", "-g", rg, "-n", func)
-    contributor = _person(platform, "Sol Slots", "Contributor", group["id"])
+    contributor = person(platform, "Sol Slots", "Contributor", group["id"])
 
-    context, page = _sign_in(browser, platform, contributor)
+    context, page = sign_in(chromium, platform, contributor)
     page.get_by_role("link", name=rg).click()
     page.get_by_role("link", name=f"Identity of {app}", exact=True).click()
     page.get_by_role("link", name="Identity of slot stage").click()

@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
-from tests.portal.test_portal_identity_browser import PASSWORD, _person
+from tests.portal.people import PASSWORD, SHOTS, person
 
 MAX_TABS = 60
 
@@ -29,13 +28,13 @@ def _tab_to(page: Any, text: str) -> None:
     raise AssertionError(f"{text!r} is not reachable with Tab")
 
 
-def test_sign_in_and_turn_the_system_identity_on_with_the_keyboard(platform: RunningPlatform, browser: Any) -> None:  # noqa: F811
+def test_sign_in_and_turn_the_system_identity_on_with_the_keyboard(platform: RunningPlatform, chromium: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     rg, app = f"kb-rg-{tag}", f"kb-app-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
     cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app)
-    upn = _person(platform, "Kim Keys", "Contributor", group["id"])
-    context = browser.new_context(ignore_https_errors=True)
+    upn = person(platform, "Kim Keys", "Contributor", group["id"])
+    context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
     page.goto(f"{platform.authority}/portal/")
     _tab_to(page, "Sign in")

@@ -10,8 +10,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results
-from tests.portal.test_portal_browser import SHOTS, browser  # noqa: F401 (the fixture)
-from tests.portal.test_portal_identity_browser import _person, _sign_in
+from tests.portal.people import SHOTS, person, sign_in
 
 
 def _read_secret(platform: RunningPlatform, rg: str, app: str, url: str, name: str) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def _read_secret(platform: RunningPlatform, rg: str, app: str, url: str, name: s
     return dict(result)
 
 
-def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatform, browser: Any) -> None:  # noqa: F811
+def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatform, chromium: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     rg, app, vault = f"kvp-rg-{tag}", f"kvp-app-{tag}", f"kvp-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
@@ -31,12 +30,12 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
     url = str(cli_json(platform.home, "keyvault", "create", "-n", vault, "-g", rg)["properties"]["vaultUri"]).rstrip(
         "/"
     )
-    upn = _person(platform, "Vera Vault", "Contributor", group["id"])
-    reader = _person(platform, "Rhea Reader", "Reader", group["id"])
+    upn = person(platform, "Vera Vault", "Contributor", group["id"])
+    reader = person(platform, "Rhea Reader", "Reader", group["id"])
     me = cli_json(platform.home, "ad", "user", "show", "--id", upn)["id"]
     SHOTS.mkdir(parents=True, exist_ok=True)
 
-    context, page = _sign_in(browser, platform, upn)
+    context, page = sign_in(chromium, platform, upn)
     page.get_by_role("link", name=rg).click()
     page.get_by_role("link", name=f"Vault {vault}").click()
     assert page.get_by_role("heading", name=f"Key vault {vault}").is_visible()
@@ -75,7 +74,7 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
 
     # A Reader sees the policies but cannot change them: ARM's refusal is on the page, nothing written.
     before = cli_json(platform.home, "keyvault", "show", "-n", vault)["properties"]["accessPolicies"]
-    context, page = _sign_in(browser, platform, reader)
+    context, page = sign_in(chromium, platform, reader)
     page.goto(f"{platform.authority}/portal/resourcegroups/{rg}/vaults/{vault}")
     assert page.get_by_role("cell", name=me, exact=True).is_visible()
     page.get_by_label("Object id").fill(app_oid)
