@@ -21,9 +21,16 @@ def person(platform: RunningPlatform, name: str, role: str | None = None, scope:
         "--password", PASSWORD,
     )  # fmt: skip
     if role is not None and scope is not None:
-        cli_json(platform.home, "role", "assignment", "create", "--assignee", made["id"], "--role", role,
-                 "--scope", scope)  # fmt: skip
+        grant(platform, made["id"], role, scope)
     return upn
+
+
+def grant(platform: RunningPlatform, principal: str, role: str, scope: str) -> dict[str, Any]:
+    """A role assignment made with the CLI (as the admin): what a test sets up before the browser."""
+    return dict(
+        cli_json(platform.home, "role", "assignment", "create", "--assignee", principal, "--role", role,
+                 "--scope", scope)
+    )  # fmt: skip
 
 
 def sign_in(chromium: Any, platform: RunningPlatform, upn: str) -> tuple[Any, Any]:

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import RunningPlatform, cli_json, run_cli
-from tests.portal.people import SHOTS, person, sign_in
+from tests.portal.people import SHOTS, grant, person, sign_in
 
 ISSUER = "https://token.actions.githubusercontent.com"
 
@@ -48,18 +48,7 @@ def test_identity_pages_create_federate_and_delete(platform: RunningPlatform, ch
     assert page.locator("#resource-id").inner_text().strip() == shown["id"]
 
     # Its role assignments, by role name (made with the CLI, seen in the portal).
-    cli_json(
-        platform.home,
-        "role",
-        "assignment",
-        "create",
-        "--assignee",
-        shown["principalId"],
-        "--role",
-        "Reader",
-        "--scope",
-        group["id"],
-    )
+    grant(platform, shown["principalId"], "Reader", group["id"])
     page.reload()
     assert page.get_by_role("cell", name="Reader", exact=True).is_visible()
     assert page.get_by_role("cell", name=group["id"], exact=True).is_visible()

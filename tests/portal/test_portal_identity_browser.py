@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningPlatform, cli_json
-from tests.portal.people import SHOTS, person, sign_in
+from tests.portal.people import SHOTS, grant, person, sign_in
 from tests.support.azcli import AzCli, require_az
 
 
@@ -100,18 +100,7 @@ def test_identity_page_of_a_slot_and_a_function_app(platform: RunningPlatform, c
     # The app itself keeps no identity (az prints an empty block for it).
     assert (az.json("webapp", "identity", "show", "-g", rg, "-n", app) or {}).get("principalId") is None
     # A role given to the slot's identity elsewhere shows on its page, by the role's name.
-    cli_json(
-        platform.home,
-        "role",
-        "assignment",
-        "create",
-        "--assignee",
-        principal,
-        "--role",
-        "Reader",
-        "--scope",
-        group["id"],
-    )
+    grant(platform, principal, "Reader", group["id"])
     page.reload()
     assert page.get_by_role("cell", name="Reader", exact=True).is_visible()
     assert page.get_by_role("cell", name=group["id"], exact=True).is_visible()

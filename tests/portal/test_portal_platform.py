@@ -15,6 +15,7 @@ import pytest
 
 from lanyard.directory.clients import LANYARD_PORTAL
 from tests.conftest import RunningPlatform, cli_json
+from tests.portal.people import grant
 
 PASSWORD = "Portal-Pa55word"
 _INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -37,18 +38,7 @@ def reader(platform: RunningPlatform) -> dict[str, Any]:
     )
     rg = f"portal-rg-{uuid.uuid4().hex[:6]}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
-    cli_json(
-        platform.home,
-        "role",
-        "assignment",
-        "create",
-        "--assignee",
-        person["id"],
-        "--role",
-        "Reader",
-        "--scope",
-        group["id"],
-    )
+    grant(platform, person["id"], "Reader", group["id"])
     return {"upn": upn, "rg": rg}
 
 
