@@ -38,6 +38,11 @@ TokenPoster = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
 # (method, path, token, api-version, query, JSON body) -> ARM's answer.
 ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
+# (method, path, token, query, JSON body) -> the platform's operator API's answer (/lanyard/v1/...).
+OperatorSender = Callable[[str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
+# The operator API paths the portal may call: hosts, one host, join tokens, the audit trail. Not the
+# agents' own paths (/lanyard/v1/agent/..., /lanyard/v1/join), which take no person's token.
+_OPERATOR_PATH = re.compile(r"/lanyard/v1/(hosts|hosts/[^/?#]+|joinTokens|audit)")
 
 
 class PortalError(Exception):
@@ -75,6 +80,7 @@ class Portal:
         self.arm_get: ArmGetter = self._arm_get
         self.arm_put = self._arm_put
         self.arm_send: ArmSender = self._arm_send
+        self.operator_send: OperatorSender = self._operator_send
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -127,6 +133,30 @@ class Portal:
             return await self.arm_send(method, path, await self._arm_token(session), api, params or {}, body)
         except httpx.HTTPError as exc:
             raise PortalError(f"Resource Manager could not be reached ({type(exc).__name__}).", 502) from exc
+
+    async def _operator_send(
+        self, method: str, path: str, token: str, params: dict[str, str], body: Any
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.request(
+                method,
+                f"{self.authority}{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+            )
+
+    async def operator_call(
+        self, method: str, path: str, session: Session, params: dict[str, str] | None = None, body: Any = None
+    ) -> httpx.Response:
+        """arm_call's sibling for the platform's own operator API (/lanyard/v1/hosts, joinTokens, audit):
+        the same management token, so the platform's RBAC decides; the same errors as PortalError."""
+        if not _OPERATOR_PATH.fullmatch(path):
+            raise PortalError("That is not an operator API of this platform.")
+        try:
+            return await self.operator_send(method, path, await self._arm_token(session), params or {}, body)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"The platform could not be reached ({type(exc).__name__}).", 502) from exc
 
     async def data_call(
         self, method: str, url: str, session: Session, scope: str, api: str, body: Any = None
@@ -366,12 +396,14 @@ class Portal:
 
     def routes(self) -> list[Route | Mount]:
         from lanyard.portal.apps import AppPages
+        from lanyard.portal.operations import OperationPages
         from lanyard.portal.vaults import VaultPages
 
         static = StaticFiles(packages=[("lanyard.portal", "static")])
         return [
             *AppPages(self).routes(),
             *VaultPages(self).routes(),
+            *OperationPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
