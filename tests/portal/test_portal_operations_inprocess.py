@@ -181,3 +181,17 @@ def test_signed_out_is_sent_to_sign_in(client: PortalClient, api: OperatorApi) -
         assert answer.status_code == 303 and answer.headers["location"] == "/portal/"
     assert client.post("/portal/hosts/jointokens", data={"name": "x"}).status_code == 403
     assert not api.calls
+
+
+def test_an_unreadable_answer_is_a_502_page(client: PortalClient, portal: Portal) -> None:  # noqa: F811
+    async def send(method: str, path: str, token: str, params: dict[str, str], body: Any) -> httpx.Response:
+        return httpx.Response(200, text="<html>not json</html>")
+
+    portal.operator_send = send
+    _sign_in(client, portal)
+    for url in ("/portal/hosts", "/portal/audit"):
+        page = client.get(url)
+        assert page.status_code == 502 and "could not be read" in page.text
+    csrf = _csrf(client.get("/portal/hosts").text)
+    made = client.post("/portal/hosts/jointokens", data={"csrf_token": csrf})
+    assert made.status_code == 502 and "could not be read" in made.text

@@ -63,6 +63,19 @@ def _next_after(next_link: Any) -> str | None:
     return values[0] if values and _AFTER.fullmatch(values[0]) else None
 
 
+def _body(answer: Any) -> dict[str, Any]:
+    """A successful answer's JSON object; anything else is the platform's fault, shown as a 502."""
+    from lanyard.portal.routes import PortalError
+
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise PortalError("The platform's answer could not be read.", 502)
+    return body
+
+
 class OperationPages:
     def __init__(self, portal: Portal) -> None:
         self.portal = portal
@@ -78,8 +91,12 @@ class OperationPages:
             return [], exc.status, exc.message
         if answer.status_code >= 400:
             return [], answer.status_code, arm_message(answer)
+        try:
+            listed = [h for h in _body(answer).get("value", []) if isinstance(h, dict)]
+        except PortalError as exc:
+            return [], exc.status, exc.message
         hosts = []
-        for h in answer.json().get("value", []):
+        for h in listed:
             hosts.append(
                 {
                     "hostId": str(h.get("hostId", "")),
@@ -143,7 +160,10 @@ class OperationPages:
             return await self._hosts_page(session, exc.status, exc.message)
         if answer.status_code >= 400:
             return await self._hosts_page(session, answer.status_code, arm_message(answer))
-        name = str(answer.json().get("name") or host)[:MAX_HOST_NAME]
+        try:
+            name = str(_body(answer).get("name") or host)[:MAX_HOST_NAME]
+        except PortalError:
+            name = host  # removed all the same: the DELETE succeeded
         return RedirectResponse(f"/portal/hosts?{urlencode({'removed': name})}", 303, PAGE_HEADERS)
 
     async def create_join_token(self, request: Request) -> Response:
@@ -160,11 +180,11 @@ class OperationPages:
             answer = await self.portal.operator_call(
                 "POST", "/lanyard/v1/joinTokens", session, body={"name": name or None}
             )
+            if answer.status_code >= 400:
+                return await self._hosts_page(session, answer.status_code, arm_message(answer))
+            made = _body(answer)
         except PortalError as exc:
             return await self._hosts_page(session, exc.status, exc.message)
-        if answer.status_code >= 400:
-            return await self._hosts_page(session, answer.status_code, arm_message(answer))
-        made = answer.json()
         join = {"token": str(made.get("token", "")), "name": name, "expires": made.get("expiresInSeconds")}
         return await self._hosts_page(session, join=join)
 
@@ -204,11 +224,12 @@ class OperationPages:
         query = {**shown, "top": top, **({"after": after} if after else {})}
         try:
             answer = await self.portal.operator_call("GET", "/lanyard/v1/audit", session, params=query)
+            if answer.status_code >= 400:
+                status, error = answer.status_code, arm_message(answer)
+                return self.portal.render("audit.html", session, status, error=error, **values)
+            body = _body(answer)
         except PortalError as exc:
             return self.portal.render("audit.html", session, exc.status, error=exc.message, **values)
-        if answer.status_code >= 400:
-            return self.portal.render("audit.html", session, answer.status_code, error=arm_message(answer), **values)
-        body = answer.json()
         values["records"] = [
             {
                 "at": _when(r.get("at")),
@@ -222,6 +243,7 @@ class OperationPages:
                 "detail": _detail(r.get("detail")),
             }
             for r in body.get("value", [])
+            if isinstance(r, dict)
         ]
         following = _next_after(body.get("nextLink"))
         if following is not None:
