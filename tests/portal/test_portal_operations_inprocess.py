@@ -79,6 +79,10 @@ def test_hosts_page_lists_what_the_api_returns(client: PortalClient, portal: Por
     assert page.status_code == 200
     assert "edge-1" in page.text and HOST["hostId"] in page.text and SITE in page.text
     assert api.calls == [("GET", "/lanyard/v1/hosts", {}, None)]
+    for url in ("/portal/hosts", "/portal/audit", f"/portal/hosts/{HOST['hostId']}/remove"):
+        shown = client.get(url)
+        assert "<script" not in shown.text and "style=" not in shown.text
+        assert "unsafe-inline" not in shown.headers["content-security-policy"]
 
 
 def test_remove_is_a_confirmation_then_a_delete(client: PortalClient, portal: Portal, api: OperatorApi) -> None:  # noqa: F811
