@@ -26,6 +26,7 @@ from lanyard.portal.access import AccessPages
 from lanyard.portal.apps import PLAN_SKUS, AppPages
 from lanyard.portal.errors import PortalError, arm_message
 from lanyard.portal.identities import IdentityPages
+from lanyard.portal.operations import OperationPages
 from lanyard.portal.security import PAGE_HEADERS, CsrfRejected, check_csrf
 from lanyard.portal.sessions import COOKIE, Session, SessionStore
 from lanyard.portal.vaults import VaultPages
@@ -43,6 +44,11 @@ TokenPoster = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 ArmGetter = Callable[[str, str], Awaitable[httpx.Response]]
 # (method, path, token, api-version, query, JSON body) -> ARM's answer.
 ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
+# (method, path, token, query, JSON body) -> the platform's operator API's answer (/lanyard/v1/...).
+OperatorSender = Callable[[str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
+# The operator API paths the portal may call: hosts, one host, join tokens, the audit trail. Not the
+# agents' own paths (/lanyard/v1/agent/..., /lanyard/v1/join), which take no person's token.
+_OPERATOR_PATH = re.compile(r"/lanyard/v1/(hosts|hosts/[^/?#]+|joinTokens|audit)")
 
 
 _GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
@@ -62,6 +68,7 @@ class Portal:
         self.arm_get: ArmGetter = self._arm_get
         self.arm_put = self._arm_put
         self.arm_send: ArmSender = self._arm_send
+        self.operator_send: OperatorSender = self._operator_send
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -130,6 +137,30 @@ class Portal:
         if answer.status_code >= 400:
             raise PortalError(arm_message(answer), answer.status_code)
         return answer
+
+    async def _operator_send(
+        self, method: str, path: str, token: str, params: dict[str, str], body: Any
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10.0) as client:
+            return await client.request(
+                method,
+                f"{self.authority}{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                json=body,
+            )
+
+    async def operator_call(
+        self, method: str, path: str, session: Session, params: dict[str, str] | None = None, body: Any = None
+    ) -> httpx.Response:
+        """arm_call's sibling for the platform's own operator API (/lanyard/v1/hosts, joinTokens, audit):
+        the same management token, so the platform's RBAC decides; the same errors as PortalError."""
+        if not _OPERATOR_PATH.fullmatch(path):
+            raise PortalError("That is not an operator API of this platform.")
+        try:
+            return await self.operator_send(method, path, await self._arm_token(session), params or {}, body)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"The platform could not be reached ({type(exc).__name__}).", 502) from exc
 
     async def data_call(
         self, method: str, url: str, session: Session, scope: str, api: str, body: Any = None
@@ -382,6 +413,7 @@ class Portal:
             *AppPages(self).routes(),
             *VaultPages(self).routes(),
             *IdentityPages(self).routes(),
+            *OperationPages(self).routes(),
             Route("/portal", lambda r: RedirectResponse("/portal/", 308)),
             Route("/portal/", self.home),
             Route("/portal/resourcegroups", self.create_group, methods=["POST"]),
