@@ -191,3 +191,27 @@ def test_audit_is_admin_only_and_not_on_the_change_feed(platform: RunningPlatfor
     from lanyard.storage.feed import FEED_KEYS
 
     assert "audit" not in FEED_KEYS
+
+
+def test_newest_first_pages_backwards_and_a_bad_order_is_refused(
+    platform: RunningPlatform, secret_app: dict[str, Any]
+) -> None:
+    """`order=newest` (the portal's view, `lanyard audit list --newest-first`): descending, continued with
+    `before` from nextLink, the same records as oldest first; any other order is InvalidParameter."""
+    for _ in range(3):
+        secret_token(platform, secret_app["appId"], secret_app["password"], ARM_RESOURCE)
+    oldest = audit(platform.home, "--principal", secret_app["appId"])
+    newest = audit(platform.home, "--principal", secret_app["appId"], "--newest-first")
+    assert len(oldest) >= 3 and newest == list(reversed(oldest))
+    assert audit(platform.home, "--principal", secret_app["appId"], "--newest-first", "--top", "1") == newest[:1]
+    admin = platform.endpoints["admin"]
+    token = secret_token(platform, admin["client_id"], admin["client_secret"], ARM_RESOURCE)
+    with platform.http() as http:
+        url = f"{platform.endpoints['arm']}/lanyard/v1/audit"
+        query = {"principal": secret_app["appId"], "order": "newest", "top": "2"}
+        page = http.get(url, params=query, headers={"Authorization": f"Bearer {token}"}).json()
+        assert "before=" in page["nextLink"] and "after=" not in page["nextLink"]
+        following = http.get(page["nextLink"], headers={"Authorization": f"Bearer {token}"}).json()
+        assert [r["seq"] for r in page["value"] + following["value"]][:3] == [r["seq"] for r in newest[:3]]
+        bad = http.get(url, params={"order": "sideways"}, headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidParameter"

@@ -97,14 +97,15 @@ def test_operator_sees_hosts_and_audit_and_a_reader_is_refused(platform: Running
     assert host_token not in page.content()
     page.screenshot(path=str(SHOTS / "audit-filtered.png"), full_page=True)
 
-    # The host's records one per page: its join, then its token, by the API's continuation.
+    # The host's records one per page, newest first: its token, then its join, by the API's continuation.
     page.get_by_label("Action (prefix, e.g. token.issue)").fill("")
     page.get_by_label("Records per page").fill("1")
     page.get_by_role("button", name="Filter").click()
+    assert page.get_by_role("row").filter(has_text=_ref(host_token)).count() == 1
+    assert not page.get_by_role("cell", name="credential.host.join", exact=True).count()
+    page.get_by_role("link", name="Next page").click()
     assert page.get_by_role("cell", name="credential.host.join", exact=True).is_visible()
     assert not page.get_by_role("row").filter(has_text=_ref(host_token)).count()
-    page.get_by_role("link", name="Next page").click()
-    assert page.get_by_role("row").filter(has_text=_ref(host_token)).count() == 1
     assert page.get_by_role("link", name="First page").is_visible()
 
     with page.expect_response(lambda r: "/portal/audit" in r.url) as bad:

@@ -55,11 +55,12 @@ class OperatorApi:
                 _time(params.get("until"), "until")
             except ArmError as exc:
                 return httpx.Response(exc.status_value, json=exc.body())
-            after, top = int(params.get("after", "0")), int(params["top"])
-            page = [r for r in RECORDS if r["seq"] > after][:top]
+            assert params["order"] == "newest"
+            before, top = int(params.get("before", "999")), int(params["top"])
+            page = [r for r in reversed(RECORDS) if r["seq"] < before][:top]
             body: dict[str, Any] = {"value": page}
-            if page and page[-1]["seq"] < RECORDS[-1]["seq"]:
-                body["nextLink"] = f"https://platform.test/lanyard/v1/audit?top={top}&after={page[-1]['seq']}"
+            if page and page[-1]["seq"] > RECORDS[0]["seq"]:
+                body["nextLink"] = f"https://platform.test/lanyard/v1/audit?top={top}&before={page[-1]['seq']}"
             return httpx.Response(200, json=body)
         return httpx.Response(404, json={"error": {"code": "NotFound", "message": path}})
 
@@ -142,21 +143,22 @@ def test_audit_filters_and_paging_follow_the_api(client: PortalClient, portal: P
     assert api.calls[-1] == (
         "GET",
         "/lanyard/v1/audit",
-        {"principal": "p-1", "action": "token.issue", "top": "2"},
+        {"principal": "p-1", "action": "token.issue", "top": "2", "order": "newest"},
         None,
     )
-    assert "ref1" in first.text and "ref2" in first.text and "ref3" not in first.text
-    assert "2026-12-02T00:00:01Z" in first.text
+    assert "ref3" in first.text and "ref2" in first.text and "ref1" not in first.text  # newest first
+    assert first.text.index("ref3") < first.text.index("ref2")
+    assert "2026-12-02T00:00:03Z" in first.text
     link = first.text.split('">Next page</a>')[0].rsplit('href="', 1)[1].replace("&amp;", "&")
     assert parse_qs(urlsplit(link).query) == {
         "principal": ["p-1"],
         "action": ["token.issue"],
         "top": ["2"],
-        "after": ["2"],
+        "before": ["2"],
     }
     second = client.get(link)
-    assert "ref3" in second.text and "ref1" not in second.text and ">Next page</a>" not in second.text
-    assert api.calls[-1][2]["after"] == "2" and "First page" in second.text
+    assert "ref1" in second.text and "ref3" not in second.text and ">Next page</a>" not in second.text
+    assert api.calls[-1][2]["before"] == "2" and "First page" in second.text
 
 
 def test_bad_audit_filters_are_a_400_message(client: PortalClient, portal: Portal, api: OperatorApi) -> None:  # noqa: F811
@@ -165,7 +167,7 @@ def test_bad_audit_filters_are_a_400_message(client: PortalClient, portal: Porta
     assert bad.status_code == 400 and 'role="alert"' in bad.text
     assert "InvalidParameter: since must be an ISO 8601 time or epoch seconds." in bad.text
     calls = len(api.calls)
-    for params in ({"top": "0"}, {"top": "many"}, {"after": "x"}, {"principal": "p" * 1201}):
+    for params in ({"top": "0"}, {"top": "many"}, {"before": "x"}, {"principal": "p" * 1201}):
         page = client.get("/portal/audit", params=params)
         assert page.status_code == 400 and 'role="alert"' in page.text
     assert len(api.calls) == calls

@@ -87,7 +87,11 @@ class AuditRoutes:
                 after=_int(p.get("after"), "after", 0),
                 top=min(_int(p.get("top"), "top", MAX_PAGE), MAX_PAGE),
                 by_chain=p.get("order") == "chain",
+                newest_first=p.get("order") == "newest",
+                before=_int(p.get("before"), "before", 0) or None,
             )
+            if p.get("order") not in (None, "", "chain", "newest"):
+                raise ArmError("order is 'chain' or 'newest' (or left out: oldest first).", code="InvalidParameter")
             for name in ("principal", "resource", "action", "chain"):
                 if len(getattr(query, name) or "") > 1200:
                     raise ArmError(f"{name} is too long.", code="InvalidParameter")
@@ -97,7 +101,7 @@ class AuditRoutes:
         body: dict[str, Any] = {"value": records}
         if after is not None:
             params = dict(request.query_params)
-            params["after"] = str(after)
+            params["before" if query.newest_first else "after"] = str(after)
             body["nextLink"] = str(request.url.include_query_params(**params))
         return arm_response(200, body)
 

@@ -28,6 +28,8 @@ class Query:
     after: int = 0  # the id of the last record of the previous page
     top: int = MAX_PAGE
     by_chain: bool = False  # order by (chain, seq), for walking the chains
+    newest_first: bool = False  # descending ids, continued with `before` (the portal's view)
+    before: int | None = None  # newest_first: the id of the last record of the previous page
 
 
 def list_records(engine: Engine, q: Query) -> tuple[list[dict[str, Any]], int | None]:
@@ -51,6 +53,10 @@ def list_records(engine: Engine, q: Query) -> tuple[list[dict[str, Any]], int | 
         # Keyset paging over (chain, seq) encoded as the row id of the last one seen is not ordered;
         # page by offset instead (verification is an operator's occasional walk).
         stmt = stmt.order_by(t.c.chain, t.c.seq).offset(q.after).limit(top + 1)
+    elif q.newest_first:
+        if q.before is not None:
+            stmt = stmt.where(t.c.id < q.before)
+        stmt = stmt.order_by(t.c.id.desc()).limit(top + 1)
     else:
         stmt = stmt.where(t.c.id > q.after).order_by(t.c.id).limit(top + 1)
     with engine.connect() as conn:

@@ -51,6 +51,7 @@ def audit() -> None:
 @click.option("--since", help="From this time on (ISO 8601 or epoch seconds).")
 @click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
 @click.option("--top", type=click.IntRange(1, 100_000), default=None, help="At most this many records.")
+@click.option("--newest-first", is_flag=True, help="The newest records first (e.g. with --top 20: the last 20).")
 @click.pass_context
 def list_records(
     ctx: click.Context,
@@ -60,8 +61,9 @@ def list_records(
     since: str | None,
     until: str | None,
     top: int | None,
+    newest_first: bool,
 ) -> None:
-    """Records, oldest first."""
+    """Records, oldest first (or newest first)."""
     profile = Profile.load(ctx.find_root().obj["home"])
     params = {
         k: v
@@ -71,6 +73,7 @@ def list_records(
             "action": action,
             "since": since,
             "until": until,
+            "order": "newest" if newest_first else None,
         }.items()
         if v
     }

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # The audit API's own filters, passed through as typed; the API checks them and its 400 is shown.
 AUDIT_FILTERS = ("principal", "resource", "action", "since", "until", "chain")
 PAGE_SIZE = "100"
-_AFTER = re.compile(r"[0-9]{1,15}")
+_CURSOR = re.compile(r"[0-9]{1,15}")
 _TOP = re.compile(r"[0-9]{1,4}")
 MAX_FILTER = 1200
 MAX_HOST_NAME = 128
@@ -56,12 +56,12 @@ def _detail(value: Any) -> str:
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 
-def _next_after(next_link: Any) -> str | None:
-    """The continuation (`after`) of the API's nextLink, to put on the portal's own next-page link."""
+def _next_before(next_link: Any) -> str | None:
+    """The continuation (`before`, newest first) of the API's nextLink, for the portal's next-page link."""
     if not isinstance(next_link, str):
         return None
-    values = parse_qs(urlsplit(next_link).query).get("after", [])
-    return values[0] if values and _AFTER.fullmatch(values[0]) else None
+    values = parse_qs(urlsplit(next_link).query).get("before", [])
+    return values[0] if values and _CURSOR.fullmatch(values[0]) else None
 
 
 def _body(answer: Any) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class OperationPages:
         p = request.query_params
         filters = {name: p.get(name, "").strip() for name in AUDIT_FILTERS}
         top = p.get("top", "").strip() or PAGE_SIZE
-        after = p.get("after", "").strip()
+        before = p.get("before", "").strip()
         values: dict[str, Any] = {
             "title": "Audit trail",
             "filters": filters,
@@ -203,21 +203,21 @@ class OperationPages:
             "records": [],
             "next": None,
             "first": None,
-            "after": after,
+            "before": before,
         }
         shown = {k: v for k, v in filters.items() if v}
-        if after:
+        if before:
             values["first"] = f"/portal/audit?{urlencode({**shown, 'top': top})}"
         problem = None
         if any(len(v) > MAX_FILTER for v in filters.values()):
             problem = f"A filter is at most {MAX_FILTER} characters."
         elif not _TOP.fullmatch(top) or int(top) < 1:
             problem = "Records per page is a whole number from 1 to 1000."
-        elif after and not _AFTER.fullmatch(after):
+        elif before and not _CURSOR.fullmatch(before):
             problem = "The page to continue from is not one this portal linked to."
         if problem:
             return self.portal.render("audit.html", session, 400, error=problem, **values)
-        query = {**shown, "top": top, **({"after": after} if after else {})}
+        query = {**shown, "top": top, "order": "newest", **({"before": before} if before else {})}
         try:
             answer = await self.portal.operator_call("GET", "/lanyard/v1/audit", session, params=query)
             if answer.status_code >= 400:
@@ -241,9 +241,9 @@ class OperationPages:
             for r in body.get("value", [])
             if isinstance(r, dict)
         ]
-        following = _next_after(body.get("nextLink"))
+        following = _next_before(body.get("nextLink"))
         if following is not None:
-            values["next"] = f"/portal/audit?{urlencode({**shown, 'top': top, 'after': following})}"
+            values["next"] = f"/portal/audit?{urlencode({**shown, 'top': top, 'before': following})}"
         return self.portal.render("audit.html", session, **values)
 
     def routes(self) -> list[Route]:
