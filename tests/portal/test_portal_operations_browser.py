@@ -83,6 +83,9 @@ def test_operator_sees_hosts_and_audit_and_a_reader_is_refused(platform: Running
     row = page.get_by_role("row").filter(has_text=host_name)
     assert row.get_by_role("cell", name=joined["hostId"], exact=True).is_visible()
     assert row.get_by_role("cell", name=joined["objectId"], exact=True).is_visible()
+    (listed,) = [h for h in cli_json(platform.home, "host", "list") if h["hostId"] == joined["hostId"]]
+    assert listed["credentialExpiresOn"] and listed["joinedAt"]  # the certificate it joined with ends in a day
+    assert row.get_by_role("cell", name=listed["credentialExpiresOn"], exact=True).is_visible()
     page.screenshot(path=str(SHOTS / "hosts-joined.png"), full_page=True)
 
     # The audit record of the token the host got, found with the page's filters.

@@ -23,7 +23,7 @@ from lanyard.audit.writer import NULL_AUDITOR, Auditor
 from lanyard.core.clock import Clock
 from lanyard.core.errors import ArmError, GraphError
 from lanyard.directory.keys import PUBLISHED_STATES
-from lanyard.directory.service import Directory
+from lanyard.directory.service import Directory, iso
 from lanyard.directory.workload_issuer import projected_claims
 from lanyard.protocol.arm import bad_request, not_found, parse_path, resource_key
 from lanyard.storage import arm_repo, feed, fleet_repo
@@ -269,10 +269,19 @@ class Fleet:
                     "hostId": h.id,
                     "name": h.name,
                     "principalId": h.principal_id,
+                    "joinedAt": iso(h.created_at),
+                    "credentialExpiresOn": self._credential_end(s, h.principal_id),
                     "placements": [self._id_of(s, k) for k in fleet_repo.placements_for_host(s, h.id)],
                 }
                 for h in fleet_repo.list_hosts(s)
             ]
+
+    @staticmethod
+    def _credential_end(s: Any, principal_id: str) -> str | None:
+        """When the host's newest credential (its certificate) ends: it renews itself before then."""
+        principal = dirrepo.get_principal(s, object_id=principal_id)
+        ends = [c.end_at for c in dirrepo.list_credentials(s, principal.app_id)] if principal is not None else []
+        return iso(max(ends)) if ends else None
 
     @staticmethod
     def _id_of(s: Any, key: str) -> str:

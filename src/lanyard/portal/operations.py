@@ -83,7 +83,6 @@ class OperationPages:
     # -- host agents ----------------------------------------------------------------------------
 
     async def _hosts(self, session: Session) -> tuple[list[dict[str, Any]], int, str | None]:
-
         try:
             answer = await self.portal.operator_call("GET", "/lanyard/v1/hosts", session)
         except PortalError as exc:
@@ -101,6 +100,8 @@ class OperationPages:
                     "hostId": str(h.get("hostId", "")),
                     "name": str(h.get("name", "")),
                     "principalId": str(h.get("principalId", "")),
+                    "joinedAt": str(h.get("joinedAt") or ""),
+                    "credentialExpiresOn": str(h.get("credentialExpiresOn") or ""),
                     "placements": [str(p) for p in h.get("placements", [])],
                 }
             )
