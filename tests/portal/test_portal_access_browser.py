@@ -25,6 +25,8 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     tag = uuid.uuid4().hex[:6]
     rg = f"iam-rg-{tag}"
     group = cli_json(platform.home, "group", "create", "-n", rg, "-l", "westus")
+    app = f"iam-app-{tag}"
+    cli_json(platform.home, "webapp", "create", "-g", rg, "-n", app)
     scope = str(group["id"])
     owner = person(platform, "Olga Owner", "Owner", scope)
     reader = person(platform, "Rhea Reader", "Reader", scope)
@@ -57,6 +59,11 @@ def test_an_owner_grants_and_removes_reader_and_a_reader_is_refused(
     assert "AuthorizationFailed" in page.get_by_role("alert").inner_text()
     page.goto(f"{platform.authority}/portal/")
     page.get_by_role("link", name=rg).click()
+    # One resource's IAM page, from the group page: the group's Owner assignment is inherited there.
+    page.get_by_role("link", name=f"Access control of {app}").click()
+    assert page.get_by_role("heading", name=f"Access control (IAM): Microsoft.Web/sites {app}").is_visible()
+    assert page.get_by_role("row").filter(has_text="Olga Owner").filter(has_text="Inherited").count() == 1
+    page.go_back()
     page.get_by_role("link", name="Access control (IAM)", exact=True).click()
     assert page.get_by_role("heading", name=f"Access control (IAM): resource group {rg}").is_visible()
     mine = page.get_by_role("row").filter(has_text="Owner").filter(has_text="This scope")
