@@ -9,7 +9,7 @@ import subprocess
 import uuid
 from typing import Any
 
-from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results
+from tests.conftest import RunningPlatform, cli_json, probe_command, probe_results, run_cli
 from tests.portal.people import SHOTS, person, sign_in
 
 
@@ -43,6 +43,7 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
     assert "Forbidden" in page.get_by_role("status").inner_text()
     page.get_by_label("Object id").fill(me)
     page.get_by_label("set", exact=True).check()
+    page.get_by_label("delete", exact=True).check()
     page.get_by_role("button", name="Add access policy").click()
     assert page.get_by_role("cell", name=me, exact=True).is_visible()
     page.get_by_label("Secret name").fill("db-password")
@@ -70,6 +71,17 @@ def test_vault_policies_secrets_and_the_app_reading_one(platform: RunningPlatfor
         and not page.get_by_role("cell", name=app_oid, exact=True).count()
     )
     assert not _read_secret(platform, rg, app, url, "db-password")["ok"]
+
+    # Delete, after a Yes; No first leaves it.
+    page.get_by_role("link", name="Delete secret db-password").click()
+    assert "Delete secret db-password" in page.get_by_role("dialog").inner_text()
+    page.get_by_role("dialog").get_by_role("link", name="No").click()
+    assert page.get_by_role("cell", name="db-password", exact=True).is_visible()
+    page.get_by_role("link", name="Delete secret db-password").click()
+    page.get_by_role("dialog").get_by_role("button", name="Yes").click()
+    assert not page.get_by_role("cell", name="db-password", exact=True).count()
+    gone = run_cli(platform.home, "keyvault", "secret", "show", "--vault-name", vault, "-n", "db-password", check=False)
+    assert gone.returncode != 0 and "SecretNotFound" in gone.stderr
     context.close()
 
     # A Reader sees the policies but cannot change them: ARM's refusal is on the page, nothing written.

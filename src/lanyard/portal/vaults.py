@@ -79,6 +79,7 @@ class VaultPages:
             "secrets": [],
             "secrets_error": None,
             "revealed": None,
+            "confirm_secret": None,
             "permissions": PERMISSIONS,
             "found": False,
         }
@@ -149,22 +150,19 @@ class VaultPages:
         value = form.get("value", "")
         if change == "set" and (not value or len(value) > MAX_VALUE):
             return await self._show(request, session, 400, "A secret needs a value of at most 25 KiB.")
+        method = {"set": "PUT", "reveal": "GET", "delete": "DELETE"}[change]
         try:
             answer = await self.portal.arm_ok("GET", self._vault_path(session, group, vault), session, VAULT_API)
             uri = str(answer.json().get("properties", {}).get("vaultUri", "")).rstrip("/")
-            if change == "set":
-                answer = await self.portal.data_call(
-                    "PUT", f"{uri}/secrets/{name}", session, vault_scope(uri), SECRETS_API, {"value": value}
-                )
-            else:
-                answer = await self.portal.data_call(
-                    "GET", f"{uri}/secrets/{name}", session, vault_scope(uri), SECRETS_API
-                )
+            body = {"value": value} if change == "set" else None
+            answer = await self.portal.data_call(
+                method, f"{uri}/secrets/{name}", session, vault_scope(uri), SECRETS_API, body
+            )
             if answer.status_code >= 400:
                 return await self._show(request, session, answer.status_code, arm_message(answer))
         except PortalError as exc:
             return await self._show(request, session, exc.status, exc.message)
-        if change == "set":
+        if change != "reveal":
             return RedirectResponse(self._page(group, vault), 303, PAGE_HEADERS)
         return await self._show(request, session, revealed={"name": name, "value": str(answer.json().get("value", ""))})
 
@@ -186,6 +184,19 @@ class VaultPages:
     async def set_secret(self, request: Request) -> Response:
         return await self._secret(request, "set")
 
+    async def confirm_delete_secret(self, request: Request) -> Response:
+        """The "Delete" link's target: the vault page asking "Delete secret …?" with Yes (a POST) and No."""
+        session = self.portal.session_of(request)
+        if session is None or not session.user:
+            return RedirectResponse("/portal/", 303, PAGE_HEADERS)
+        name = request.query_params.get("name", "")
+        if not _SECRET_NAME.fullmatch(name):
+            return await self._show(request, session, 400, "A secret name is 1-127 letters, digits or '-'.")
+        return await self._show(request, session, confirm_secret=name)
+
+    async def delete_secret(self, request: Request) -> Response:
+        return await self._secret(request, "delete")
+
     def routes(self) -> list[Route]:
         base = "/portal/resourcegroups/{group}/vaults/{vault}"
         return [
@@ -194,4 +205,6 @@ class VaultPages:
             Route(f"{base}/policies/remove", self.remove_policy, methods=["POST"]),
             Route(f"{base}/secrets/reveal", self.reveal, methods=["POST"]),
             Route(f"{base}/secrets/set", self.set_secret, methods=["POST"]),
+            Route(f"{base}/secrets/delete", self.confirm_delete_secret, methods=["GET"]),
+            Route(f"{base}/secrets/delete", self.delete_secret, methods=["POST"]),
         ]
