@@ -88,6 +88,17 @@ def test_operator_sees_hosts_and_audit_and_a_reader_is_refused(platform: Running
     assert row.get_by_role("cell", name=listed["credentialExpiresOn"], exact=True).is_visible()
     page.screenshot(path=str(SHOTS / "hosts-joined.png"), full_page=True)
 
+    # Place an app's identities on the host, then take them off again.
+    site = cli_json(platform.home, "webapp", "create", "-g", group["name"], "-n", f"ops-app-{uuid.uuid4().hex[:6]}",
+                    "--assign-identity", "[system]")  # fmt: skip
+    page.get_by_label(f"Resource id to place on {host_name}").fill(site["id"])
+    page.get_by_role("button", name=f"Place on {host_name}").click()
+    (listed,) = [h for h in cli_json(platform.home, "host", "list") if h["hostId"] == joined["hostId"]]
+    assert [p.lower() for p in listed["placements"]] == [site["id"].lower()]
+    page.get_by_role("button", name=f"Take {site['name']} off {host_name}").click()
+    (listed,) = [h for h in cli_json(platform.home, "host", "list") if h["hostId"] == joined["hostId"]]
+    assert listed["placements"] == []
+
     # The audit record of the token the host got, found with the page's filters.
     page.get_by_role("link", name="Audit trail").click()
     page.get_by_label("Principal or app id").fill(joined["clientId"])

@@ -44,6 +44,8 @@ class OperatorApi:
             return httpx.Response(403, json={"error": REFUSAL})
         if path == "/lanyard/v1/hosts":
             return httpx.Response(200, json={"value": self.hosts})
+        if path.endswith("/placements"):
+            return httpx.Response(200, json={"hostId": HOST["hostId"], "resourceId": "placed"})
         if method == "DELETE":
             self.hosts = []
             return httpx.Response(200, json={"hostId": HOST["hostId"], "name": "edge-1", "revoked": True})
@@ -201,3 +203,20 @@ def test_an_unreadable_answer_is_a_502_page(client: PortalClient, portal: Portal
     csrf = _csrf(client.get("/portal/hosts").text)
     made = client.post("/portal/hosts/jointokens", data={"csrf_token": csrf})
     assert made.status_code == 502 and "could not be read" in made.text
+
+
+def test_placing_is_one_put_and_taking_off_one_delete(client: PortalClient, portal: Portal, api: OperatorApi) -> None:  # noqa: F811
+    _sign_in(client, portal)
+    csrf = _csrf(client.get("/portal/hosts").text)
+    url = f"/portal/hosts/{HOST['hostId']}/placements"
+    site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app"
+    assert client.post(url, data={"resource_id": site}).status_code == 403
+    for bad in ("app", "/subscriptions/s/resourceGroups/rg", f"{site}/../../x", ""):
+        refused = client.post(url, data={"resource_id": bad, "csrf_token": csrf})
+        assert refused.status_code == 400 and "A placement names" in refused.text
+    assert not [c for c in api.calls if c[1].endswith("/placements")]
+    assert client.post(url, data={"resource_id": site, "csrf_token": csrf}).status_code == 303
+    assert api.calls[-1] == ("PUT", f"/lanyard/v1/hosts/{HOST['hostId']}/placements", {}, {"resourceId": site})
+    off = client.post(f"{url}/remove", data={"resource_id": site, "csrf_token": csrf})
+    assert off.status_code == 303
+    assert api.calls[-1] == ("DELETE", f"/lanyard/v1/hosts/{HOST['hostId']}/placements", {"resourceId": site}, None)

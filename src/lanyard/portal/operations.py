@@ -34,6 +34,7 @@ _TOP = re.compile(r"[0-9]{1,4}")
 MAX_FILTER = 1200
 MAX_HOST_NAME = 128
 MAX_DETAIL = 400
+_RESOURCE_ID = re.compile(r"/subscriptions/[^/?#\s]+/resourceGroups/[^/?#\s]+/providers/[^?#\s]{3,1000}", re.I)
 
 
 def _when(value: Any) -> str:
@@ -186,6 +187,37 @@ class OperationPages:
         join = {"token": str(made.get("token", "")), "name": name, "expires": made.get("expiresInSeconds")}
         return await self._hosts_page(session, join=join)
 
+    async def _placement(self, request: Request, remove: bool) -> Response:
+        """Place a resource's identities on a host (the agent there serves its tokens) or take them off:
+        one PUT or DELETE of /lanyard/v1/hosts/{host}/placements, as `lanyard host place` does."""
+        posted = await self.portal.posted_form(request)
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
+        host = self._host_ref(request)
+        resource = form.get("resource_id", "").strip()
+        if host is None or not _RESOURCE_ID.fullmatch(resource) or ".." in resource:
+            return await self._hosts_page(
+                session, 400, "A placement names a host and a resource id (/subscriptions/.../providers/...)."
+            )
+        path = f"/lanyard/v1/hosts/{quote(host, safe='')}/placements"
+        try:
+            if remove:
+                answer = await self.portal.operator_call("DELETE", path, session, params={"resourceId": resource})
+            else:
+                answer = await self.portal.operator_call("PUT", path, session, body={"resourceId": resource})
+        except PortalError as exc:
+            return await self._hosts_page(session, exc.status, exc.message)
+        if answer.status_code >= 400:
+            return await self._hosts_page(session, answer.status_code, arm_message(answer))
+        return RedirectResponse("/portal/hosts", 303, PAGE_HEADERS)
+
+    async def place(self, request: Request) -> Response:
+        return await self._placement(request, remove=False)
+
+    async def unplace(self, request: Request) -> Response:
+        return await self._placement(request, remove=True)
+
     # -- audit trail ----------------------------------------------------------------------------
 
     async def audit(self, request: Request) -> Response:
@@ -253,5 +285,7 @@ class OperationPages:
             Route("/portal/hosts/jointokens", self.create_join_token, methods=["POST"]),
             Route("/portal/hosts/{host}/remove", self.confirm_remove, methods=["GET"]),
             Route("/portal/hosts/{host}/remove", self.remove, methods=["POST"]),
+            Route("/portal/hosts/{host}/placements", self.place, methods=["POST"]),
+            Route("/portal/hosts/{host}/placements/remove", self.unplace, methods=["POST"]),
             Route("/portal/audit", self.audit),
         ]

@@ -48,7 +48,7 @@ ArmSender = Callable[[str, str, str, str, dict[str, str], Any], Awaitable[httpx.
 OperatorSender = Callable[[str, str, str, dict[str, str], Any], Awaitable[httpx.Response]]
 # The operator API paths the portal may call: hosts, one host, join tokens, the audit trail. Not the
 # agents' own paths (/lanyard/v1/agent/..., /lanyard/v1/join), which take no person's token.
-_OPERATOR_PATH = re.compile(r"/lanyard/v1/(hosts|hosts/[^/?#]+|joinTokens|audit)")
+_OPERATOR_PATH = re.compile(r"/lanyard/v1/(hosts|hosts/[^/?#]+|hosts/[^/?#]+/placements|joinTokens|audit)")
 
 
 _GROUP_NAME = re.compile(r"[-\w._()]{1,90}")
