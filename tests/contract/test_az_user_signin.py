@@ -262,8 +262,7 @@ def test_az_ad_user_and_group_commands(on_443: Namespaced) -> None:
         "--service-principal",
         "-u",
         admin["client_id"],
-        "-p",
-        admin["client_secret"],
+        f"--password={admin['client_secret']}",
         "--tenant",
         ns.endpoints["tenant_id"],
     )

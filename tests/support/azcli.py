@@ -100,5 +100,5 @@ class AzCli:
 
     def login_service_principal(self, client_id: str, secret: str) -> Any:
         return self.json(
-            "login", "--service-principal", "-u", client_id, "-p", secret, "--tenant", self.platform.tenant_id
+            "login", "--service-principal", "-u", client_id, f"--password={secret}", "--tenant", self.platform.tenant_id
         )

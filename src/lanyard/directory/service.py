@@ -98,8 +98,12 @@ def add_password_credential(
 
 
 def new_client_secret() -> str:
-    # 40 characters like Entra's; the first three are the hint shown in listings.
-    return secrets.token_urlsafe(30)
+    # 40 characters like Entra's; the first three are the hint shown in listings. Never a leading '-':
+    # az (argparse) would read `-p -abc…` as another option, and Entra's secrets never start with one.
+    while True:
+        secret = secrets.token_urlsafe(30)
+        if not secret.startswith("-"):
+            return secret
 
 
 class Directory:
