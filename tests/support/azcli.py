@@ -87,7 +87,8 @@ class AzCli:
         )
         result = AzResult(done.returncode, done.stdout, done.stderr)
         if check and done.returncode != 0:
-            raise AssertionError(f"az {' '.join(args)} failed ({done.returncode}):\n{done.stderr}\n{done.stdout}")
+            shown = " ".join("--password=***" if a.startswith("--password=") else a for a in args)
+            raise AssertionError(f"az {shown} failed ({done.returncode}):\n{done.stderr}\n{done.stdout}")
         return result
 
     def json(self, *args: str) -> Any:
